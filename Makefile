@@ -1,0 +1,32 @@
+# Every target installs what it needs into .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/sru-hpo demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cell_speed.py
+	$(BIN)/python benchmarks/dispatch.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check service workers trials search_spaces tests benchmarks
+	$(BIN)/mypy service workers trials search_spaces
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

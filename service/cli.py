@@ -1,0 +1,24 @@
+"""The ``sru-hpo`` command: train, worker, serve, up, demo and the API client commands."""
+
+from __future__ import annotations
+
+import typer
+
+from workers.cli import train_command
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Hyperparameter optimization for the Statistical Recurrent Unit.")
+app.command("train")(train_command)
+
+
+@app.callback()
+def _root() -> None:
+    """Hyperparameter optimization for the Statistical Recurrent Unit."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""All configuration, read from the environment (``SRU_HPO_*``) by one pydantic-settings class.
+
+It lives in ``trials/`` (the bottom layer) because the service and the workers both read it and
+neither may import the other's package.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SRU_HPO_", extra="ignore")
+
+    mongo_url: str | None = Field(
+        None, description="mongodb:// URL. Unset: an embedded nx-27017 server in home/db."
+    )
+    db_name: str = Field("sru_hpo", description="database name inside MongoDB")
+    home: Path = Field(Path("runs"), description="embedded database, checkpoints, logs")
+    data_dir: Path = Field(Path("data"), description="datasets (MNIST files) live here")
+    api_token: str | None = Field(None, description="Bearer token required on write endpoints")
+    host: str = Field("127.0.0.1", description="API bind address")
+    port: int = Field(8000, ge=0, le=65535, description="API port")
+    heartbeat_interval: float = Field(10.0, gt=0, description="seconds between worker heartbeats")
+    max_retries: int = Field(2, ge=0, description="requeues of a job whose worker died")
+    connect_timeout: float = Field(30.0, gt=0, description="seconds to retry a lost database")
+    max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
+    max_trials: int = Field(10_000, gt=0, description="largest n_trials a study may ask for")
+    driver_poll: float = Field(0.5, gt=0, description="seconds between study-driver passes")
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,106 @@
+"""``sru-hpo train``: one training run from the command line, with a progress bar per epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+__all__ = ["train_command", "parse_alphas"]
+
+
+def parse_alphas(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _fail_on_flag(exc: ValueError) -> typer.BadParameter:
+    """Turn 'phi_size: reason' from the model/train validators into an error naming --phi-size."""
+    key, _, reason = str(exc).partition(":")
+    return typer.BadParameter(reason.strip() or str(exc), param_hint=f"--{key.replace('_', '-')}")
+
+
+def train_command(
+    model: Annotated[str, typer.Option(help="sru | gru | lstm")] = "sru",
+    dataset: Annotated[str, typer.Option(help="digits | mnist | pmnist")] = "digits",
+    epochs: Annotated[int, typer.Option(min=1)] = 10,
+    phi_size: Annotated[int | None, typer.Option(help="SRU phi units")] = None,
+    r_size: Annotated[int | None, typer.Option(help="SRU r units (0 = iid variant)")] = None,
+    out_size: Annotated[int | None, typer.Option(help="SRU o units")] = None,
+    alphas: Annotated[str | None, typer.Option(help="SRU set A, e.g. 0,0.5,0.9,0.99,0.999")] = None,
+    learn_alphas: Annotated[bool, typer.Option(help="learn A (sigmoid of a logit)")] = False,
+    hidden_size: Annotated[int | None, typer.Option(help="GRU/LSTM units")] = None,
+    num_layers: Annotated[int | None, typer.Option(help="GRU/LSTM layers")] = None,
+    forget_bias: Annotated[float | None, typer.Option(help="GRU/LSTM keep-gate bias")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam | sgd")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    lr_decay: Annotated[float | None, typer.Option(help="lr factor per epoch")] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    dropout: Annotated[float | None, typer.Option(help="dropout before the head")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    clip_norm: Annotated[float | None, typer.Option(help="gradient clipping norm, 0 = off")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda[:N] | auto")] = "auto",
+    checkpoint: Annotated[Path | None, typer.Option(help="write the best weights here")] = None,
+    test: Annotated[bool, typer.Option(help="evaluate the best weights on the test split")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Train one model and print its learning curve and result."""
+    from workers.models import model_args
+    from workers.train import resolve_params, train
+
+    given = {
+        "phi_size": phi_size, "r_size": r_size, "out_size": out_size,
+        "alphas": parse_alphas(alphas) if alphas is not None else None,
+        "hidden_size": hidden_size, "num_layers": num_layers, "forget_bias": forget_bias,
+        "optimizer": optimizer, "lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
+        "dropout": dropout, "batch_size": batch_size, "clip_norm": clip_norm,
+    }
+    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed,
+                              "learn_alphas": learn_alphas}
+    params |= {k: v for k, v in given.items() if v is not None}
+    if dataset not in ("digits", "mnist", "pmnist"):
+        raise typer.BadParameter(f"unknown dataset {dataset!r}", param_hint="--dataset")
+    try:
+        resolve_params(params)
+        model_args({**params, "input_size": 1, "n_classes": 10})
+    except ValueError as exc:
+        raise _fail_on_flag(exc) from exc
+
+    console = Console(stderr=as_json)
+    with Progress(
+        TextColumn("[bold]epoch {task.completed}/{task.total}"), BarColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+        transient=as_json,
+    ) as bar:
+        task = bar.add_task("", total=epochs)
+
+        def on_epoch(point: dict) -> None:
+            bar.update(task, advance=1, description=(
+                f"train_loss {point['train_loss']:.4f}  val_acc {point['val_acc']:.4f}"))
+
+        result = train(params, epochs=epochs, device=device, checkpoint_path=checkpoint,
+                       on_epoch=on_epoch, evaluate_test=test)
+    if as_json:
+        typer.echo(json.dumps({"params": params, **result.to_dict()}, indent=2))
+        return
+    table = Table(title=f"{model} on {dataset}: {result.status}")
+    for col in ("epoch", "train_loss", "val_loss", "val_acc", "lr", "seconds"):
+        table.add_column(col, justify="right")
+    for p in result.curve:
+        table.add_row(str(p["epoch"]), f"{p['train_loss']:.4f}", f"{p['val_loss']:.4f}",
+                      f"{p['val_acc']:.4f}", f"{p['lr']:.3g}", f"{p['seconds']:.2f}")
+    console.print(table)
+    console.print(f"best val_acc {result.best_val_acc:.4f} at epoch {result.best_epoch} "
+                  f"({result.n_params} parameters, {result.seconds:.1f} s)")
+    if result.test_acc is not None:
+        console.print(f"test_acc {result.test_acc:.4f}")
+    if result.reason:
+        console.print(f"[red]{result.reason}")

@@ -1,0 +1,139 @@
+"""Datasets as (N, T, 1) float tensors in [0, 1] with train / validation / test splits.
+
+- ``mnist``: torchvision MNIST read pixel by pixel, 784 steps of one value, row-major.
+- ``pmnist``: the same with one fixed random permutation of the 784 positions (seed recorded).
+- ``digits``: scikit-learn's 8x8 digits, 64 steps; ships with scikit-learn, no network.
+
+Validation is carved from the training set with a fixed seed; the search optimises validation
+accuracy and only the final retrain looks at the test split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["DATASETS", "Split", "Splits", "DatasetUnavailable", "load_dataset"]
+
+DATASETS = ("mnist", "pmnist", "digits")
+PMNIST_SEED = 92916  # fixed permutation for pmnist; recorded in Splits.meta
+SPLIT_SEED = 1234  # the validation carve-out never changes with the trial seed
+DEFAULT_VAL_SIZE = {"mnist": 5000, "pmnist": 5000, "digits": 300}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+@dataclass
+class Split:
+    x: Tensor  # (N, T, 1) float32 in [0, 1]
+    y: Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Splits:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    n_classes: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train.x.shape[1])
+
+    @property
+    def input_size(self) -> int:
+        return int(self.train.x.shape[2])
+
+    def to(self, device: torch.device | str) -> Splits:
+        return Splits(
+            self.name, self.train.to(device), self.val.to(device), self.test.to(device),
+            self.n_classes, self.meta,
+        )
+
+
+def _carve(x: Tensor, y: Tensor, val_size: int) -> tuple[Split, Split]:
+    if not 0 < val_size < len(y):
+        raise ValueError(f"val_size must be in (0, {len(y)}), got {val_size}")
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    perm = torch.randperm(len(y), generator=g)
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
+
+
+def _digits(val_size: int) -> Splits:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.tensor(d.data / 16.0, dtype=torch.float32).unsqueeze(-1)  # (1797, 64, 1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(y)), test_size=360, random_state=SPLIT_SEED, stratify=d.target
+    )
+    train, val = _carve(x[idx_train], y[idx_train], val_size)
+    return Splits("digits", train, val, Split(x[idx_test], y[idx_test]), 10)
+
+
+def _mnist_raw(data_dir: Path, train: bool, download: bool):
+    from torchvision.datasets import MNIST
+
+    try:
+        return MNIST(str(data_dir), train=train, download=download)
+    except (RuntimeError, OSError) as exc:  # download failed or files missing
+        raise DatasetUnavailable(
+            f"MNIST is not in {data_dir / 'MNIST' / 'raw'} and could not be downloaded ({exc}). "
+            "Put the four IDX files there (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), or set "
+            "SRU_HPO_DATA_DIR to a folder that has them, or allow network access once."
+        ) from exc
+
+
+def _mnist(data_dir: Path, val_size: int, permute: bool, download: bool) -> Splits:
+    def pixels(ds) -> tuple[Tensor, Tensor]:
+        x = ds.data.reshape(len(ds.data), -1, 1).to(torch.float32) / 255.0  # (N, 784, 1) row-major
+        return x, ds.targets.to(torch.int64)
+
+    x_tr, y_tr = pixels(_mnist_raw(data_dir, True, download))
+    x_te, y_te = pixels(_mnist_raw(data_dir, False, download))
+    meta: dict = {}
+    if permute:
+        perm = torch.randperm(x_tr.shape[1], generator=torch.Generator().manual_seed(PMNIST_SEED))
+        x_tr, x_te = x_tr[:, perm], x_te[:, perm]
+        meta = {"permutation_seed": PMNIST_SEED}
+    train, val = _carve(x_tr, y_tr, val_size)
+    return Splits("pmnist" if permute else "mnist", train, val, Split(x_te, y_te), 10, meta)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    val_size: int | None = None,
+    download: bool = True,
+) -> Splits:
+    """Load ``name`` (one of DATASETS) on CPU. ``data_dir`` defaults to SRU_HPO_DATA_DIR."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset: unknown {name!r}, expected one of {', '.join(DATASETS)}")
+    val_size = DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size)
+    if name == "digits":
+        return _digits(val_size)
+    if data_dir is None:
+        from trials.settings import get_settings
+
+        data_dir = get_settings().data_dir
+    return _mnist(Path(data_dir), val_size, permute=name == "pmnist", download=download)

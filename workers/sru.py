@@ -1,0 +1,227 @@
+"""The Statistical Recurrent Unit (Oliva, Póczos, Schneider, ICML 2017) as a sequence classifier.
+
+Equations (see ../shared/DESIGN.md)::
+
+    r_t      = relu(W_r · mu_{t-1} + b_r)           # mu_{t-1}: every alpha's average, concatenated
+    phi_t    = relu(W_phi · [x_t ; r_t] + b_phi)
+    mu_t^(a) = a · mu_{t-1}^(a) + (1 - a) · phi_t    # for every a in A at once
+    o_t      = relu(W_o · mu_t + b_o)                # only o_T is used: logits = head(dropout(o_T))
+
+The hidden state is only ``mu``, kept as (B, len(A), phi) and flattened alpha-major to
+(B, len(A)·phi) wherever a layer reads it. ``r_size = 0`` is the paper's "iid" ablation:
+phi depends on x alone, so it is computed for all steps in one matmul and only the cheap
+moving-average recurrence stays in the loop.
+
+Speed (measured, DESIGN.md): never index ``x[:, t]`` inside the autograd loop; project the
+inputs of all steps at once and iterate over ``unbind(1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["SRUClassifier", "SRUScan", "PAPER_ALPHAS", "DEFAULT_ALPHAS"]
+
+#: The set A used by the seed slides (0.999 only pays on long sequences such as pixel MNIST).
+PAPER_ALPHAS: tuple[float, ...] = (0.0, 0.5, 0.9, 0.99, 0.999)
+#: The default set: the speed benchmark's, which also suits short sequences (digits, T=64).
+DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.9, 0.99)
+
+# Learnable alphas are sigmoid(logit); initial values are clamped into this range so that
+# a requested 0 or 1 gets a finite logit (and the alpha stays strictly inside (0, 1)).
+_LEARN_MIN, _LEARN_MAX = 1e-3, 1.0 - 1e-4
+
+
+class SRUClassifier(nn.Module):
+    """SRU over (B, T, input_size) inputs returning (B, n_classes) logits from o_T."""
+
+    def __init__(
+        self,
+        input_size: int,
+        n_classes: int,
+        phi_size: int,
+        r_size: int,
+        out_size: int,
+        alphas: Sequence[float],
+        learn_alphas: bool = False,
+        dropout: float = 0.0,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        alphas = [float(a) for a in alphas]
+        if input_size < 1 or n_classes < 2 or phi_size < 1 or out_size < 1 or r_size < 0:
+            raise ValueError("sizes must be positive (r_size may be 0)")
+        if not alphas or not all(0.0 <= a < 1.0 for a in alphas):
+            raise ValueError(f"alphas must be a non-empty set of values in [0, 1), got {alphas}")
+        self.input_size, self.n_classes = input_size, n_classes
+        self.phi_size, self.r_size, self.out_size = phi_size, r_size, out_size
+        self.n_alphas = len(alphas)
+        self.learn_alphas = learn_alphas
+        self.fused = fused  # hand-written BPTT (SRUScan); False = plain autograd loop
+        state = self.n_alphas * phi_size
+
+        self.r_layer = nn.Linear(state, r_size) if r_size > 0 else None  # W_r, b_r
+        self.phi_layer = nn.Linear(input_size + r_size, phi_size)  # W_phi over [x ; r], b_phi
+        self.out_layer = nn.Linear(state, out_size)  # W_o, b_o
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(out_size, n_classes)
+
+        a = torch.tensor(alphas, dtype=torch.float32).unsqueeze(1)  # (A, 1)
+        if learn_alphas:
+            a = a.clamp(_LEARN_MIN, _LEARN_MAX)
+            self.alpha_logit = nn.Parameter(torch.log(a) - torch.log1p(-a))
+        else:
+            self.register_buffer("fixed_alphas", a)
+
+    @property
+    def alphas(self) -> Tensor:
+        """The moving-average rates, shape (A, 1); in (0, 1) when learnable."""
+        if self.learn_alphas:
+            return torch.sigmoid(self.alpha_logit)
+        return self.fixed_alphas
+
+    def extra_repr(self) -> str:
+        vals = ", ".join(f"{v:.4g}" for v in self.alphas.detach().flatten().tolist())
+        return f"alphas=[{vals}], learn_alphas={self.learn_alphas}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        assert x.dim() == 3 and x.shape[2] == self.input_size, f"expected (B, T, {self.input_size})"
+        B = x.shape[0]
+        alphas = self.alphas.to(x.dtype)  # (A, 1), broadcasts against (B, 1, phi)
+        w_x = self.phi_layer.weight[:, : self.input_size]  # (phi, in)
+        # Inputs of every step projected at once (bias folded in): (B, T, phi)
+        x_proj = torch.nn.functional.linear(x, w_x, self.phi_layer.bias)
+        mu = x.new_zeros(B, self.n_alphas, self.phi_size)  # (B, A, phi)
+
+        if self.r_layer is None:  # iid variant: phi_t does not depend on the past
+            for phi in torch.relu(x_proj).unbind(1):  # (B, phi) each
+                mu = torch.lerp(phi.unsqueeze(1), mu, alphas)  # a·mu + (1-a)·phi
+        else:
+            w_pr = self.phi_layer.weight[:, self.input_size :]  # (phi, r)
+            w_r, b_r = self.r_layer.weight, self.r_layer.bias  # (r, A·phi), (r,)
+            if self.fused and torch.is_grad_enabled():
+                mu = SRUScan.apply(x_proj, w_r, b_r, w_pr, alphas)
+            else:
+                mu = _scan_autograd(x_proj, w_r, b_r, w_pr, alphas)
+
+        o = torch.relu(self.out_layer(mu.reshape(B, -1)))  # (B, out)
+        return self.head(self.dropout(o))  # (B, n_classes)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @staticmethod
+    def flops_per_step(input_size: int, phi: int, r: int, n_alphas: int) -> int:
+        """Multiply-adds per sample per step (for comparing with an LSTM)."""
+        return n_alphas * phi * r + (input_size + r) * phi + 2 * n_alphas * phi
+
+
+
+def _scan_autograd(x_proj: Tensor, w_r: Tensor, b_r: Tensor, w_pr: Tensor, alphas: Tensor) -> Tensor:
+    """The recurrence written with autograd ops; returns mu_T (B, A, phi). Reference path."""
+    B, _, P = x_proj.shape
+    mu = x_proj.new_zeros(B, alphas.shape[0], P)  # (B, A, phi)
+    w_r_t, w_pr_t = w_r.t(), w_pr.t()
+    for xp in x_proj.unbind(1):  # (B, phi)
+        r = torch.relu(torch.addmm(b_r, mu.reshape(B, -1), w_r_t))  # (B, r)
+        phi = torch.relu(torch.addmm(xp, r, w_pr_t))  # (B, phi)
+        mu = torch.lerp(phi.unsqueeze(1), mu, alphas)  # (B, A, phi)
+    return mu
+
+
+class SRUScan(torch.autograd.Function):
+    """The SRU recurrence with a hand-written backward pass (BPTT).
+
+    Forward runs without autograd, writing every step into preallocated buffers; backward walks
+    the steps in reverse doing two small matmuls per step, and computes the weight gradients of
+    all steps at the end as two large matmuls. On CPU this is about 1.5x faster than letting
+    autograd record ~7 ops per step (see benchmarks/cell_speed.py). Checked against autograd by
+    gradcheck in tests/workers/test_sru.py.
+
+    Inputs: x_proj (B, T, phi) = W_x·x_t + b_phi for all t; w_r (r, A·phi); b_r (r,);
+    w_pr (phi, r), the r-columns of W_phi; alphas (A, 1). Output: mu_T (B, A, phi).
+    """
+
+    @staticmethod
+    def forward(ctx, x_proj, w_r, b_r, w_pr, alphas):  # type: ignore[override]
+        B, T, P = x_proj.shape
+        A, R = alphas.shape[0], w_r.shape[0]
+        ws = _Workspace.take((T, B, A, P, R), x_proj.dtype, x_proj.device)
+        mus, rs, phis = ws.mus, ws.rs, ws.phis  # (T+1, B, A, phi), (T, B, r), (T, B, phi)
+        mus[0].zero_()
+        xp = x_proj.transpose(0, 1)  # (T, B, phi), a view
+        w_r_t, w_pr_t = w_r.t(), w_pr.t()
+        for t in range(T):
+            torch.addmm(b_r, mus[t].view(B, A * P), w_r_t, out=rs[t]).relu_()
+            torch.addmm(xp[t], rs[t], w_pr_t, out=phis[t]).relu_()
+            torch.lerp(phis[t].unsqueeze(1), mus[t], alphas, out=mus[t + 1])
+        ctx.save_for_backward(w_r, w_pr, alphas)
+        ctx.ws, ctx.generation = ws, ws.generation
+        return mus[T].clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_mu):  # type: ignore[override]
+        w_r, w_pr, alphas = ctx.saved_tensors
+        ws: _Workspace = ctx.ws
+        if ws.generation != ctx.generation:
+            raise RuntimeError(
+                "SRUScan: a second backward through this graph after another forward reused its "
+                "buffers; build the model with fused=False to backward twice (retain_graph)"
+            )
+        mus, rs, phis = ws.mus, ws.rs, ws.phis
+        T, B, A, P, R = ws.key
+        g_mu = grad_mu.contiguous()  # (B, A, phi): dL/dmu_{t+1}, walking t backwards
+        one_minus_a = (1.0 - alphas).view(1, A, 1)
+        a = alphas.view(1, A, 1)
+        g_phi = grad_mu.new_empty(T, B, P)  # dL/d(phi pre-activation) per step
+        g_r = grad_mu.new_empty(T, B, R)  # dL/d(r pre-activation) per step
+        need_alpha = ctx.needs_input_grad[4]
+        g_alpha = grad_mu.new_zeros(A) if need_alpha else None
+        for t in range(T - 1, -1, -1):
+            if g_alpha is not None:  # d mu_{t+1} / d a = mu_t - phi_t
+                g_alpha += (g_mu * (mus[t] - phis[t].unsqueeze(1))).sum((0, 2))
+            gp = torch.sum(g_mu * one_minus_a, 1, out=g_phi[t]).masked_fill_(phis[t] <= 0, 0.0)
+            gr = torch.mm(gp, w_pr, out=g_r[t]).masked_fill_(rs[t] <= 0, 0.0)
+            g_mu = torch.addcmul(torch.mm(gr, w_r).view(B, A, P), g_mu, a)  # dL/dmu_t
+        # Weight gradients of all steps at once: two large matmuls instead of 2·T small ones.
+        gr_all = g_r.view(T * B, R)
+        grad_w_r = gr_all.t() @ mus[:T].reshape(T * B, A * P)  # (r, A·phi)
+        grad_w_pr = g_phi.view(T * B, P).t() @ rs.view(T * B, R)  # (phi, r)
+        grad_b_r = gr_all.sum(0)
+        ws.release()  # a second backward (retain_graph) still works until the next forward
+        grad_alpha = g_alpha.view(A, 1) if g_alpha is not None else None
+        return g_phi.transpose(0, 1), grad_w_r, grad_b_r, grad_w_pr, grad_alpha
+
+
+class _Workspace:
+    """Forward buffers for SRUScan, reused between training steps.
+
+    A (T, B, A, phi) block is hundreds of MB at pixel-MNIST size; allocating it fresh on every
+    step costs more in page faults than the recurrence itself. One free workspace per shape is
+    kept; a forward whose backward has not run yet holds its own, so nothing is overwritten.
+    """
+
+    _free: dict[tuple, _Workspace] = {}
+
+    def __init__(self, key: tuple, dtype: torch.dtype, device: torch.device) -> None:
+        T, B, A, P, R = key
+        self.key, self.pool_key = key, (key, dtype, device)
+        self.generation = 0  # bumped whenever a forward takes this workspace
+        self.mus = torch.empty(T + 1, B, A, P, dtype=dtype, device=device)
+        self.rs = torch.empty(T, B, R, dtype=dtype, device=device)
+        self.phis = torch.empty(T, B, P, dtype=dtype, device=device)
+
+    @classmethod
+    def take(cls, key: tuple, dtype: torch.dtype, device: torch.device) -> _Workspace:
+        ws = cls._free.pop((key, dtype, device), None)
+        if ws is None:
+            ws = cls(key, dtype, device)
+        ws.generation += 1
+        return ws
+
+    def release(self) -> None:
+        self._free[self.pool_key] = self

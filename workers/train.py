@@ -1,0 +1,252 @@
+"""One training run from a plain parameter dict: the objective every trial and retrain calls.
+
+``train(params, epochs=..., device=...)`` builds the model (workers/models.py), trains it on
+the training split, evaluates the validation split after every epoch (the curve), keeps the best
+weights by validation accuracy, and only when ``evaluate_test=True`` (the final retrain) reports
+test accuracy of those best weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.data import Split, Splits, load_dataset
+from workers.models import build_model, model_args
+
+__all__ = [
+    "TRAIN_DEFAULTS",
+    "TrainResult",
+    "train",
+    "resolve_params",
+    "get_data",
+    "load_checkpoint",
+    "evaluate",
+    "pick_device",
+]
+
+#: Training defaults; every key can be overridden by the trial's params.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "digits",
+    "seed": 0,
+    "batch_size": 128,
+    "optimizer": "adam",  # the seed used Adam; the paper SGD with lr decay
+    "lr": 1e-3,
+    "momentum": 0.9,  # SGD only
+    "lr_decay": 1.0,  # multiplicative, applied after every epoch
+    "weight_decay": 0.0,
+    "clip_norm": 1.0,  # paper: gradient clipping at norm 1 (after backward, before the step)
+    "diverge_loss": 100.0,  # a batch loss above this (or NaN/inf) ends the run as diverged
+}
+OPTIMIZERS = ("adam", "sgd")
+EVAL_BATCH = 1000
+
+Point = dict[str, float]
+
+
+@dataclass
+class TrainResult:
+    status: str  # "ok" | "diverged" | "stopped"
+    seed: int
+    epochs_run: int
+    best_val_acc: float
+    best_epoch: int  # 0 when no epoch finished
+    curve: list[Point] = field(default_factory=list)
+    test_acc: float | None = None
+    test_loss: float | None = None
+    n_params: int = 0
+    seconds: float = 0.0
+    reason: str | None = None  # why it diverged
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """TRAIN_DEFAULTS filled in and checked; raises ValueError naming the bad key."""
+    p = {**TRAIN_DEFAULTS, **params}
+    if p["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"optimizer: unknown {p['optimizer']!r}, expected adam or sgd")
+    for key, lo, hi in (
+        ("lr", 0.0, math.inf),
+        ("lr_decay", 0.0, 1.0),
+        ("weight_decay", 0.0, math.inf),
+        ("momentum", 0.0, 1.0),
+        ("clip_norm", 0.0, math.inf),
+        ("diverge_loss", 0.0, math.inf),
+    ):
+        v = p[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+            raise ValueError(f"{key}: must be a number in [{lo}, {hi}], got {v!r}")
+    if p["lr"] <= 0:
+        raise ValueError(f"lr: must be > 0, got {p['lr']!r}")
+    bs = p["batch_size"]
+    if isinstance(bs, bool) or not isinstance(bs, int | float) or int(bs) != bs or bs < 1:
+        raise ValueError(f"batch_size: must be a positive integer, got {bs!r}")
+    p["batch_size"], p["seed"] = int(bs), int(p["seed"])
+    return json.loads(json.dumps(p))  # plain data only (it goes into checkpoints and the DB)
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` is the first visible GPU (CUDA_VISIBLE_DEVICES decides which) or else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device} requested but CUDA is not available")
+    return dev
+
+
+_DATA_CACHE: dict[tuple[str, str], Splits] = {}
+
+
+def get_data(name: str, device: torch.device, data_dir: str | None = None) -> Splits:
+    """Dataset ``name`` on ``device``, loaded once per process and reused by later trials."""
+    key = (name, str(device))
+    if key not in _DATA_CACHE:
+        cpu_key = (name, "cpu")
+        if cpu_key not in _DATA_CACHE:
+            _DATA_CACHE[cpu_key] = load_dataset(name, data_dir)
+        _DATA_CACHE[key] = _DATA_CACHE[cpu_key].to(device)
+    return _DATA_CACHE[key]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``split``."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(split), EVAL_BATCH):
+        xb, yb = split.x[i : i + EVAL_BATCH], split.y[i : i + EVAL_BATCH]
+        logits = model(xb)
+        loss_sum += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(1) == yb).sum())
+    n = max(len(split), 1)
+    return loss_sum / n, correct / n
+
+
+def _optimizer(model: nn.Module, p: Mapping[str, Any]) -> torch.optim.Optimizer:
+    if p["optimizer"] == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=p["lr"], momentum=p["momentum"], weight_decay=p["weight_decay"]
+        )
+    return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
+
+
+def save_checkpoint(path: Path, model: nn.Module, args: dict, params: dict, epoch: int, acc: float):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": 1, "model_args": args, "params": params, "epoch": epoch,
+               "val_acc": acc, "state_dict": state}
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a reader never sees half a file
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes. Loads tensors and plain data only."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(payload["model_args"]).to(device)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload
+
+
+def train(
+    params: Mapping[str, Any],
+    *,
+    epochs: int,
+    device: str | torch.device = "cpu",
+    checkpoint_path: str | Path | None = None,
+    on_epoch: Callable[[Point], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    evaluate_test: bool = False,
+    data: Splits | None = None,
+) -> TrainResult:
+    """Train ``params`` for ``epochs`` epochs; see the module docstring."""
+    if epochs < 1:
+        raise ValueError(f"epochs: must be >= 1, got {epochs}")
+    t_start = time.perf_counter()
+    dev = pick_device(device)
+    p = resolve_params(params)
+    splits = data.to(dev) if data is not None else get_data(p["dataset"], dev)
+    args = model_args({**p, "input_size": splits.input_size, "n_classes": splits.n_classes})
+    if dev.type == "cuda":  # guarded: CPU and CI never take this branch
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+    torch.manual_seed(p["seed"])  # same params + seed => same initial weights and dropout masks
+    model = build_model(args).to(dev)
+    opt = _optimizer(model, p)
+    shuffle = torch.Generator().manual_seed(p["seed"])
+    ckpt = Path(checkpoint_path) if checkpoint_path else None
+    result = TrainResult("ok", p["seed"], 0, 0.0, 0, n_params=sum(x.numel() for x in model.parameters()))
+    best_state: dict | None = None
+    x_tr, y_tr, bs = splits.train.x, splits.train.y, p["batch_size"]
+
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        loss_sum, seen = 0.0, 0
+        order = torch.randperm(len(y_tr), generator=shuffle).to(dev)
+        for i in range(0, len(y_tr), bs):
+            idx = order[i : i + bs]
+            loss = nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > p["diverge_loss"]:
+                result.status = "diverged"
+                result.reason = f"loss {value:.4g} at epoch {epoch}, batch {i // bs}"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if p["clip_norm"] > 0:  # after backward, before the step
+                nn.utils.clip_grad_norm_(model.parameters(), p["clip_norm"])
+            opt.step()
+            loss_sum += value * len(idx)
+            seen += len(idx)
+        if result.status == "diverged":
+            break
+        val_loss, val_acc = evaluate(model, splits.val)
+        if not math.isfinite(val_loss):
+            result.status, result.reason = "diverged", f"validation loss {val_loss} at epoch {epoch}"
+            break
+        point: Point = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(seen, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+        }
+        result.curve.append(point)
+        result.epochs_run = epoch
+        if val_acc > result.best_val_acc or result.best_epoch == 0:
+            result.best_val_acc, result.best_epoch = val_acc, epoch
+            if evaluate_test:
+                best_state = copy.deepcopy(model.state_dict())
+            if ckpt is not None:
+                save_checkpoint(ckpt, model, args, p, epoch, val_acc)
+        for g in opt.param_groups:
+            g["lr"] *= p["lr_decay"]
+        if on_epoch is not None:
+            on_epoch(point)
+        if epoch < epochs and should_stop is not None and should_stop():
+            result.status = "stopped"
+            break
+
+    if evaluate_test and best_state is not None:
+        model.load_state_dict(best_state)
+        result.test_loss, result.test_acc = evaluate(model, splits.test)
+    result.seconds = time.perf_counter() - t_start
+    return result
