@@ -1,0 +1,78 @@
+"""The training objective on digits: learning, reproducibility, divergence, checkpoints."""
+
+import math
+
+import pytest
+import torch
+
+from workers.data import load_dataset
+from workers.train import evaluate, load_checkpoint, resolve_params, train
+
+TINY = {"model": "sru", "dataset": "digits", "phi_size": 16, "r_size": 4, "out_size": 16,
+        "lr": 0.01, "batch_size": 64}
+KEYS = {"epoch", "train_loss", "val_loss", "val_acc", "lr", "seconds"}
+
+
+def test_short_run_lowers_loss_and_returns_a_curve():
+    points = []
+    r = train(TINY, epochs=4, on_epoch=points.append)
+    assert r.status == "ok" and r.epochs_run == 4
+    assert [p["epoch"] for p in r.curve] == [1, 2, 3, 4] and r.curve == points
+    assert all(set(p) == KEYS for p in r.curve)
+    assert r.curve[-1]["train_loss"] < r.curve[0]["train_loss"]
+    assert r.best_val_acc == max(p["val_acc"] for p in r.curve)
+    assert r.curve[r.best_epoch - 1]["val_acc"] == r.best_val_acc
+    assert r.test_acc is None  # the search never looks at the test split
+
+
+def test_same_params_and_seed_same_curve():
+    strip = lambda c: [{k: v for k, v in p.items() if k != "seconds"} for p in c]  # noqa: E731
+    a, b = train({**TINY, "seed": 7}, epochs=2), train({**TINY, "seed": 7}, epochs=2)
+    c = train({**TINY, "seed": 8}, epochs=2)
+    assert strip(a.curve) == strip(b.curve)
+    assert strip(a.curve) != strip(c.curve)
+
+
+def test_huge_learning_rate_is_diverged_not_an_exception():
+    r = train({**TINY, "lr": 1e6, "optimizer": "sgd", "clip_norm": 0.0}, epochs=3)
+    assert r.status == "diverged"
+    assert "loss" in r.reason
+
+
+def test_lr_decay_and_sgd():
+    r = train({**TINY, "optimizer": "sgd", "lr": 0.1, "lr_decay": 0.5}, epochs=3)
+    assert [p["lr"] for p in r.curve] == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_should_stop_ends_after_the_epoch():
+    calls = []
+    r = train(TINY, epochs=5, should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    assert r.status == "stopped" and r.epochs_run == 2
+
+
+def test_checkpoint_round_trip_and_test_accuracy(tmp_path):
+    ckpt = tmp_path / "best.pt"
+    r = train({**TINY, "model": "gru", "hidden_size": 16}, epochs=3, checkpoint_path=ckpt,
+              evaluate_test=True)
+    model, payload = load_checkpoint(ckpt)
+    assert payload["epoch"] == r.best_epoch and payload["val_acc"] == r.best_val_acc
+    data = load_dataset("digits")
+    _, val_acc = evaluate(model, data.val)
+    _, test_acc = evaluate(model, data.test)
+    assert val_acc == pytest.approx(r.best_val_acc)
+    assert test_acc == pytest.approx(r.test_acc)
+    assert 0.0 <= r.test_acc <= 1.0 and math.isfinite(r.test_loss)
+
+
+def test_checkpoint_holds_no_code(tmp_path):
+    ckpt = tmp_path / "best.pt"
+    train(TINY, epochs=1, checkpoint_path=ckpt)
+    payload = torch.load(ckpt, weights_only=True)  # refuses anything but tensors and plain data
+    assert payload["model_args"]["model"] == "sru"
+
+
+@pytest.mark.parametrize(("key", "value"), [("optimizer", "rmsprop"), ("lr", 0.0),
+                                            ("lr_decay", 1.5), ("batch_size", 0)])
+def test_bad_training_params(key, value):
+    with pytest.raises(ValueError, match=rf"^{key}:"):
+        resolve_params({**TINY, key: value})
