@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from workers.cli import train_command
+from workers.cli import train_command, worker_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hyperparameter optimization for the Statistical Recurrent Unit.")
 app.command("train")(train_command)
+app.command("worker")(worker_command)
 
 
 @app.callback()

@@ -104,3 +104,41 @@ def train_command(
         console.print(f"test_acc {result.test_acc:.4f}")
     if result.reason:
         console.print(f"[red]{result.reason}")
+
+
+def worker_command(
+    device: Annotated[str, typer.Option(help="cuda:N | cpu | auto (GPU from CUDA_VISIBLE_DEVICES)")] = "auto",
+    max_jobs: Annotated[int | None, typer.Option(min=1, help="exit after this many jobs")] = None,
+    burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    study: Annotated[str | None, typer.Option(help="only take jobs of this study id")] = None,
+    poll: Annotated[float, typer.Option(min=0.01, help="seconds between polls of an empty queue")] = 0.5,
+) -> None:
+    """Take jobs from the database and train them, until stopped."""
+    import logging
+
+    from trials.connection import connect
+    from trials.settings import Settings
+    from trials.store import JobStore
+    from workers.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings()
+    if not settings.mongo_url:
+        raise typer.BadParameter(
+            "no database: set SRU_HPO_MONGO_URL (sru-hpo up sets it for the workers it starts)",
+            param_hint="SRU_HPO_MONGO_URL")
+    try:
+        w_device = device
+        from workers.train import pick_device
+
+        pick_device(w_device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--device") from exc
+    db = connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout)
+    store = JobStore(db, heartbeat_interval=settings.heartbeat_interval,
+                     max_retries=settings.max_retries)
+    store.ensure_indexes()
+    worker = Worker(store, device=device, max_jobs=max_jobs, burst=burst, study=study, poll=poll,
+                    db_timeout=settings.connect_timeout, db_url=settings.mongo_url)
+    worker.install_signal_handlers()
+    worker.run()

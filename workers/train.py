@@ -38,16 +38,19 @@ __all__ = [
 TRAIN_DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "seed": 0,
-    "batch_size": 128,
+    "batch_size": None,  # None: DEFAULT_BATCH[dataset]
     "optimizer": "adam",  # the seed used Adam; the paper SGD with lr decay
     "lr": 1e-3,
     "momentum": 0.9,  # SGD only
-    "lr_decay": 1.0,  # multiplicative, applied after every epoch
+    "lr_decay": 0.97,  # multiplicative, after every epoch (the paper decays its lr too)
     "weight_decay": 0.0,
     "clip_norm": 1.0,  # paper: gradient clipping at norm 1 (after backward, before the step)
     "diverge_loss": 100.0,  # a batch loss above this (or NaN/inf) ends the run as diverged
 }
 OPTIMIZERS = ("adam", "sgd")
+#: digits has 1,137 training images: 32 per batch gives 36 updates an epoch, which it needs
+#: to pass 0.80 validation accuracy in 30 epochs (128 gives 9 and stays near 0.77).
+DEFAULT_BATCH = {"digits": 32, "mnist": 128, "pmnist": 128}
 EVAL_BATCH = 1000
 
 Point = dict[str, float]
@@ -89,6 +92,8 @@ def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{key}: must be a number in [{lo}, {hi}], got {v!r}")
     if p["lr"] <= 0:
         raise ValueError(f"lr: must be > 0, got {p['lr']!r}")
+    if p["batch_size"] is None:
+        p["batch_size"] = DEFAULT_BATCH.get(p["dataset"], 128)
     bs = p["batch_size"]
     if isinstance(bs, bool) or not isinstance(bs, int | float) or int(bs) != bs or bs < 1:
         raise ValueError(f"batch_size: must be a positive integer, got {bs!r}")

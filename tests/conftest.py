@@ -1,0 +1,94 @@
+"""Shared fixtures: a real MongoDB-protocol server over TCP, and helpers to start real processes.
+
+``SRU_HPO_TEST_MONGO_URL`` points the tests at a real MongoDB; otherwise an nx-27017 server is
+started on a free port for the session. Each test gets its own database name.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+from service.embedded_db import EmbeddedMongo
+from trials.store import JobStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mongo_url(tmp_path_factory) -> Iterator[str]:
+    url = os.environ.get("SRU_HPO_TEST_MONGO_URL")
+    if url:
+        yield url
+        return
+    with EmbeddedMongo(tmp_path_factory.mktemp("nx27017")) as db:
+        yield db.url
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def db(mongo_url, db_name):
+    client: MongoClient = MongoClient(mongo_url, tz_aware=True)
+    yield client[db_name]
+    client.drop_database(db_name)
+    client.close()
+
+
+@pytest.fixture
+def store(db) -> JobStore:
+    s = JobStore(db, heartbeat_interval=0.5, max_retries=2)
+    s.ensure_indexes()
+    return s
+
+
+def proc_env(mongo_url: str, db_name: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "SRU_HPO_MONGO_URL": mongo_url, "SRU_HPO_DB_NAME": db_name,
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def spawn(tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start a real process (`python -m service.cli ...`); every one is killed at teardown."""
+    procs: list[subprocess.Popen] = []
+
+    def start(args: list[str], env: dict[str, str], name: str = "proc") -> subprocess.Popen:
+        log = open(tmp_path / f"{name}-{len(procs)}.log", "wb")  # noqa: SIM115
+        p = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, cwd=ROOT,
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        p.log_path = log.name  # type: ignore[attr-defined]
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_log(p: subprocess.Popen) -> str:
+    return Path(p.log_path).read_text(errors="replace")  # type: ignore[attr-defined]

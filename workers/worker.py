@@ -1,0 +1,220 @@
+"""The worker process: one flat loop — sweep stale jobs, reserve, train with a heartbeat, report.
+
+``sru-hpo worker [--device cuda:0|cpu|auto] [--max-jobs N] [--burst] [--study ID]``
+
+- One worker uses one device. Datasets are loaded once per process and reused between jobs.
+- Every epoch's point goes to the ``curves`` collection as it is produced.
+- After every epoch the worker checks whether its job was cancelled, lost (requeued after a
+  stall), or should be pruned, and stops training if so.
+- Signals: the first SIGTERM/SIGINT lets the current epoch finish, puts the job back to new
+  and exits; a second exits at once (the job's heartbeat then expires and it is requeued).
+- A training exception marks that job error with the traceback summary; the loop goes on.
+  Losing the database makes the worker back off (bounded by ``connect_timeout``), not spin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from trials.connection import DatabaseUnavailable, retrying
+from trials.pruning import make_pruner
+from trials.requeue import StaleJobSweeper
+from trials.states import JobKind, Outcome
+from trials.store import Job, JobStore, make_owner
+from workers.train import pick_device, train
+
+__all__ = ["Worker", "Heartbeat"]
+
+log = logging.getLogger("sru_hpo.worker")
+
+
+class Heartbeat:
+    """Context manager: a daemon thread that bumps the job's heartbeat every ``interval`` s.
+    ``lost`` turns True when the store says the job is no longer ours."""
+
+    def __init__(self, store: JobStore, job: Job, interval: float) -> None:
+        self.store, self.job, self.interval = store, job, interval
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.tid}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                if not self.store.heartbeat(self.job):
+                    self.lost = True
+                    return
+            except PyMongoError as exc:  # database briefly away: try again next beat
+                log.warning("heartbeat failed: %s", exc)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Worker:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        device: str = "auto",
+        max_jobs: int | None = None,
+        burst: bool = False,
+        study: str | None = None,
+        poll: float = 0.5,
+        db_timeout: float = 30.0,
+        db_url: str = "",
+    ) -> None:
+        self.store = store
+        self.device = pick_device(device)
+        self.owner = make_owner(str(self.device))
+        self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
+        self.db_timeout, self.db_url = db_timeout, db_url
+        self.sweeper = StaleJobSweeper(store)
+        self.stop_requested = False
+        self.jobs_done = 0
+
+    # -- signals ------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_requested:
+            log.warning("second signal: exiting now")
+            os._exit(128 + signum)
+        log.info("signal %d: finishing the current epoch, then releasing the job", signum)
+        self.stop_requested = True
+
+    def _db(self, fn, what: str):  # noqa: ANN001, ANN202 - thin wrapper
+        return retrying(fn, timeout=self.db_timeout, what=what, url=self.db_url)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Work until stopped (or out of jobs with burst, or max_jobs done). Returns jobs done."""
+        self._db(lambda: self.store.register_worker(self.owner, str(self.device)), "register")
+        log.info("worker %s ready", self.owner)
+        try:
+            while not self.stop_requested:
+                if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+                    break
+                self._db(lambda: self.sweeper.sweep(), "sweep")
+                job = self._db(lambda: self.store.reserve(self.owner, exp_key=self.study), "reserve")
+                if job is None:
+                    if self.burst:
+                        break
+                    self._db(lambda: self.store.touch_worker(self.owner), "touch")
+                    time.sleep(self.poll)
+                    continue
+                self.run_job(job)
+        except DatabaseUnavailable:
+            log.exception("database lost for good")
+            raise
+        finally:
+            try:
+                self.store.unregister_worker(self.owner)
+            except PyMongoError:
+                pass
+        return self.jobs_done
+
+    def run_job(self, job: Job) -> None:
+        log.info("job %s/%d (%s, %d epochs) reserved", job.exp_key, job.tid, job.kind, job.epochs)
+        self._db(lambda: self.store.touch_worker(self.owner, job), "touch")
+        pruner = make_pruner(job.pruning) if job.kind == JobKind.TRIAL else make_pruner(None)
+        curve: list[dict[str, Any]] = []
+        reason: dict[str, str] = {}
+
+        def on_epoch(point: dict[str, Any]) -> None:
+            curve.append(point)
+            self._db(lambda: self.store.add_curve_point(job, point), "curve")
+
+        def should_stop() -> bool:
+            if self.stop_requested:
+                reason["why"] = "signal"
+                return True
+            if hb.lost:
+                reason["why"] = "lost"
+                return True
+            req = self._db(lambda: self.store.stop_request(job), "stop_request")
+            if req:
+                reason["why"] = req
+                return True
+            if job.pruning:
+                others = self._finished_curves(job)
+                if pruner.should_prune(len(curve), curve, others):
+                    reason["why"] = "pruned"
+                    return True
+            return False
+
+        ckpt_dir = Path(tempfile.mkdtemp(prefix="sru-hpo-ckpt-"))
+        ckpt = ckpt_dir / "best.pt" if job.kind == JobKind.RETRAIN else None
+        with Heartbeat(self.store, job, self.store.heartbeat_interval) as hb:
+            try:
+                result = train(
+                    job.params, epochs=job.epochs, device=self.device, checkpoint_path=ckpt,
+                    on_epoch=on_epoch, should_stop=should_stop,
+                    evaluate_test=job.kind == JobKind.RETRAIN,
+                )
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
+                summary = "".join(traceback.format_exception_only(exc)).strip()
+                tb = traceback.extract_tb(exc.__traceback__)[-3:]
+                where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in tb)
+                log.error("job %s/%d failed: %s", job.exp_key, job.tid, summary)
+                self._db(lambda: self.store.fail(job, f"{summary} (at {where})"), "fail")
+                self._after_job(job, ckpt_dir)
+                return
+        payload = {k: v for k, v in result.to_dict().items() if k != "curve"}
+        payload["device"] = str(self.device)
+        why = reason.get("why")
+        if why == "signal":
+            self._db(lambda: self.store.release(job), "release")
+            log.info("job %s/%d released back to the queue", job.exp_key, job.tid)
+        elif why == "lost":
+            log.warning("job %s/%d is no longer ours; dropping its result", job.exp_key, job.tid)
+        elif why == "cancel":
+            self._db(lambda: self.store.mark_cancelled(job, payload), "cancel")
+        else:
+            outcome = {"ok": Outcome.OK, "diverged": Outcome.DIVERGED}.get(result.status)
+            if why == "pruned":
+                outcome = Outcome.PRUNED
+            if ckpt is not None and ckpt.exists():
+                data = ckpt.read_bytes()
+                self._db(lambda: self.store.save_checkpoint(job.exp_key, data), "checkpoint")
+                payload["checkpoint_bytes"] = len(data)
+            self._db(lambda: self.store.finish(job, payload, str(outcome or Outcome.OK)), "finish")
+            log.info("job %s/%d %s: best val_acc %.4f", job.exp_key, job.tid,
+                     outcome, result.best_val_acc)
+        self._after_job(job, ckpt_dir)
+
+    def _after_job(self, job: Job, ckpt_dir: Path) -> None:
+        for f in ckpt_dir.glob("*"):
+            f.unlink()
+        ckpt_dir.rmdir()
+        self.jobs_done += 1
+        self._db(lambda: self.store.touch_worker(self.owner, None, done=True), "touch")
+
+    def _finished_curves(self, job: Job) -> list[list[dict[str, Any]]]:
+        finished = {
+            d["tid"] for d in self.store.jobs.find(
+                {"exp_key": job.exp_key, "kind": JobKind.TRIAL.value, "state": 2,
+                 "outcome": Outcome.OK.value}, {"tid": 1})
+        }
+        curves = self.store.study_curves(job.exp_key)
+        return [c for tid, c in curves.items() if tid in finished]
