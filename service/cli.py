@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from workers.cli import train_command, worker_command
 
@@ -10,11 +19,263 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hyperparameter optimization for the Statistical Recurrent Unit.")
 app.command("train")(train_command)
 app.command("worker")(worker_command)
+console = Console()
+
+ApiOpt = Annotated[str | None, typer.Option("--api", envvar="SRU_HPO_API_URL",
+                                            help="API base URL [default: http://127.0.0.1:8000]")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOKEN",
+                                              help="bearer token for write endpoints")]
+
+DEMO_STUDY: dict[str, Any] = {
+    "name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
+    "algorithm": "tpe", "n_trials": 12, "parallelism": 2, "trial_epochs": 6,
+    "retrain_epochs": 80, "seed": 0, "pruning": {"rule": "median", "warmup": 3, "min_trials": 3},
+}
 
 
 @app.callback()
 def _root() -> None:
     """Hyperparameter optimization for the Statistical Recurrent Unit."""
+
+
+def _client(api: str | None, token: str | None):  # noqa: ANN202
+    from service.client import ApiClient
+
+    return ApiClient(api, token)
+
+
+def _call(fn, *args: Any) -> Any:  # noqa: ANN001
+    from service.client import ApiError
+
+    try:
+        return fn(*args)
+    except ApiError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) else 1) from None
+
+
+# -- servers ----------------------------------------------------------------------------------------
+@app.command()
+def serve() -> None:
+    """Run the API (and the study drivers). Without SRU_HPO_MONGO_URL: an embedded database."""
+    import logging
+
+    import uvicorn
+
+    from service.app import create_app
+    from trials.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+def _wait_for_signal(cluster) -> None:  # noqa: ANN001
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not cluster.alive():
+            console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
+            break
+
+
+@app.command()
+def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes")] = 2) -> None:
+    """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers. Ctrl-C stops."""
+    from service.launcher import Cluster
+    from trials.settings import Settings
+
+    cluster = Cluster(Settings(), workers).start()
+    console.print(f"API on {cluster.api_url} (dashboard /, docs /docs), {workers} worker(s); "
+                  f"logs in {cluster.log_dir()}. Ctrl-C stops.")
+    try:
+        _wait_for_signal(cluster)
+    finally:
+        console.print("stopping: workers release their jobs, then the API and the database")
+        cluster.stop()
+
+
+@app.command()
+def demo(
+    workers: Annotated[int, typer.Option(min=1)] = 2,
+    trials: Annotated[int, typer.Option(min=1, help="search trials")] = DEMO_STUDY["n_trials"],
+    retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO_STUDY["retrain_epochs"],
+) -> None:
+    """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
+    import os
+
+    from service.launcher import Cluster
+    from trials.settings import Settings
+
+    settings = Settings()
+    threads = max(1, (os.cpu_count() or 2) // workers)
+    cluster = Cluster(settings, workers, port=settings.port, worker_threads=threads).start()
+    client = _client(cluster.api_url, settings.api_token)
+    out_dir = settings.home / "demo"
+    try:
+        study = _call(client.submit, {**DEMO_STUDY, "n_trials": trials,
+                                      "retrain_epochs": retrain_epochs})
+        sid = study["id"]
+        console.print(f"API {cluster.api_url} · study {sid}: {trials} SRU trials on digits with "
+                      f"{workers} workers, then a {retrain_epochs}-epoch retrain of the best")
+        last = ""
+        t0 = time.monotonic()
+        while study["state"] in ("queued", "running", "retraining"):
+            time.sleep(2)
+            if not cluster.alive():
+                raise typer.Exit(f"a process exited; logs in {cluster.log_dir()}")
+            study = _call(client.study, sid)
+            c, best = study["counts"], study["best"]
+            line = (f"{study['state']:10s} finished {c['finished']}/{trials} "
+                    f"(running {c['running']}, pruned {c['pruned']}, diverged {c['diverged']})"
+                    + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
+            if study["state"] == "retraining":
+                curve = _call(client.retrain, sid)["curve"]
+                if curve:
+                    line += f" · retrain epoch {curve[-1]['epoch']}/{retrain_epochs}"
+            if line != last:
+                console.print(f"[{time.monotonic() - t0:6.0f} s] {line}")
+                last = line
+        _report(client, study, out_dir)
+    finally:
+        cluster.stop()
+
+
+def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN001
+    sid = study["id"]
+    if study["state"] != "completed":
+        console.print(f"[red]study ended {study['state']}: {study.get('error')}")
+        raise typer.Exit(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    retrain = _call(client.retrain, sid)
+    curves = _call(client.curves, sid)
+    (out_dir / "curves.json").write_text(json.dumps(curves, indent=1))
+    _plot(curves, out_dir / "curves.png", f"study {sid}")
+    ckpt = out_dir / f"{sid}.pt"
+    ckpt.write_bytes(_call(client.checkpoint, sid))
+    table = Table(title="best configuration (retrained)")
+    table.add_column("parameter")
+    table.add_column("value", justify="right")
+    for k, v in sorted(retrain["params"].items()):
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"search best val_acc {study['best']['best_val_acc']:.4f} (trial "
+                  f"{study['best']['tid']}); retrain best val_acc {retrain['best_val_acc']:.4f} "
+                  f"at epoch {retrain['best_epoch']}")
+    console.print(f"[bold]test accuracy {retrain['test_acc']:.4f}[/bold] "
+                  f"(evaluated once, after the search)")
+    console.print(f"curves: {out_dir / 'curves.json'} and {out_dir / 'curves.png'}; "
+                  f"checkpoint: {ckpt}; total {study['elapsed']:.0f} s")
+
+
+def _plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for c in curves:
+        pts = c["points"]
+        if not pts:
+            continue
+        retrain = c["kind"] == "retrain"
+        ax.plot([p["epoch"] for p in pts], [p["val_acc"] for p in pts],
+                color="tab:red" if retrain else ("0.7" if c["outcome"] == "pruned" else "tab:blue"),
+                lw=2 if retrain else 1, label="retrain" if retrain else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if any(c["kind"] == "retrain" and c["points"] for c in curves):
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- client commands ---------------------------------------------------------------------------------
+@app.command()
+def submit(
+    study_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="YAML or JSON")],
+    api: ApiOpt = None, token: TokenOpt = None,
+) -> None:
+    """Submit a study described in a YAML/JSON file."""
+    import yaml
+
+    try:
+        body = yaml.safe_load(study_file.read_text())
+    except yaml.YAMLError as exc:
+        raise typer.BadParameter(f"not valid YAML/JSON: {exc}", param_hint="STUDY_FILE") from exc
+    if not isinstance(body, dict):
+        raise typer.BadParameter("must hold a mapping (the study)", param_hint="STUDY_FILE")
+    study = _call(_client(api, token).submit, body)
+    console.print(f"study {study['id']} ({study['name']}) {study['state']}")
+
+
+@app.command()
+def status(study_id: Annotated[str | None, typer.Argument()] = None,
+           api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """All studies, or one study in detail."""
+    client = _client(api, token)
+    studies = [_call(client.study, study_id)] if study_id else _call(client.studies)
+    table = Table()
+    for col in ("id", "name", "model", "dataset", "state", "finished/n", "running", "pruned",
+                "best val_acc", "test_acc", "elapsed s"):
+        table.add_column(col)
+    for s in studies:
+        c, best = s["counts"], s["best"]
+        table.add_row(s["id"], s["name"], s["model"], s["dataset"], s["state"],
+                      f"{c['finished']}/{s['n_trials']}", str(c["running"]), str(c["pruned"]),
+                      f"{best['best_val_acc']:.4f}" if best else "-",
+                      f"{s['test_acc']:.4f}" if s["test_acc"] is not None else "-",
+                      f"{s['elapsed']:.0f}")
+    console.print(table)
+
+
+@app.command()
+def best(study_id: str, k: Annotated[int, typer.Option("-k", min=1)] = 5,
+         api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """The k best trials of a study with their parameters."""
+    trials = _call(_client(api, token).best, study_id, k)
+    table = Table()
+    for col in ("tid", "val_acc", "epoch", "outcome", "params"):
+        table.add_column(col)
+    for t in trials:
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in sorted(t["params"].items())
+                           if k not in ("model", "dataset", "seed"))
+        table.add_row(str(t["tid"]), f"{t['best_val_acc']:.4f}", str(t["best_epoch"]),
+                      str(t["outcome"]), params)
+    console.print(table)
+
+
+@app.command()
+def curves(study_id: str,
+           png: Annotated[Path | None, typer.Option(help="write a plot of every curve here")] = None,
+           api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """Learning curves of every trial (and the retrain)."""
+    data = _call(_client(api, token).curves, study_id)
+    table = Table()
+    for col in ("tid", "kind", "state", "outcome", "epochs", "last val_acc", "best val_acc"):
+        table.add_column(col)
+    for c in data:
+        accs = [p["val_acc"] for p in c["points"]]
+        table.add_row(str(c["tid"]), c["kind"], c["state"], str(c["outcome"]), str(len(accs)),
+                      f"{accs[-1]:.4f}" if accs else "-", f"{max(accs):.4f}" if accs else "-")
+    console.print(table)
+    if png is not None:
+        _plot(data, png, f"study {study_id}")
+        console.print(f"plot written to {png}")
+
+
+@app.command()
+def cancel(study_id: str, api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """Cancel a study: queued trials now, running ones after their current epoch."""
+    r = _call(_client(api, token).cancel, study_id)
+    console.print(f"study {r['id']} cancelled: {r['queued_cancelled']} queued trial(s) cancelled, "
+                  f"{r['running_stopping']} running trial(s) stopping")
 
 
 def main() -> None:

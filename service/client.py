@@ -1,0 +1,68 @@
+"""A small HTTP client for the API, used by the CLI's submit/status/best/curves/cancel."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+__all__ = ["ApiClient", "ApiError"]
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: Any) -> None:
+        self.status, self.detail = status, detail
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class ApiClient:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
+        self.url = (url or os.environ.get("SRU_HPO_API_URL") or "http://127.0.0.1:8000").rstrip("/")
+        token = token if token is not None else os.environ.get("SRU_HPO_API_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _do(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.TransportError as exc:
+            raise ApiError(0, f"cannot reach the API at {self.url}: {exc}") from exc
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail")
+            except ValueError:
+                detail = r.text
+            raise ApiError(r.status_code, detail)
+        if r.status_code == 204:
+            return None
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.json()
+        return r.content
+
+    def submit(self, study: dict[str, Any]) -> dict[str, Any]:
+        return self._do("POST", "/studies", json=study)
+
+    def studies(self) -> list[dict[str, Any]]:
+        return self._do("GET", "/studies")["studies"]
+
+    def study(self, sid: str) -> dict[str, Any]:
+        return self._do("GET", f"/studies/{sid}")
+
+    def best(self, sid: str, k: int = 5) -> list[dict[str, Any]]:
+        return self._do("GET", f"/studies/{sid}/trials/best", params={"k": k})
+
+    def curves(self, sid: str) -> list[dict[str, Any]]:
+        return self._do("GET", f"/studies/{sid}/curves")
+
+    def retrain(self, sid: str) -> dict[str, Any]:
+        return self._do("GET", f"/studies/{sid}/retrain")
+
+    def checkpoint(self, sid: str) -> bytes:
+        return self._do("GET", f"/studies/{sid}/checkpoint")
+
+    def cancel(self, sid: str) -> dict[str, Any]:
+        return self._do("POST", f"/studies/{sid}/cancel")
+
+    def health(self) -> dict[str, Any]:
+        return self._do("GET", "/healthz")
