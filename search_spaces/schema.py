@@ -45,6 +45,13 @@ TRAIN_PARAMS = {"optimizer", "lr", "momentum", "lr_decay", "weight_decay", "clip
                 "batch_size"}
 INT_PARAMS = {"phi_size", "r_size", "out_size", "hidden_size", "num_layers", "batch_size"}
 INT_MIN = {"r_size": 0}  # every other integer parameter must be >= 1
+#: Allowed values of the numeric parameters: (low, high, high is open). A distribution's whole
+#: support must fit, so a drawn value can never be rejected by the worker later.
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, math.inf, False), "momentum": (0.0, 1.0, False), "lr_decay": (0.0, 1.0, False),
+    "weight_decay": (0.0, math.inf, False), "clip_norm": (0.0, math.inf, False),
+    "dropout": (0.0, 1.0, True), "forget_bias": (-100.0, 100.0, False),
+}
 
 
 class SpaceError(ValueError):
@@ -160,16 +167,34 @@ def _check_semantics(params: Mapping[str, Any], model: str) -> None:
                     raise SpaceError(f"{name}: sizes must be integers >= {lo}, got {v!r}")
             if isinstance(spec, QUniform | QLogUniform) and spec.q != int(spec.q):
                 raise SpaceError(f"{name}: q must be an integer for a size, got {spec.q}")
+        if name in RANGES:
+            _check_range(name, spec)
         if name == "alphas":
-            sets = spec.options if isinstance(spec, Choice) else [spec]
-            if _is_dist(spec) and not isinstance(spec, Choice):
+            if isinstance(spec, _Dist) and not isinstance(spec, Choice):
                 raise SpaceError("alphas: a set of rates; give a list or a choice of lists")
+            sets = spec.options if isinstance(spec, Choice) else [spec]
             for s in sets:
                 if not isinstance(s, list) or not s:
                     raise SpaceError(f"alphas: each set must be a non-empty list, got {s!r}")
                 for a in s:
                     if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a < 1:
                         raise SpaceError(f"alphas: every rate must be in [0, 1), got {a!r}")
+
+
+def _check_range(name: str, spec: Any) -> None:
+    lo, hi, open_hi = RANGES[name]
+    if isinstance(spec, Normal):
+        if math.isfinite(lo) or math.isfinite(hi):
+            raise SpaceError(f"{name}: normal is unbounded but {name} must be in [{lo}, {hi}]")
+        return
+    values = (spec.options if isinstance(spec, Choice)
+              else [spec.low, spec.high] if isinstance(spec, Uniform) else [spec])
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise SpaceError(f"{name}: must be a number, got {v!r}")
+        if v < lo or v > hi or (open_hi and v >= hi) or (name == "lr" and v <= 0):
+            bound = f"[{lo}, {hi}{')' if open_hi else ']'}"
+            raise SpaceError(f"{name}: values must lie in {bound}, got {v!r}")
 
 
 class SpaceSpec(BaseModel):

@@ -28,8 +28,8 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOK
 
 DEMO_STUDY: dict[str, Any] = {
     "name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
-    "algorithm": "tpe", "n_trials": 12, "parallelism": 2, "trial_epochs": 6,
-    "retrain_epochs": 80, "seed": 0, "pruning": {"rule": "median", "warmup": 3, "min_trials": 3},
+    "algorithm": "tpe", "n_trials": 12, "parallelism": 2, "trial_epochs": 10,
+    "retrain_epochs": 150, "seed": 0, "pruning": {"rule": "median", "warmup": 3, "min_trials": 3},
 }
 
 

@@ -1,0 +1,86 @@
+"""A real API server process (uvicorn) on a free port against the test database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo import MongoClient
+
+from service.embedded_db import free_port
+from tests.conftest import ROOT, proc_env, wait_for
+from trials.store import JobStore
+
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Api:
+    url: str
+    proc: subprocess.Popen
+    db_name: str
+    log: Path
+    env: dict
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+def start_api(env: dict, log: Path, port: int) -> subprocess.Popen:
+    out = open(log, "ab")  # noqa: SIM115
+    p = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if p.poll() is not None:
+            raise AssertionError(f"API exited: {log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, 60, "API health")
+    return p
+
+
+def make_api(mongo_url: str, tmp: Path, **extra: str) -> Api:
+    db_name = f"api_{uuid.uuid4().hex[:10]}"
+    port = free_port()
+    settings = {"SRU_HPO_PORT": str(port), "SRU_HPO_API_TOKEN": TOKEN,
+                "SRU_HPO_HOME": str(tmp), "SRU_HPO_DRIVER_POLL": "0.2",
+                "SRU_HPO_HEARTBEAT_INTERVAL": "0.5"}
+    env = proc_env(mongo_url, db_name, **{**settings, **extra})
+    log = tmp / "api.log"
+    p = start_api(env, log, port)
+    return Api(f"http://127.0.0.1:{port}", p, db_name, log, env)
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def api(mongo_url, tmp_path_factory) -> Iterator[Api]:
+    a = make_api(mongo_url, tmp_path_factory.mktemp("api"), SRU_HPO_MAX_BODY_BYTES="20000")
+    yield a
+    stop(a.proc)
+    MongoClient(mongo_url).drop_database(a.db_name)
+
+
+@pytest.fixture
+def api_store(api, mongo_url) -> JobStore:
+    return JobStore(MongoClient(mongo_url)[api.db_name], heartbeat_interval=0.5)

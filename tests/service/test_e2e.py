@@ -1,0 +1,134 @@
+"""End to end with real processes: the API, worker processes and the test database."""
+
+from __future__ import annotations
+
+import io
+import signal
+
+import pytest
+import torch
+
+from tests.conftest import proc_env, read_log, wait_for
+from tests.service.conftest import make_api, start_api, stop
+from tests.service.test_api import TINY_SPACE
+from trials.states import JobState
+
+pytestmark = pytest.mark.slow
+
+STUDY = {"name": "e2e", "model": "sru", "dataset": "digits", "space": TINY_SPACE,
+         "n_trials": 4, "parallelism": 2, "trial_epochs": 2, "retrain_epochs": 3, "seed": 1}
+
+
+def workers(spawn, api, n: int, *extra: str):
+    env = proc_env(api.env["SRU_HPO_MONGO_URL"], api.db_name, SRU_HPO_HEARTBEAT_INTERVAL="0.5")
+    return [spawn(["worker", "--device", "cpu", "--poll", "0.2", *extra], env, f"worker{i}")
+            for i in range(n)]
+
+
+def wait_state(client, sid, states, timeout):
+    return wait_for(lambda: (s := client.get(f"/studies/{sid}").json())["state"] in states and s,
+                    timeout, f"study {sid} to reach {states}", interval=0.5)
+
+
+def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
+    api = make_api(mongo_url, tmp_path)
+    try:
+        ws = workers(spawn, api, 2)
+        c = api.client()
+        sid = c.post("/studies", json=STUDY).json()["id"]
+        s = wait_state(c, sid, ("completed", "failed"), 300)
+        assert s["state"] == "completed", (s, read_log(ws[0]))
+        assert s["counts"]["done"] + s["counts"]["error"] == 4 and s["counts"]["finished"] == 4
+        trials = c.get(f"/studies/{sid}/trials").json()["trials"]
+        assert len(trials) == 4 and all(t["state"] == "done" for t in trials)
+        best = s["best"]
+        assert all(best["loss"] <= t["loss"] for t in trials)
+        assert c.get(f"/studies/{sid}/trials/best", params={"k": 1}).json()[0]["tid"] == best["tid"]
+        ranked = c.get(f"/studies/{sid}/trials", params={"sort": "val_acc"}).json()["trials"]
+        assert [t["best_val_acc"] for t in ranked] == sorted(
+            (t["best_val_acc"] for t in trials), reverse=True)
+        retrain = c.get(f"/studies/{sid}/retrain").json()
+        assert retrain["state"] == "done" and retrain["epochs"] == 3
+        assert len(retrain["curve"]) == 3 and 0.0 <= retrain["test_acc"] <= 1.0
+        assert retrain["params"] == {k: v for k, v in best["params"].items()}
+        assert s["test_acc"] == retrain["test_acc"]
+        curves = c.get(f"/studies/{sid}/curves").json()
+        assert len(curves) == 5  # 4 trials and the retrain
+        assert all([p["epoch"] for p in cv["points"]] == [1, 2] for cv in curves if cv["kind"] == "trial")
+        owners = {t["owner"] for t in trials}
+        assert len(owners) == 2  # both workers trained
+        # the checkpoint is the retrained model: rebuild it and check it predicts
+        blob = c.get(f"/studies/{sid}/checkpoint").content
+        payload = torch.load(io.BytesIO(blob), weights_only=True)
+        assert payload["model_args"]["model"] == "sru"
+        from workers.models import build_model
+
+        m = build_model(payload["model_args"])
+        m.load_state_dict(payload["state_dict"])
+        assert m(torch.rand(2, 64, 1)).shape == (2, 10)
+        assert "sru_hpo_jobs" in c.get("/metrics").text
+    finally:
+        stop(api.proc)
+
+
+def test_service_restart_resumes_without_duplicates(mongo_url, tmp_path, spawn):
+    api = make_api(mongo_url, tmp_path)
+    c = api.client()
+    study = {**STUDY, "n_trials": 6, "trial_epochs": 3}
+    try:
+        workers(spawn, api, 2)
+        sid = c.post("/studies", json=study).json()["id"]
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["finished"] >= 2, 240,
+                 "two finished trials")
+        api.proc.send_signal(signal.SIGKILL)
+        api.proc.wait()
+        port = int(api.env["SRU_HPO_PORT"])
+        api.proc = start_api(api.env, api.log, port)
+        s = wait_state(c, sid, ("completed", "failed"), 300)
+        assert s["state"] == "completed", s
+        jobs = c.get(f"/studies/{sid}/curves").json()
+        kinds = [j["kind"] for j in jobs]
+        assert kinds.count("trial") == 6 and kinds.count("retrain") == 1
+        assert len({j["tid"] for j in jobs}) == 7
+    finally:
+        stop(api.proc)
+
+
+def test_cancel_stops_queued_and_running_trials(mongo_url, tmp_path, spawn):
+    api = make_api(mongo_url, tmp_path)
+    c = api.client()
+    try:
+        (w,) = workers(spawn, api, 1)
+        sid = c.post("/studies", json={**STUDY, "trial_epochs": 500}).json()["id"]
+        wait_for(lambda: any(cv["points"] for cv in c.get(f"/studies/{sid}/curves").json()),
+                 120, "a running trial with a curve")
+        r = c.post(f"/studies/{sid}/cancel").json()
+        assert r["queued_cancelled"] == 1 and r["running_stopping"] == 1
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 60,
+                 "both trials cancelled")
+        s = c.get(f"/studies/{sid}").json()
+        assert s["state"] == "cancelled" and s["counts"]["running"] == 0
+        trials = c.get(f"/studies/{sid}/trials").json()["trials"]
+        assert all(t["epochs_run"] is None or t["epochs_run"] < 500 for t in trials)
+        assert w.poll() is None  # the worker goes on with other work
+    finally:
+        stop(api.proc)
+
+
+def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
+    strong = {"model": "sru", "dataset": "digits", "phi_size": 8, "r_size": 2, "out_size": 8}
+    for i in range(3):  # three finished trials that were good at every epoch
+        store.enqueue("s", kind="trial", params=strong, epochs=8)
+        job = store.reserve("h:1:cpu")
+        for e in range(1, 9):
+            store.add_curve_point(job, {"epoch": e, "val_acc": 0.9, "train_loss": 0.1,
+                                        "val_loss": 0.1, "lr": 0.01, "seconds": 0.1})
+        store.finish(job, {"best_val_acc": 0.9}, "ok")
+    bad = store.enqueue("s", kind="trial", params={**strong, "lr": 1e-9, "batch_size": 512},
+                        epochs=8, pruning={"rule": "median", "warmup": 2, "min_trials": 3})
+    w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
+    assert w.wait(120) == 0, read_log(w)
+    d = store.jobs.find_one({"tid": bad})
+    assert d["state"] == JobState.DONE and d["outcome"] == "pruned"
+    assert d["result"]["epochs_run"] == 3  # first epoch after the warm-up
+    assert d["result"]["loss"] == -d["result"]["best_val_acc"]
