@@ -50,7 +50,7 @@ INT_MIN = {"r_size": 0}  # every other integer parameter must be >= 1
 RANGES: dict[str, tuple[float, float, bool]] = {
     "lr": (0.0, math.inf, False), "momentum": (0.0, 1.0, False), "lr_decay": (0.0, 1.0, False),
     "weight_decay": (0.0, math.inf, False), "clip_norm": (0.0, math.inf, False),
-    "dropout": (0.0, 1.0, True), "forget_bias": (-100.0, 100.0, False),
+    "dropout": (0.0, 1.0, True), "forget_bias": (-math.inf, math.inf, False),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,7 +84,7 @@ def model_args(params: Mapping[str, Any]) -> dict[str, Any]:
         args |= {
             "hidden_size": _int(p, "hidden_size", 1),
             "num_layers": _int(p, "num_layers", 1, 16),
-            "forget_bias": _float(p, "forget_bias", -100.0, 100.0),
+            "forget_bias": _float(p, "forget_bias", -math.inf, math.inf),
         }
     return args
 

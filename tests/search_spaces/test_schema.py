@@ -32,9 +32,10 @@ def test_every_distribution_type_and_bounds():
         "out_size": {"type": "qloguniform", "low": 8, "high": 64, "q": 4},
         "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
         "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},
-        "momentum": {"type": "normal", "mu": 0.9, "sigma": 0.01},
         "batch_size": 16,
     })
+    gru = SpaceSpec(model="gru", params={"forget_bias": {"type": "normal", "mu": 1, "sigma": 0.5}})
+    assert len({p["forget_bias"] for p in sample_params(gru, n=10)}) == 10
     for p in sample_params(spec, n=50):
         assert 8 <= p["phi_size"] <= 64 and p["phi_size"] % 8 == 0
         assert 8 <= p["out_size"] <= 64 and p["out_size"] % 4 == 0
@@ -62,12 +63,12 @@ def test_conditional_sub_spaces_flatten_into_params():
 
 
 def test_tpe_minimises_over_a_space():
-    spec = SpaceSpec(model="sru", params={"lr": {"type": "uniform", "low": 0, "high": 1}})
+    spec = SpaceSpec(model="sru", params={"dropout": {"type": "uniform", "low": 0, "high": 0.9}})
     trials = Trials()
-    fmin(lambda p: (p["lr"] - 0.3) ** 2, to_hyperopt(spec), algo=tpe.suggest, max_evals=40,
+    fmin(lambda p: (p["dropout"] - 0.3) ** 2, to_hyperopt(spec), algo=tpe.suggest, max_evals=40,
          trials=trials, rstate=np.random.default_rng(0), show_progressbar=False)
     best = space_eval(to_hyperopt(spec), {k: v[0] for k, v in trials.best_trial["misc"]["vals"].items()})
-    assert abs(flatten_sample(spec, best)["lr"] - 0.3) < 0.05
+    assert abs(flatten_sample(spec, best)["dropout"] - 0.3) < 0.05
     Domain(lambda p: 0, to_hyperopt(spec))  # a valid hyperopt domain
 
 
@@ -81,6 +82,8 @@ def test_tpe_minimises_over_a_space():
     ({"alphas": {"type": "uniform", "low": 0, "high": 0.5}}, "alphas: a set"),
     ({"hidden_size": 64}, "hidden_size: not a parameter of model 'sru'"),
     ({"dropout": {"type": "normal", "mu": 0, "sigma": -1}}, "dropout: "),
+    ({"momentum": {"type": "normal", "mu": 0.9, "sigma": 0.1}}, "momentum: normal is unbounded"),
+    ({"dropout": {"type": "uniform", "low": 0.5, "high": 1.0}}, "dropout: values must lie"),
 ])
 def test_errors_name_the_parameter(params, needle):
     with pytest.raises(ValueError) as err:

@@ -194,3 +194,15 @@ def test_nx27017_datetimes_are_why_times_are_floats(db):
     assert doc["f"] == 1.5
     assert isinstance(doc["dt"], datetime.datetime | str)
     assert db.pin.count_documents({"f": {"$lt": 2.0}}) == 1
+
+
+def test_floats_set_at_top_level_keep_at_least_15_digits(db):
+    """Pins nx-27017 0.8.1: ``$set`` of a top-level float keeps ~15 significant digits (an
+    inserted or nested float keeps all 17). Real MongoDB keeps all; code compares with a
+    tolerance or reads the nested copy (job ``result``) where exactness matters."""
+    v = 0.11388888888888889
+    db.pin.insert_one({"_id": 1, "a": v, "n": {"a": v}})
+    db.pin.update_one({"_id": 1}, {"$set": {"b": v}})
+    doc = db.pin.find_one({"_id": 1})
+    assert doc["a"] == v and doc["n"]["a"] == v
+    assert abs(doc["b"] - v) < 1e-14
