@@ -317,8 +317,9 @@ BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits")
 
 def load_builtin(name: str) -> SpaceSpec:
     """One of the YAML files shipped next to this module."""
-    import yaml
     from importlib.resources import files
+
+    import yaml
 
     if name not in BUILTIN:
         raise SpaceError(f"space: unknown built-in {name!r}, expected one of {', '.join(BUILTIN)}")

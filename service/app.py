@@ -23,8 +23,16 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from service.driver import DriverManager, StudyDriver
 from service.embedded_db import EmbeddedMongo
 from service.schemas import (
-    CancelResult, Health, RetrainPublic, StudyCreate, StudyList, StudyPublic, TrialCurve,
-    TrialList, TrialPublic, WorkerPublic,
+    CancelResult,
+    Health,
+    RetrainPublic,
+    StudyCreate,
+    StudyList,
+    StudyPublic,
+    TrialCurve,
+    TrialList,
+    TrialPublic,
+    WorkerPublic,
 )
 from service.views import study_public, trial_public
 from trials.connection import connect, redact

@@ -124,7 +124,8 @@ def demo(
         while study["state"] in ("queued", "running", "retraining"):
             time.sleep(2)
             if not cluster.alive():
-                raise typer.Exit(f"a process exited; logs in {cluster.log_dir()}")
+                console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
+                raise typer.Exit(1)
             study = _call(client.study, sid)
             c, best = study["counts"], study["best"]
             line = (f"{study['state']:10s} finished {c['finished']}/{trials} "

@@ -58,7 +58,8 @@ class EmbeddedMongo:
                 tail = (self.folder / "nx-27017.out").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"embedded database exited with {self.proc.returncode}: {tail}")
             try:
-                with MongoClient(self.url, serverSelectionTimeoutMS=300) as c:
+                c: MongoClient = MongoClient(self.url, serverSelectionTimeoutMS=300)
+                with c:
                     c.admin.command("ping")
                 return self
             except PyMongoError:

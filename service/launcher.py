@@ -65,10 +65,10 @@ class Cluster:
             try:
                 client.health()
                 return self
-            except ApiError:
+            except ApiError as exc:
                 if self.procs[0].poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the API did not start; see {self.logs / 'api.log'}")
+                    raise RuntimeError(f"the API did not start; see {self.logs / 'api.log'}") from exc
                 time.sleep(0.3)
 
     def stop(self, timeout: float = 60.0) -> None:

@@ -93,6 +93,7 @@ class JobStore:
             {"_id": f"tid:{exp_key}"}, {"$inc": {"seq": n}}, upsert=True,
             return_document=ReturnDocument.AFTER,
         )
+        assert doc is not None  # upsert=True always returns the document
         end = int(doc["seq"])
         return list(range(end - n, end))
 
@@ -199,6 +200,7 @@ class JobStore:
                     "heartbeat": doc.get("heartbeat", 0)}
         history = list(doc.get("previous_owners") or []) + [doc["owner"]]
         retries = int(doc.get("retries", 0))
+        update: dict[str, Any]
         if retries < self.max_retries:
             update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
                       "retries": retries + 1, "previous_owners": history,

@@ -81,7 +81,7 @@ class SRUClassifier(nn.Module):
         """The moving-average rates, shape (A, 1); in (0, 1) when learnable."""
         if self.learn_alphas:
             return torch.sigmoid(self.alpha_logit)
-        return self.fixed_alphas
+        return self.get_buffer("fixed_alphas")
 
     def extra_repr(self) -> str:
         vals = ", ".join(f"{v:.4g}" for v in self.alphas.detach().flatten().tolist())

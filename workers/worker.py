@@ -21,10 +21,12 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import torch
 from pymongo.errors import PyMongoError
 
 from trials.connection import DatabaseUnavailable, retrying
@@ -32,6 +34,7 @@ from trials.pruning import make_pruner
 from trials.requeue import StaleJobSweeper
 from trials.states import JobKind, Outcome
 from trials.store import Job, JobStore, make_owner
+from workers.gpu import claim_gpu, refresh_lease, release_lease
 from workers.train import pick_device, train
 
 __all__ = ["Worker", "Heartbeat"]
@@ -43,8 +46,9 @@ class Heartbeat:
     """Context manager: a daemon thread that bumps the job's heartbeat every ``interval`` s.
     ``lost`` turns True when the store says the job is no longer ours."""
 
-    def __init__(self, store: JobStore, job: Job, interval: float) -> None:
-        self.store, self.job, self.interval = store, job, interval
+    def __init__(self, store: JobStore, job: Job, interval: float,
+                 on_beat: Callable[[], None] | None = None) -> None:
+        self.store, self.job, self.interval, self.on_beat = store, job, interval, on_beat
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.tid}", daemon=True)
@@ -55,6 +59,8 @@ class Heartbeat:
                 if not self.store.heartbeat(self.job):
                     self.lost = True
                     return
+                if self.on_beat is not None:
+                    self.on_beat()
             except PyMongoError as exc:  # database briefly away: try again next beat
                 log.warning("heartbeat failed: %s", exc)
 
@@ -81,8 +87,13 @@ class Worker:
         db_url: str = "",
     ) -> None:
         self.store = store
-        self.device = pick_device(device)
-        self.owner = make_owner(str(self.device))
+        self.leases = store.db["gpu_leases"]
+        if device == "auto" and torch.cuda.device_count() > 1:
+            self.owner = make_owner("gpu")
+            self.device = claim_gpu(self.leases, self.owner, 3 * store.heartbeat_interval)
+        else:
+            self.device = pick_device(device)
+            self.owner = make_owner(str(self.device))
         self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
         self.db_timeout, self.db_url = db_timeout, db_url
         self.sweeper = StaleJobSweeper(store)
@@ -119,6 +130,7 @@ class Worker:
                     if self.burst:
                         break
                     self._db(lambda: self.store.touch_worker(self.owner), "touch")
+                    self._db(lambda: refresh_lease(self.leases, self.owner), "lease")
                     time.sleep(self.poll)
                     continue
                 self.run_job(job)
@@ -128,6 +140,7 @@ class Worker:
         finally:
             try:
                 self.store.unregister_worker(self.owner)
+                release_lease(self.leases, self.owner)
             except PyMongoError:
                 pass
         return self.jobs_done
@@ -163,7 +176,11 @@ class Worker:
 
         ckpt_dir = Path(tempfile.mkdtemp(prefix="sru-hpo-ckpt-"))
         ckpt = ckpt_dir / "best.pt" if job.kind == JobKind.RETRAIN else None
-        with Heartbeat(self.store, job, self.store.heartbeat_interval) as hb:
+        def beat() -> None:  # the worker stays listed as live and keeps its GPU lease
+            self.store.touch_worker(self.owner, job)
+            refresh_lease(self.leases, self.owner)
+
+        with Heartbeat(self.store, job, self.store.heartbeat_interval, on_beat=beat) as hb:
             try:
                 result = train(
                     job.params, epochs=job.epochs, device=self.device, checkpoint_path=ckpt,

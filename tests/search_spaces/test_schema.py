@@ -5,7 +5,13 @@ import pytest
 from hyperopt import Domain, Trials, fmin, space_eval, tpe
 
 from search_spaces.schema import (
-    BUILTIN, SpaceError, SpaceSpec, flatten_sample, load_builtin, point_to_vals, sample_params,
+    BUILTIN,
+    SpaceError,
+    SpaceSpec,
+    flatten_sample,
+    load_builtin,
+    point_to_vals,
+    sample_params,
     to_hyperopt,
 )
 

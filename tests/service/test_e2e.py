@@ -118,7 +118,7 @@ def test_cancel_stops_queued_and_running_trials(mongo_url, tmp_path, spawn):
 
 def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
     strong = {"model": "sru", "dataset": "digits", "phi_size": 8, "r_size": 2, "out_size": 8}
-    for i in range(3):  # three finished trials that were good at every epoch
+    for _ in range(3):  # three finished trials that were good at every epoch
         store.enqueue("s", kind="trial", params=strong, epochs=8)
         job = store.reserve("h:1:cpu")
         for e in range(1, 9):

@@ -188,7 +188,7 @@ def test_nx27017_datetimes_are_why_times_are_floats(db):
     datetime may come back as a string there. Floats round-trip on both servers."""
     import datetime
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     db.pin.insert_one({"_id": 1, "dt": now, "f": 1.5})
     doc = db.pin.find_one({"_id": 1})
     assert doc["f"] == 1.5
