@@ -18,6 +18,22 @@ import time
 from pathlib import Path
 
 
+def _timed_run(ps: list, start, out, n_jobs: int) -> float:
+    """Start the processes, let them import and connect, then time them from one start signal
+    until all have reported; returns the wall time."""
+    for p in ps:
+        p.start()
+    time.sleep(3)
+    t0 = time.perf_counter()
+    start.set()
+    done = sum(out.get() for _ in ps)
+    wall = time.perf_counter() - t0
+    for p in ps:
+        p.join()
+    assert done == n_jobs, (done, n_jobs)
+    return wall
+
+
 def _store_worker(url: str, db_name: str, start, out) -> None:
     from pymongo import MongoClient
 
@@ -53,16 +69,7 @@ def bench_store(n_jobs: int, procs: int, folder: Path) -> tuple[float, float]:
         start, out = ctx.Event(), ctx.Queue()
         ps = [ctx.Process(target=_store_worker, args=(server.url, "bench", start, out))
               for _ in range(procs)]
-        for p in ps:
-            p.start()
-        time.sleep(3)  # let the processes import and connect before the clock starts
-        t0 = time.perf_counter()
-        start.set()
-        done = sum(out.get() for _ in ps)
-        wall = time.perf_counter() - t0
-        for p in ps:
-            p.join()
-        assert done == n_jobs, (done, n_jobs)
+        wall = _timed_run(ps, start, out, n_jobs)
         lat = [d["refresh_time"] - d["book_time"] for d in store.jobs.find({"state": 2})]
         return n_jobs / wall, statistics.median(lat)
 
@@ -88,16 +95,7 @@ def bench_optuna(n_jobs: int, procs: int, folder: Path) -> tuple[float, float]:
     start, out = ctx.Event(), ctx.Queue()
     share = [n_jobs // procs + (1 if i < n_jobs % procs else 0) for i in range(procs)]
     ps = [ctx.Process(target=_optuna_worker, args=(url, k, start, out)) for k in share]
-    for p in ps:
-        p.start()
-    time.sleep(3)
-    t0 = time.perf_counter()
-    start.set()
-    done = sum(out.get() for _ in ps)
-    wall = time.perf_counter() - t0
-    for p in ps:
-        p.join()
-    assert done == n_jobs
+    wall = _timed_run(ps, start, out, n_jobs)
     lat = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials]
     return n_jobs / wall, statistics.median(lat)
 

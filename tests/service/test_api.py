@@ -181,3 +181,13 @@ def test_token_is_not_needed_when_unset(mongo_url, tmp_path):
     finally:
         stop(a.proc)
     assert TOKEN  # the module fixture's server does require one (see above)
+
+
+def test_warm_start_points_are_evaluated_first(api):
+    point = {"phi_size": 16, "r_size": 2, "alphas": [0.0, 0.9], "lr": 0.005}
+    body = {**STUDY, "warm_start": [point], "parallelism": 1}
+    sid = api.client().post("/studies", json=body).json()["id"]
+    first = wait_for(lambda: api.client().get(f"/studies/{sid}/trials").json()["trials"], 30,
+                     "the first trial")[0]
+    assert {k: first["params"][k] for k in point} == point
+    api.client().post(f"/studies/{sid}/cancel")

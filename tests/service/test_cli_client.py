@@ -1,0 +1,104 @@
+"""The CLI client commands and `sru-hpo up`, as a user runs them (real processes)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from service.embedded_db import free_port
+from tests.conftest import ROOT, wait_for
+from tests.service.conftest import TOKEN
+from tests.service.test_api import STUDY
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**(env or os.environ), "COLUMNS": "250"}  # rich wraps tables at 80 columns in a pipe
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def test_submit_status_best_curves_cancel(api, tmp_path):
+    import yaml
+
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump({**STUDY, "name": "from-cli"}))
+    common = ["--api", api.url, "--token", TOKEN]
+    out = cli("submit", str(f), *common)
+    assert out.returncode == 0, out.stderr
+    sid = out.stdout.split()[1]
+    assert api.client().get(f"/studies/{sid}").json()["name"] == "from-cli"
+    out = cli("status", sid, "--api", api.url)
+    assert out.returncode == 0 and sid in out.stdout and "from-cli" in out.stdout
+    assert sid in cli("status", "--api", api.url).stdout
+    out = cli("best", sid, "--api", api.url)
+    assert out.returncode == 0
+    wait_for(lambda: len(api.client().get(f"/studies/{sid}/curves").json()) == 2, 30, "trials")
+    png = tmp_path / "c.png"
+    out = cli("curves", sid, "--png", str(png), "--api", api.url)
+    assert out.returncode == 0 and png.stat().st_size > 1000
+    out = cli("cancel", sid, *common)
+    assert out.returncode == 0 and "cancelled" in out.stdout
+    assert api.client().get(f"/studies/{sid}").json()["state"] == "cancelled"
+
+
+def test_client_errors_are_clear(api, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: sru\ndataset: digits\nspace: sru_digits\nn_trials: 0\n")
+    out = cli("submit", str(bad), "--api", api.url, "--token", TOKEN)
+    assert out.returncode == 2 and "422" in out.stdout and "n_trials" in out.stdout
+    out = cli("submit", str(bad), "--api", api.url, "--token", "wrong")
+    assert out.returncode == 1 and "401" in out.stdout
+    out = cli("status", "nope", "--api", api.url)
+    assert out.returncode == 2 and "404" in out.stdout
+    out = cli("submit", str(tmp_path / "missing.yaml"), "--api", api.url)
+    assert out.returncode == 2 and "study_file" in out.stderr and "does not exist" in out.stderr
+
+
+@pytest.mark.slow
+def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
+    import os
+
+    port = free_port()
+    env = {**os.environ, "SRU_HPO_HOME": str(tmp_path), "SRU_HPO_PORT": str(port),
+           "SRU_HPO_HEARTBEAT_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
+    env.pop("SRU_HPO_MONGO_URL", None)
+    p = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--workers", "1"], env=env,
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def workers_live():
+        try:
+            return httpx.get(f"{url}/workers", timeout=1).json()
+        except httpx.HTTPError:
+            return None
+
+    try:
+        ws = wait_for(workers_live, 90, "API and one live worker")
+        assert len(ws) == 1
+        p.send_signal(signal.SIGINT)
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/healthz", timeout=1)
+    assert (tmp_path / "db").is_dir() and (tmp_path / "logs" / "api.log").exists()
+
+
+@pytest.mark.slow
+def test_demo_runs_a_small_study_to_the_end(tmp_path):
+    import os
+
+    env = {**os.environ, "SRU_HPO_HOME": str(tmp_path), "SRU_HPO_PORT": str(free_port())}
+    env.pop("SRU_HPO_MONGO_URL", None)
+    out = cli("demo", "--trials", "2", "--retrain-epochs", "2", env=env, timeout=400)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "test accuracy" in out.stdout
+    assert (tmp_path / "demo" / "curves.png").exists()
+    assert list((tmp_path / "demo").glob("*.pt"))

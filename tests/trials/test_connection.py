@@ -1,0 +1,20 @@
+import time
+
+import pytest
+
+from service.embedded_db import free_port
+from trials.connection import DatabaseUnavailable, connect, redact
+
+
+def test_redact_hides_only_the_password():
+    assert redact("mongodb://u:pw@h:1/db?tls=true") == "mongodb://u:***@h:1/db?tls=true"
+    assert redact("mongodb://h:1/") == "mongodb://h:1/"
+
+
+def test_unreachable_database_is_retried_then_named_without_password():
+    url = f"mongodb://me:hunter2@127.0.0.1:{free_port()}/?authSource=admin"
+    t0 = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as err:
+        connect(url, "x", timeout=3)
+    assert 2 <= time.monotonic() - t0 < 20  # retried for the budget, then gave up
+    assert "hunter2" not in str(err.value) and "me:***@127.0.0.1" in str(err.value)
