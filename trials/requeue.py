@@ -40,7 +40,7 @@ class StaleJobSweeper:
         if exp_key is not None:
             query["exp_key"] = exp_key
         fields = {"owner": 1, "heartbeat": 1, "heartbeat_interval": 1, "retries": 1,
-                  "previous_owners": 1, "exp_key": 1, "tid": 1}
+                  "previous_owners": 1, "exp_key": 1, "tid": 1, "stop": 1}
         acted: list[tuple[str, int, str]] = []
         running = set()
         for doc in self.store.jobs.find(query, fields):

@@ -182,7 +182,12 @@ class JobStore:
 
     def release(self, job: Job) -> bool:
         """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
-        counted. Its curve is dropped because the next worker starts from epoch 1."""
+        counted. Its curve is dropped because the next worker starts from epoch 1. A job whose
+        study asked it to stop is cancelled instead of requeued."""
+        if self.jobs.update_one({**self._mine(job), "stop": "cancel"}, {"$set": {
+                "state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
+                "result": {"status": "fail", "outcome": "cancelled"}}}).matched_count:
+            return True
         res = self.jobs.update_one(self._mine(job), {
             "$set": {"state": int(JobState.NEW), "owner": None, "book_time": None},
             "$inc": {"releases": 1},
@@ -194,14 +199,19 @@ class JobStore:
     # -- requeue of stale jobs (see trials/requeue.py for who decides staleness) --------------
     def requeue_stale(self, doc: dict[str, Any], reason: str) -> str | None:
         """Requeue (or, with retries exhausted, fail) the running job ``doc`` — only if it is
-        still exactly as observed (same owner and heartbeat count). Returns "requeued",
+        still exactly as observed (same owner and heartbeat count). Returns "requeued", "cancelled",
         "error", or None when something else changed it first (idempotent, race-safe)."""
         observed = {"_id": doc["_id"], "state": int(JobState.RUNNING), "owner": doc["owner"],
                     "heartbeat": doc.get("heartbeat", 0)}
         history = list(doc.get("previous_owners") or []) + [doc["owner"]]
         retries = int(doc.get("retries", 0))
         update: dict[str, Any]
-        if retries < self.max_retries:
+        if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
+            update = {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
+                      "previous_owners": history,
+                      "result": {"status": "fail", "outcome": "cancelled"}}
+            outcome = "cancelled"
+        elif retries < self.max_retries:
             update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
                       "retries": retries + 1, "previous_owners": history,
                       "last_requeue_reason": reason}

@@ -206,3 +206,20 @@ def test_floats_set_at_top_level_keep_at_least_15_digits(db):
     doc = db.pin.find_one({"_id": 1})
     assert doc["a"] == v and doc["n"]["a"] == v
     assert abs(doc["b"] - v) < 1e-14
+
+
+def test_a_cancelled_study_job_is_not_requeued(store):
+    store.enqueue("s", kind="trial", params={}, epochs=1)
+    store.enqueue("s", kind="trial", params={}, epochs=1)
+    dead, stopping = store.reserve("h:1:cpu"), store.reserve("h:2:cpu")
+    store.cancel("s")
+    clock = FakeClock()
+    sw = StaleJobSweeper(store, clock=clock)
+    sw.sweep()
+    clock.t += 5
+    assert store.heartbeat(stopping)  # alive
+    assert [a[2] for a in sw.sweep()] == ["cancelled"]  # the dead one
+    assert store.jobs.find_one({"_id": dead.id})["state"] == JobState.CANCELLED
+    assert store.release(stopping)  # a SIGTERMed worker of a cancelled study
+    assert store.jobs.find_one({"_id": stopping.id})["state"] == JobState.CANCELLED
+    assert store.count("s", [JobState.NEW]) == 0
