@@ -35,6 +35,7 @@ def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
     try:
         ws = workers(spawn, api, 2)
         c = api.client()
+        wait_for(lambda: len(c.get("/workers").json()) == 2, 120, "two live workers")
         sid = c.post("/studies", json=STUDY).json()["id"]
         s = wait_state(c, sid, ("completed", "failed"), 300)
         assert s["state"] == "completed", (s, read_log(ws[0]))

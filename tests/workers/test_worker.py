@@ -23,7 +23,7 @@ def doc(store, tid, exp_key="s"):
 
 
 def test_two_burst_workers_drain_the_queue(store, spawn, mongo_url, db_name):
-    tids = [store.enqueue("s", kind="trial", params={**TINY, "seed": i}, epochs=2) for i in range(4)]
+    tids = [store.enqueue("s", kind="trial", params={**TINY, "seed": i}, epochs=6) for i in range(8)]
     env = proc_env(mongo_url, db_name, **FAST)
     workers = [spawn(["worker", "--burst", "--device", "cpu"], env, f"w{i}") for i in range(2)]
     for w in workers:
@@ -31,8 +31,8 @@ def test_two_burst_workers_drain_the_queue(store, spawn, mongo_url, db_name):
     for tid in tids:
         d = doc(store, tid)
         assert d["state"] == JobState.DONE, d
-        assert d["result"]["status"] == "ok" and d["result"]["epochs_run"] == 2
-        assert [p["epoch"] for p in store.curve("s", tid)] == [1, 2]
+        assert d["result"]["status"] == "ok" and d["result"]["epochs_run"] == 6
+        assert [p["epoch"] for p in store.curve("s", tid)] == list(range(1, 7))
     owners = {doc(store, t)["owner"] for t in tids}
     assert len(owners) == 2  # both workers took jobs
     assert store.workers.count_documents({}) == 0  # unregistered on exit
