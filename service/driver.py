@@ -69,9 +69,17 @@ class StudyDriver:
         if study["state"] == "queued":
             self._set(sid, state="running", started=time.time())
             study["state"] = "running"
-        if study["state"] == "running":
-            return self._search(study)
-        return self._retrain(study)
+        done = self._search(study) if study["state"] == "running" else self._retrain(study)
+        # A cancel or delete that landed while this pass was inserting jobs: the API cancels
+        # what existed when it looked; cancel again here so nothing inserted since can run.
+        now = self.studies.find_one({"_id": sid}, {"state": 1})
+        if now is None:
+            self.store.delete(sid)
+            return True
+        if now["state"] == "cancelled":
+            self.store.cancel(sid)
+            return True
+        return done
 
     # -- search ---------------------------------------------------------------------------------
     def _search(self, study: dict[str, Any]) -> bool:

@@ -232,14 +232,18 @@ class JobStore:
     # -- the study's side ---------------------------------------------------------------------
     def cancel(self, exp_key: str) -> tuple[int, int]:
         """Cancel a study's queued jobs now and ask its running ones to stop after their epoch.
-        Returns (queued cancelled, running asked to stop)."""
+        Returns (queued cancelled, running asked to stop).
+
+        Running jobs are flagged first: a worker releasing its job after the flag cancels it
+        (see release), and one releasing before it puts it back to new, which the second
+        update then cancels. Either way nothing of the study is left to run."""
+        running = self.jobs.update_many(
+            {"exp_key": exp_key, "state": int(JobState.RUNNING)}, {"$set": {"stop": "cancel"}}
+        ).modified_count
         queued = self.jobs.update_many(
             {"exp_key": exp_key, "state": int(JobState.NEW)},
             {"$set": {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
                       "result": {"status": "fail", "outcome": "cancelled"}}},
-        ).modified_count
-        running = self.jobs.update_many(
-            {"exp_key": exp_key, "state": int(JobState.RUNNING)}, {"$set": {"stop": "cancel"}}
         ).modified_count
         return queued, running
 
