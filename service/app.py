@@ -62,7 +62,8 @@ class Runtime:
                               max_retries=settings.max_retries)
         self.store.ensure_indexes()
         self.studies = self.db["studies"]
-        self.driver = StudyDriver(self.store, self.studies)
+        self.driver = StudyDriver(self.store, self.studies,
+                                  lease_seconds=max(5.0, 10 * settings.driver_poll))
         self.manager = DriverManager(self.driver, settings.driver_poll)
 
     def close(self) -> None:

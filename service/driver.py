@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+import uuid
 from typing import Any
 
 from hyperopt import Domain, rand, space_eval, tpe
@@ -46,10 +49,24 @@ def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs
 
 
 class StudyDriver:
-    def __init__(self, store: JobStore, studies: Collection) -> None:
+    def __init__(self, store: JobStore, studies: Collection, lease_seconds: float = 10.0) -> None:
         self.store = store
         self.studies = studies
+        self.lease_seconds = lease_seconds
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._domains: dict[str, tuple[SpaceSpec, Domain]] = {}
+
+    def _lease(self, sid: str) -> bool:
+        """Hold the study's driver lease (renewed every pass), so that two service processes on
+        one database (a rolling restart, a second replica) never top up the same study twice.
+        A dead holder's lease expires after ``lease_seconds`` by the service hosts' clocks."""
+        now = time.time()
+        doc = self.studies.find_one_and_update(
+            {"_id": sid, "$or": [{"driver": None}, {"driver": self.id},
+                                 {"driver_until": {"$lt": now}}]},
+            {"$set": {"driver": self.id, "driver_until": now + self.lease_seconds}},
+        )
+        return doc is not None
 
     def _domain(self, study: dict[str, Any]) -> tuple[SpaceSpec, Domain]:
         sid = study["_id"]
@@ -66,6 +83,8 @@ class StudyDriver:
         study = self.studies.find_one({"_id": sid})
         if study is None or study["state"] not in ACTIVE_STATES:
             return True
+        if not self._lease(sid):
+            return False  # another service process drives it; take over if its lease lapses
         if study["state"] == "queued":
             self._set(sid, state="running", started=time.time())
             study["state"] = "running"
