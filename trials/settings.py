@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
     max_trials: int = Field(10_000, gt=0, description="largest n_trials a study may ask for")
     driver_poll: float = Field(0.5, gt=0, description="seconds between study-driver passes")
+    snapshot_seconds: float = Field(
+        60.0, ge=0, description="a running trial saves its training state this often (resume)")
 
     @property
     def checkpoint_dir(self) -> Path:

@@ -10,6 +10,7 @@ Collections (one database, ``SRU_HPO_DB_NAME``):
 - ``counters``: atomic trial-id allocation per exp_key.
 - ``workers``: live workers (host, pid, device, current job, last_seen).
 - GridFS bucket ``checkpoints``: retrained weights (torch.save, loaded with weights_only=True).
+- GridFS bucket ``snapshots``: the training state of running trials, for resume after a requeue.
 
 Every write that changes a running job is conditional on ``owner`` (and state), so a worker that
 lost its job (requeued after it stalled, or cancelled) can no longer write its result over
@@ -182,8 +183,8 @@ class JobStore:
 
     def release(self, job: Job) -> bool:
         """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
-        counted. Its curve is dropped because the next worker starts from epoch 1. A job whose
-        study asked it to stop is cancelled instead of requeued."""
+        counted; the next worker resumes from its last snapshot. A job whose study asked it to
+        stop is cancelled instead of requeued."""
         if self.jobs.update_one({**self._mine(job), "stop": "cancel"}, {"$set": {
                 "state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
                 "result": {"status": "fail", "outcome": "cancelled"}}}).matched_count:
@@ -192,8 +193,6 @@ class JobStore:
             "$set": {"state": int(JobState.NEW), "owner": None, "book_time": None},
             "$inc": {"releases": 1},
         })
-        if res.matched_count == 1:
-            self.curves.delete_many({"exp_key": job.exp_key, "tid": job.tid})
         return res.matched_count == 1
 
     # -- requeue of stale jobs (see trials/requeue.py for who decides staleness) --------------
@@ -223,11 +222,7 @@ class JobStore:
                       "result": {"status": "fail", "error": why}}
             outcome = "error"
         res = self.jobs.update_one(observed, {"$set": update})
-        if res.matched_count != 1:
-            return None
-        if outcome == "requeued":
-            self.curves.delete_many({"exp_key": doc["exp_key"], "tid": doc["tid"]})
-        return outcome
+        return outcome if res.matched_count == 1 else None
 
     # -- the study's side ---------------------------------------------------------------------
     def cancel(self, exp_key: str) -> tuple[int, int]:
@@ -257,6 +252,10 @@ class JobStore:
         return self.jobs.count_documents(q)
 
     def delete(self, exp_key: str) -> None:
+        fs = self._snapshots()
+        for d in self.jobs.find({"exp_key": exp_key}, {"tid": 1}):
+            for f in fs.find({"filename": f"{exp_key}:{d['tid']}"}):
+                fs.delete(f._id)
         self.jobs.delete_many({"exp_key": exp_key})
         self.curves.delete_many({"exp_key": exp_key})
         self.counters.delete_one({"_id": f"tid:{exp_key}"})
@@ -266,6 +265,11 @@ class JobStore:
     def add_curve_point(self, job: Job, point: dict[str, Any]) -> None:
         key = {"exp_key": job.exp_key, "tid": job.tid, "epoch": int(point["epoch"])}
         self.curves.replace_one(key, {**key, "kind": job.kind, **point}, upsert=True)
+
+    def trim_curve(self, job: Job, last_epoch: int) -> None:
+        """Drop points past ``last_epoch``: left by an earlier owner of a requeued job."""
+        self.curves.delete_many({"exp_key": job.exp_key, "tid": job.tid,
+                                 "epoch": {"$gt": last_epoch}})
 
     def curve(self, exp_key: str, tid: int) -> list[dict[str, Any]]:
         cur = self.curves.find({"exp_key": exp_key, "tid": tid}, {"_id": 0, "exp_key": 0})
@@ -304,6 +308,26 @@ class JobStore:
         """Workers seen in the last ``within`` seconds (default 3 heartbeats), by this clock."""
         horizon = time.time() - (within if within is not None else 3 * self.heartbeat_interval)
         return list(self.workers.find({"last_seen": {"$gte": horizon}}))
+
+    # -- snapshots of running trials (GridFS), so that a requeued trial resumes -------------------
+    def _snapshots(self) -> gridfs.GridFS:
+        return gridfs.GridFS(self.db, collection="snapshots")
+
+    def save_snapshot(self, job: Job, data: bytes) -> None:
+        fs, name = self._snapshots(), f"{job.exp_key}:{job.tid}"
+        new_id = fs.put(data, filename=name, owner=job.owner)
+        for f in fs.find({"filename": name}):  # keep only the newest
+            if f._id != new_id:
+                fs.delete(f._id)
+
+    def load_snapshot(self, job: Job) -> bytes | None:
+        f = self._snapshots().find_one({"filename": f"{job.exp_key}:{job.tid}"})
+        return f.read() if f is not None else None
+
+    def delete_snapshot(self, job: Job) -> None:
+        fs = self._snapshots()
+        for f in fs.find({"filename": f"{job.exp_key}:{job.tid}"}):
+            fs.delete(f._id)
 
     # -- checkpoints (GridFS) -----------------------------------------------------------------
     def _fs(self) -> gridfs.GridFS:

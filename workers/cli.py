@@ -139,6 +139,7 @@ def worker_command(
                      max_retries=settings.max_retries)
     store.ensure_indexes()
     worker = Worker(store, device=device, max_jobs=max_jobs, burst=burst, study=study, poll=poll,
-                    db_timeout=settings.connect_timeout, db_url=settings.mongo_url)
+                    db_timeout=settings.connect_timeout, db_url=settings.mongo_url,
+                    snapshot_every=settings.snapshot_seconds)
     worker.install_signal_handlers()
     worker.run()

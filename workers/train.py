@@ -9,6 +9,7 @@ test accuracy of those best weights.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import math
 import time
@@ -69,6 +70,7 @@ class TrainResult:
     n_params: int = 0
     seconds: float = 0.0
     reason: str | None = None  # why it diverged
+    resumed_from: int = 0  # the epoch of the snapshot this run continued from (0: a fresh start)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,10 +149,10 @@ def _optimizer(model: nn.Module, p: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=p["lr"], weight_decay=p["weight_decay"])
 
 
-def save_checkpoint(path: Path, model: nn.Module, args: dict, params: dict, epoch: int, acc: float):
+def save_checkpoint(path: Path, state_dict: dict, args: dict, params: dict, epoch: int, acc: float):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     payload = {"format": 1, "model_args": args, "params": params, "epoch": epoch,
                "val_acc": acc, "state_dict": state}
     torch.save(payload, tmp)
@@ -166,6 +168,32 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model, payload
 
 
+def _snapshot(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, shuffle: torch.Generator,
+              result: TrainResult, best_state: dict | None) -> bytes:
+    buf = io.BytesIO()
+    torch.save({
+        "format": 1, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "rng": torch.get_rng_state(), "shuffle": shuffle.get_state(), "curve": result.curve,
+        "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
+        "best_state": best_state,
+    }, buf)
+    return buf.getvalue()
+
+
+def _restore(data: bytes, dev: torch.device, model: nn.Module, opt: torch.optim.Optimizer,
+             shuffle: torch.Generator, result: TrainResult) -> tuple[dict | None, int]:
+    """Load a snapshot (tensors and plain data only); returns (best weights, next epoch)."""
+    s = torch.load(io.BytesIO(data), map_location=dev, weights_only=True)
+    model.load_state_dict(s["model"])
+    opt.load_state_dict(s["optimizer"])
+    torch.set_rng_state(s["rng"].cpu())
+    shuffle.set_state(s["shuffle"].cpu())
+    result.curve = list(s["curve"])
+    result.best_val_acc, result.best_epoch = s["best_val_acc"], s["best_epoch"]
+    result.epochs_run = result.resumed_from = int(s["epoch"])
+    return s["best_state"], int(s["epoch"]) + 1
+
+
 def train(
     params: Mapping[str, Any],
     *,
@@ -176,8 +204,17 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     evaluate_test: bool = False,
     data: Splits | None = None,
+    resume: bytes | None = None,
+    on_snapshot: Callable[[bytes], None] | None = None,
+    snapshot_every: float = 60.0,
 ) -> TrainResult:
-    """Train ``params`` for ``epochs`` epochs; see the module docstring."""
+    """Train ``params`` for ``epochs`` epochs; see the module docstring.
+
+    ``on_snapshot(bytes)`` receives the whole training state (weights, optimizer, RNGs, curve,
+    best weights) after an epoch when ``snapshot_every`` seconds have passed since the last one,
+    and when ``should_stop`` ends the run; ``resume=`` those bytes continues from that epoch
+    exactly as if the run had not been interrupted (same curve on CPU).
+    """
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
     t_start = time.perf_counter()
@@ -197,9 +234,20 @@ def train(
     ckpt = Path(checkpoint_path) if checkpoint_path else None
     result = TrainResult("ok", p["seed"], 0, 0.0, 0, n_params=sum(x.numel() for x in model.parameters()))
     best_state: dict | None = None
+    keep_best = evaluate_test or ckpt is not None or on_snapshot is not None
     x_tr, y_tr, bs = splits.train.x, splits.train.y, p["batch_size"]
+    first = 1
+    if resume is not None:
+        best_state, first = _restore(resume, dev, model, opt, shuffle, result)
+        if ckpt is not None and best_state is not None:
+            save_checkpoint(ckpt, best_state, args, p, result.best_epoch, result.best_val_acc)
 
-    for epoch in range(1, epochs + 1):
+    def snapshot(epoch: int) -> None:
+        if on_snapshot is not None:
+            on_snapshot(_snapshot(epoch, model, opt, shuffle, result, best_state))
+
+    last_snapshot = time.monotonic()
+    for epoch in range(first, epochs + 1):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         model.train()
@@ -238,17 +286,21 @@ def train(
         result.epochs_run = epoch
         if val_acc > result.best_val_acc or result.best_epoch == 0:
             result.best_val_acc, result.best_epoch = val_acc, epoch
-            if evaluate_test:
+            if keep_best:
                 best_state = copy.deepcopy(model.state_dict())
             if ckpt is not None:
-                save_checkpoint(ckpt, model, args, p, epoch, val_acc)
+                save_checkpoint(ckpt, model.state_dict(), args, p, epoch, val_acc)
         for g in opt.param_groups:
             g["lr"] *= p["lr_decay"]
         if on_epoch is not None:
             on_epoch(point)
         if epoch < epochs and should_stop is not None and should_stop():
             result.status = "stopped"
+            snapshot(epoch)
             break
+        if epoch < epochs and time.monotonic() - last_snapshot >= snapshot_every:
+            snapshot(epoch)
+            last_snapshot = time.monotonic()
 
     if evaluate_test and best_state is not None:
         model.load_state_dict(best_state)

@@ -3,7 +3,9 @@
 ``sru-hpo worker [--device cuda:0|cpu|auto] [--max-jobs N] [--burst] [--study ID]``
 
 - One worker uses one device. Datasets are loaded once per process and reused between jobs.
-- Every epoch's point goes to the ``curves`` collection as it is produced.
+- Every epoch's point goes to the ``curves`` collection as it is produced. Every
+  ``SRU_HPO_SNAPSHOT_SECONDS`` (and when stopped early) the whole training state is saved to
+  GridFS, so a job requeued after its worker died or was stopped resumes from there.
 - After every epoch the worker checks whether its job was cancelled, lost (requeued after a
   stall), or should be pruned, and stops training if so.
 - Signals: the first SIGTERM/SIGINT lets the current epoch finish, puts the job back to new
@@ -85,6 +87,7 @@ class Worker:
         poll: float = 0.5,
         db_timeout: float = 30.0,
         db_url: str = "",
+        snapshot_every: float = 60.0,
     ) -> None:
         self.store = store
         self.leases = store.db["gpu_leases"]
@@ -96,6 +99,7 @@ class Worker:
             self.owner = make_owner(str(self.device))
         self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
         self.db_timeout, self.db_url = db_timeout, db_url
+        self.snapshot_every = snapshot_every
         self.sweeper = StaleJobSweeper(store)
         self.stop_requested = False
         self.jobs_done = 0
@@ -176,6 +180,8 @@ class Worker:
 
         ckpt_dir = Path(tempfile.mkdtemp(prefix="sru-hpo-ckpt-"))
         ckpt = ckpt_dir / "best.pt" if job.kind == JobKind.RETRAIN else None
+        resume = self._db(lambda: self.store.load_snapshot(job), "snapshot")
+
         def beat() -> None:  # the worker stays listed as live and keeps its GPU lease
             self.store.touch_worker(self.owner, job)
             refresh_lease(self.leases, self.owner)
@@ -185,7 +191,10 @@ class Worker:
                 result = train(
                     job.params, epochs=job.epochs, device=self.device, checkpoint_path=ckpt,
                     on_epoch=on_epoch, should_stop=should_stop,
-                    evaluate_test=job.kind == JobKind.RETRAIN,
+                    evaluate_test=job.kind == JobKind.RETRAIN, resume=resume,
+                    on_snapshot=lambda data: self._db(
+                        lambda: self.store.save_snapshot(job, data), "snapshot"),
+                    snapshot_every=self.snapshot_every,
                 )
             except DatabaseUnavailable:
                 raise
@@ -195,11 +204,16 @@ class Worker:
                 where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in tb)
                 log.error("job %s/%d failed: %s", job.exp_key, job.tid, summary)
                 self._db(lambda: self.store.fail(job, f"{summary} (at {where})"), "fail")
+                self._db(lambda: self.store.delete_snapshot(job), "snapshot")
                 self._after_job(job, ckpt_dir)
                 return
         payload = {k: v for k, v in result.to_dict().items() if k != "curve"}
         payload["device"] = str(self.device)
         why = reason.get("why")
+        if why != "lost":  # points a dead earlier owner wrote past where this run ended
+            self._db(lambda: self.store.trim_curve(job, result.epochs_run), "curve")
+        if why not in ("signal", "lost"):  # finished for good: the snapshot is not needed
+            self._db(lambda: self.store.delete_snapshot(job), "snapshot")
         if why == "signal":
             self._db(lambda: self.store.release(job), "release")
             log.info("job %s/%d released back to the queue", job.exp_key, job.tid)

@@ -1,5 +1,6 @@
 """The training objective on digits: learning, reproducibility, divergence, checkpoints."""
 
+import io
 import math
 
 import pytest
@@ -76,3 +77,18 @@ def test_checkpoint_holds_no_code(tmp_path):
 def test_bad_training_params(key, value):
     with pytest.raises(ValueError, match=rf"^{key}:"):
         resolve_params({**TINY, key: value})
+
+
+def test_resume_from_a_snapshot_gives_the_same_run():
+    strip = lambda c: [{k: v for k, v in p.items() if k != "seconds"} for p in c]  # noqa: E731
+    params = {**TINY, "dropout": 0.2, "lr_decay": 0.9}
+    straight = train(params, epochs=5, evaluate_test=True)
+    snaps: list[bytes] = []
+    first = train(params, epochs=5, on_snapshot=snaps.append, snapshot_every=0.0,
+                  should_stop=lambda: len(snaps) >= 2)
+    assert first.status == "stopped" and first.epochs_run == 3 and len(snaps) == 3
+    resumed = train(params, epochs=5, resume=snaps[-1], evaluate_test=True)
+    assert resumed.resumed_from == 3 and resumed.status == "ok"
+    assert strip(resumed.curve) == strip(straight.curve)
+    assert resumed.best_val_acc == straight.best_val_acc and resumed.test_acc == straight.test_acc
+    torch.load(io.BytesIO(snaps[-1]), weights_only=True)  # tensors and plain data only

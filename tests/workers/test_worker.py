@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import signal
 
 import pytest
+import torch
 
 from service.embedded_db import EmbeddedMongo, free_port
 from tests.conftest import proc_env, read_log, wait_for
@@ -13,7 +15,7 @@ from trials.store import JobStore
 
 TINY = {"model": "sru", "dataset": "digits", "phi_size": 8, "r_size": 2, "out_size": 8,
         "batch_size": 256, "lr": 0.01}
-FAST = {"SRU_HPO_HEARTBEAT_INTERVAL": "0.5"}
+FAST = {"SRU_HPO_HEARTBEAT_INTERVAL": "0.5", "SRU_HPO_SNAPSHOT_SECONDS": "0"}
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +44,7 @@ def test_killed_worker_job_is_requeued_and_finished_by_another(store, spawn, mon
     tid = store.enqueue("s", kind="trial", params=TINY, epochs=25)
     env = proc_env(mongo_url, db_name, **FAST)
     a = spawn(["worker", "--device", "cpu"], env, "a")
-    wait_for(lambda: len(store.curve("s", tid)) >= 1, 120, "first epoch of worker a")
+    wait_for(lambda: len(store.curve("s", tid)) >= 3, 120, "three epochs of worker a")
     owner_a = doc(store, tid)["owner"]
     a.send_signal(signal.SIGKILL)
     a.wait(10)
@@ -52,7 +54,9 @@ def test_killed_worker_job_is_requeued_and_finished_by_another(store, spawn, mon
     assert d["state"] == JobState.DONE, d
     assert d["retries"] == 1 and d["previous_owners"] == [owner_a]
     assert d["owner"] != owner_a
+    assert d["result"]["resumed_from"] >= 2  # b continued from a's snapshot, not from epoch 1
     assert [p["epoch"] for p in store.curve("s", tid)] == list(range(1, 26))
+    assert store._snapshots().find_one({"filename": f"s:{tid}"}) is None  # done: deleted
 
 
 def test_sigterm_puts_the_job_back_at_once(store, spawn, mongo_url, db_name):
@@ -65,6 +69,18 @@ def test_sigterm_puts_the_job_back_at_once(store, spawn, mongo_url, db_name):
     d = doc(store, tid)
     assert d["state"] == JobState.NEW and d["owner"] is None
     assert d["retries"] == 0 and d["releases"] == 1
+    done = len(store.curve("s", tid))
+    # the next worker resumes where this one stopped
+    w2 = spawn(["worker", "--device", "cpu", "--max-jobs", "1"],
+               proc_env(mongo_url, db_name, **FAST), "w2")
+    wait_for(lambda: len(store.curve("s", tid)) > done, 120, "the resumed run's next epoch")
+    w2.send_signal(signal.SIGTERM)
+    assert w2.wait(60) == 0
+    pts = [p["epoch"] for p in store.curve("s", tid)]
+    assert pts == list(range(1, len(pts) + 1))
+    snap = torch.load(io.BytesIO(store._snapshots().find_one({"filename": f"s:{tid}"}).read()),
+                      weights_only=True)
+    assert snap["epoch"] > done  # w2 went on from w's epoch, it did not start again at 1
     assert store.workers.count_documents({}) == 0
 
 
