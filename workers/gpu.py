@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 import torch
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
@@ -29,23 +31,27 @@ def gpu_key(index: int) -> str:
     return f"gpu-{os.environ.get('SRU_HPO_NODE', 'node')}-{index}"  # old torch: no uuid
 
 
-def claim_gpu(leases: Collection, owner: str, stale_after: float) -> torch.device:
-    """Claim a free visible GPU (or CPU when none is visible). Raises if all are taken."""
-    n = torch.cuda.device_count()
+def claim_gpu(leases: Collection, owner: str, stale_after: float, count: int | None = None,
+              key_of: Callable[[int], str] = gpu_key) -> torch.device:
+    """Claim a free visible GPU (or CPU when none is visible). Raises if all are taken.
+    ``count``/``key_of`` default to the visible CUDA devices (tests pass their own)."""
+    n = torch.cuda.device_count() if count is None else count
     if n == 0:
         return torch.device("cpu")
     if n == 1:
         return torch.device("cuda:0")
     for i in range(n):
-        key, now = gpu_key(i), time.time()
+        key, now = key_of(i), time.time()
+        try:  # create the lease once; no upsert (nx-27017 and MongoDB differ on a missed one)
+            leases.insert_one({"_id": key, "owner": None, "last_seen": 0.0})
+        except DuplicateKeyError:
+            pass
         free = {"_id": key, "$or": [{"owner": owner}, {"owner": None},
                                     {"last_seen": {"$lt": now - stale_after}}]}
-        try:
-            doc = leases.find_one_and_update(
-                free, {"$set": {"owner": owner, "last_seen": now, "index": i}}, upsert=True)
-        except DuplicateKeyError:  # exists and is held by a live worker
-            continue
-        if doc is None or doc.get("owner") in (None, owner) or doc["last_seen"] < now - stale_after:
+        doc = leases.find_one_and_update(
+            free, {"$set": {"owner": owner, "last_seen": now, "index": i}},
+            return_document=ReturnDocument.AFTER)
+        if doc is not None and doc["owner"] == owner:
             log.info("claimed %s (cuda:%d)", key, i)
             return torch.device(f"cuda:{i}")
     raise RuntimeError(f"all {n} visible GPUs are leased by live workers; scale workers to "
