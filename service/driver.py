@@ -62,8 +62,9 @@ class StudyDriver:
         A dead holder's lease expires after ``lease_seconds`` by the service hosts' clocks."""
         now = time.time()
         doc = self.studies.find_one_and_update(
-            {"_id": sid, "$or": [{"driver": None}, {"driver": self.id},
-                                 {"driver_until": {"$lt": now}}]},
+            # $and, not a top-level _id beside $or: nx-27017 0.8.1 drops the _id condition then
+            {"$and": [{"_id": sid}, {"$or": [{"driver": None}, {"driver": self.id},
+                                             {"driver_until": {"$lt": now}}]}]},
             {"$set": {"driver": self.id, "driver_until": now + self.lease_seconds}},
         )
         return doc is not None

@@ -46,8 +46,9 @@ def claim_gpu(leases: Collection, owner: str, stale_after: float, count: int | N
             leases.insert_one({"_id": key, "owner": None, "last_seen": 0.0})
         except DuplicateKeyError:
             pass
-        free = {"_id": key, "$or": [{"owner": owner}, {"owner": None},
-                                    {"last_seen": {"$lt": now - stale_after}}]}
+        # $and, not a top-level _id beside $or: nx-27017 0.8.1 drops the _id condition then
+        free = {"$and": [{"_id": key}, {"$or": [{"owner": owner}, {"owner": None},
+                                                {"last_seen": {"$lt": now - stale_after}}]}]}
         doc = leases.find_one_and_update(
             free, {"$set": {"owner": owner, "last_seen": now, "index": i}},
             return_document=ReturnDocument.AFTER)

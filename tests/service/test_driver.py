@@ -55,3 +55,13 @@ def test_cancel_during_a_pass_leaves_nothing_to_run(store, db):
     d._suggest = suggest_then_cancel
     assert d.step(sid) is True
     assert store.count(sid, [JobState.NEW]) == 0 and store.count(sid, [JobState.CANCELLED]) == 2
+
+
+def test_leases_of_different_studies_do_not_interfere(store, db):
+    a = StudyDriver(store, db.studies, lease_seconds=60)
+    b = StudyDriver(store, db.studies, lease_seconds=60)
+    x, y = make_study(db), make_study(db)
+    assert a._lease(x) and b._lease(y)
+    assert not b._lease(x) and not a._lease(y)
+    assert db.studies.find_one({"_id": x})["driver"] == a.id
+    assert db.studies.find_one({"_id": y})["driver"] == b.id

@@ -223,3 +223,15 @@ def test_a_cancelled_study_job_is_not_requeued(store):
     assert store.release(stopping)  # a SIGTERMed worker of a cancelled study
     assert store.jobs.find_one({"_id": stopping.id})["state"] == JobState.CANCELLED
     assert store.count("s", [JobState.NEW]) == 0
+
+
+def test_id_with_or_is_written_as_and(db):
+    """Pins nx-27017 0.8.1: in an update, a top-level ``_id`` next to ``$or`` is ignored (the
+    update can hit another document). The ``$and`` form used by the GPU and driver leases
+    selects correctly on both servers."""
+    db.pin.insert_many([{"_id": "a", "owner": "x"}, {"_id": "b", "owner": None}])
+    miss = {"$and": [{"_id": "a"}, {"$or": [{"owner": None}, {"owner": "me"}]}]}
+    assert db.pin.find_one_and_update(miss, {"$set": {"owner": "me"}}) is None
+    hit = {"$and": [{"_id": "b"}, {"$or": [{"owner": None}, {"owner": "me"}]}]}
+    assert db.pin.find_one_and_update(hit, {"$set": {"owner": "me"}})["_id"] == "b"
+    assert {d["_id"]: d["owner"] for d in db.pin.find()} == {"a": "x", "b": "me"}
