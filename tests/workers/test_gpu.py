@@ -24,7 +24,8 @@ def test_released_or_stale_leases_are_reused(db):
     release_lease(db.gpu_leases, "w1")
     assert str(claim(db, "w3", stale=2.0)) == "cuda:1"
     time.sleep(2.1)
-X
+    refresh_lease(db.gpu_leases, "w0")  # w0 and w3 are alive; w2's lease went stale
+    refresh_lease(db.gpu_leases, "w3")
     assert str(claim(db, "w4", stale=2.0)) == "cuda:2"
 
 
