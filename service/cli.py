@@ -108,9 +108,12 @@ def demo(
     from service.launcher import Cluster
     from trials.settings import Settings
 
+    from service.embedded_db import free_port, port_is_free
+
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)
-    cluster = Cluster(settings, workers, port=settings.port, worker_threads=threads).start()
+    port = settings.port if port_is_free(settings.host, settings.port) else free_port()
+    cluster = Cluster(settings, workers, port=port, worker_threads=threads).start()
     client = _client(cluster.api_url, settings.api_token)
     out_dir = settings.home / "demo"
     try:

@@ -177,6 +177,17 @@ def test_mongo_trials_works_with_tpe(store):
     # uniform sampling on [-5, 5] does (mean |x| = 2.5)
     xs = [t["misc"]["vals"]["x"][0] for t in trials.trials]
     assert np.mean(np.abs(xs[-5:])) < 1.5
+    # hyperopt's own plotting reads it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from hyperopt import plotting
+
+    plotting.main_plot_history(trials, do_show=False)
+    ys = plt.gca().collections[0].get_offsets()[:, 1]
+    assert sorted(ys) == sorted(losses)
+    plt.close("all")
     # a retrain job of the same study is not part of the search history
     store.enqueue("study", kind="retrain", params={}, epochs=5)
     trials.refresh()
