@@ -105,10 +105,9 @@ def demo(
     """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
     import os
 
+    from service.embedded_db import free_port, port_is_free
     from service.launcher import Cluster
     from trials.settings import Settings
-
-    from service.embedded_db import free_port, port_is_free
 
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)

@@ -252,10 +252,8 @@ class JobStore:
         return self.jobs.count_documents(q)
 
     def delete(self, exp_key: str) -> None:
-        fs = self._snapshots()
         for d in self.jobs.find({"exp_key": exp_key}, {"tid": 1}):
-            for f in fs.find({"filename": f"{exp_key}:{d['tid']}"}):
-                fs.delete(f._id)
+            self._remove("snapshots", f"{exp_key}:{d['tid']}")
         self.jobs.delete_many({"exp_key": exp_key})
         self.curves.delete_many({"exp_key": exp_key})
         self.counters.delete_one({"_id": f"tid:{exp_key}"})
@@ -309,40 +307,38 @@ class JobStore:
         horizon = time.time() - (within if within is not None else 3 * self.heartbeat_interval)
         return list(self.workers.find({"last_seen": {"$gte": horizon}}))
 
-    # -- snapshots of running trials (GridFS), so that a requeued trial resumes -------------------
-    def _snapshots(self) -> gridfs.GridFS:
-        return gridfs.GridFS(self.db, collection="snapshots")
-
-    def save_snapshot(self, job: Job, data: bytes) -> None:
-        fs, name = self._snapshots(), f"{job.exp_key}:{job.tid}"
-        new_id = fs.put(data, filename=name, owner=job.owner)
-        for f in fs.find({"filename": name}):  # keep only the newest
+    # -- files in GridFS: snapshots of running trials (resume) and retrained checkpoints ----------
+    def _put(self, bucket: str, name: str, data: bytes) -> None:
+        """Store ``data`` as the only file called ``name`` (written first, old copies removed)."""
+        fs = gridfs.GridFS(self.db, collection=bucket)
+        new_id = fs.put(data, filename=name)
+        for f in fs.find({"filename": name}):
             if f._id != new_id:
                 fs.delete(f._id)
 
-    def load_snapshot(self, job: Job) -> bytes | None:
-        f = self._snapshots().find_one({"filename": f"{job.exp_key}:{job.tid}"})
+    def _get(self, bucket: str, name: str) -> bytes | None:
+        f = gridfs.GridFS(self.db, collection=bucket).find_one({"filename": name})
         return f.read() if f is not None else None
+
+    def _remove(self, bucket: str, name: str) -> None:
+        fs = gridfs.GridFS(self.db, collection=bucket)
+        for f in fs.find({"filename": name}):
+            fs.delete(f._id)
+
+    def save_snapshot(self, job: Job, data: bytes) -> None:
+        self._put("snapshots", f"{job.exp_key}:{job.tid}", data)
+
+    def load_snapshot(self, job: Job) -> bytes | None:
+        return self._get("snapshots", f"{job.exp_key}:{job.tid}")
 
     def delete_snapshot(self, job: Job) -> None:
-        fs = self._snapshots()
-        for f in fs.find({"filename": f"{job.exp_key}:{job.tid}"}):
-            fs.delete(f._id)
-
-    # -- checkpoints (GridFS) -----------------------------------------------------------------
-    def _fs(self) -> gridfs.GridFS:
-        return gridfs.GridFS(self.db, collection="checkpoints")
+        self._remove("snapshots", f"{job.exp_key}:{job.tid}")
 
     def save_checkpoint(self, exp_key: str, data: bytes) -> None:
-        fs = self._fs()
-        self.delete_checkpoint(exp_key)
-        fs.put(data, filename=f"{exp_key}.pt", exp_key=exp_key)
+        self._put("checkpoints", f"{exp_key}.pt", data)
 
     def load_checkpoint(self, exp_key: str) -> bytes | None:
-        f = self._fs().find_one({"filename": f"{exp_key}.pt"})
-        return f.read() if f is not None else None
+        return self._get("checkpoints", f"{exp_key}.pt")
 
     def delete_checkpoint(self, exp_key: str) -> None:
-        fs = self._fs()
-        for f in fs.find({"filename": f"{exp_key}.pt"}):
-            fs.delete(f._id)
+        self._remove("checkpoints", f"{exp_key}.pt")

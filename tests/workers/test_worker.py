@@ -56,7 +56,7 @@ def test_killed_worker_job_is_requeued_and_finished_by_another(store, spawn, mon
     assert d["owner"] != owner_a
     assert d["result"]["resumed_from"] >= 2  # b continued from a's snapshot, not from epoch 1
     assert [p["epoch"] for p in store.curve("s", tid)] == list(range(1, 26))
-    assert store._snapshots().find_one({"filename": f"s:{tid}"}) is None  # done: deleted
+    assert store._get("snapshots", f"s:{tid}") is None  # finished: its snapshot is deleted
 
 
 def test_sigterm_puts_the_job_back_at_once(store, spawn, mongo_url, db_name):
@@ -78,8 +78,7 @@ def test_sigterm_puts_the_job_back_at_once(store, spawn, mongo_url, db_name):
     assert w2.wait(60) == 0
     pts = [p["epoch"] for p in store.curve("s", tid)]
     assert pts == list(range(1, len(pts) + 1))
-    snap = torch.load(io.BytesIO(store._snapshots().find_one({"filename": f"s:{tid}"}).read()),
-                      weights_only=True)
+    snap = torch.load(io.BytesIO(store._get("snapshots", f"s:{tid}")), weights_only=True)
     assert snap["epoch"] > done  # w2 went on from w's epoch, it did not start again at 1
     assert store.workers.count_documents({}) == 0
 
