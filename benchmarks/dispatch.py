@@ -58,12 +58,8 @@ def bench_store(n_jobs: int, procs: int, folder: Path) -> tuple[float, float]:
         store = JobStore(MongoClient(server.url)["bench"])
         store.ensure_indexes()
         tids = store.next_tids("b", n_jobs)
-        fields = store.job_fields(kind="trial", params={}, epochs=1, study="b")
         store.jobs.insert_many([
-            {"state": 0, "tid": t, "exp_key": "b", "owner": None, "spec": None,
-             "result": {"status": "new"}, "misc": {"tid": t, "idxs": {}, "vals": {}},
-             "book_time": None, "refresh_time": None, **fields, "created": float(t)}
-            for t in tids
+            store.new_job_doc("b", t, kind="trial", params={}, epochs=1) for t in tids
         ])
         ctx = mp.get_context("spawn")
         start, out = ctx.Event(), ctx.Queue()

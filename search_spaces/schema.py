@@ -219,10 +219,6 @@ class SpaceSpec(BaseModel):
     def parsed(self) -> dict[str, Any]:
         return self._parsed
 
-    def searched(self) -> list[str]:
-        """Names of top-level entries that are distributions."""
-        return [k for k, v in self.parsed.items() if isinstance(v, _Dist)]
-
 
 # -- hyperopt ------------------------------------------------------------------------------------
 def _expr(label: str, spec: Any) -> Any:

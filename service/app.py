@@ -124,8 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, f"n_trials: at most {settings.max_trials} (SRU_HPO_MAX_TRIALS)")
         sid = uuid.uuid4().hex[:12]
         doc = {"_id": sid, **body.model_dump(), "state": "queued", "created": time.time(),
-               "started": None, "search_finished": None, "finished": None, "test_acc": None,
-               "error": None, "best_tid": None}
+               "started": None, "search_finished": None, "finished": None, "error": None}
         rt.studies.insert_one(doc)
         rt.manager.start(sid)
         return study_public(rt.store, doc)
@@ -185,11 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def best_trials(sid: str, rt: Rt, k: Annotated[int, Query(ge=1, le=1000)] = 5
                     ) -> list[TrialPublic]:
         get_study(rt, sid)
-        docs = [d for d in rt.store.jobs.find({"exp_key": sid, "kind": JobKind.TRIAL.value,
-                                               "state": int(JobState.DONE)})
-                if d.get("result", {}).get("loss") is not None]
-        docs.sort(key=lambda d: (d["result"]["loss"], d["tid"]))
-        return [trial_public(d) for d in docs[:k]]
+        return [trial_public(d) for d in rt.store.best_trials(sid, k)]
 
     @app.get("/studies/{sid}/trials/{tid}", response_model=TrialPublic, tags=["trials"])
     def read_trial(sid: str, tid: int, rt: Rt) -> TrialPublic:

@@ -104,10 +104,10 @@ class StudyDriver:
     # -- search ---------------------------------------------------------------------------------
     def _search(self, study: dict[str, Any]) -> bool:
         sid, n_trials = study["_id"], study["n_trials"]
-        trial = JobKind.TRIAL.value
-        created = self.store.count(sid, kind=trial)
-        active = self.store.count(sid, [JobState.NEW, JobState.RUNNING], kind=trial)
-        finished = self.store.count(sid, [JobState.DONE, JobState.ERROR], kind=trial)
+        counts = self.store.trial_counts(sid)
+        created = sum(counts[s.label] for s in JobState)
+        active = counts["new"] + counts["running"]
+        finished = counts["done"] + counts["error"]
         room = min(study["parallelism"] - active, n_trials - created)
         if room > 0:
             self._suggest(study, created, room)
@@ -143,21 +143,14 @@ class StudyDriver:
                 params = flatten_sample(spec, space_eval(domain.expr, vals))
                 doc.update(self.store.job_fields(
                     kind=JobKind.TRIAL.value, params=self._job_params(study, params),
-                    epochs=study["trial_epochs"], pruning=pruning, study=sid))
+                    epochs=study["trial_epochs"], pruning=pruning))
             trials.insert_trial_docs(docs)
             trials.refresh()
         log.info("study %s: queued %d trial(s)", sid, room)
 
-    def best_trial(self, sid: str) -> dict[str, Any] | None:
-        """The finished search trial with the highest validation accuracy (lowest loss)."""
-        docs = self.store.jobs.find({"exp_key": sid, "kind": JobKind.TRIAL.value,
-                                     "state": int(JobState.DONE)})
-        scored = [d for d in docs if d.get("result", {}).get("loss") is not None]
-        return min(scored, key=lambda d: (d["result"]["loss"], d["tid"])) if scored else None
-
     def _start_retrain(self, study: dict[str, Any]) -> bool:
         sid = study["_id"]
-        best = self.best_trial(sid)
+        best = next(iter(self.store.best_trials(sid, k=1)), None)
         if best is None:
             self._set(sid, state="failed", finished=time.time(),
                       error="no search trial finished successfully; nothing to retrain")
@@ -165,7 +158,7 @@ class StudyDriver:
         if self.store.count(sid, kind=JobKind.RETRAIN.value) == 0:
             self.store.enqueue(sid, kind=JobKind.RETRAIN.value, params=best["params"],
                                epochs=study["retrain_epochs"])
-        self._set(sid, state="retraining", search_finished=time.time(), best_tid=best["tid"])
+        self._set(sid, state="retraining", search_finished=time.time())
         log.info("study %s: search done, retraining trial %d", sid, best["tid"])
         return False
 
@@ -175,11 +168,9 @@ class StudyDriver:
         job = self.store.jobs.find_one({"exp_key": sid, "kind": JobKind.RETRAIN.value})
         if job is None:  # killed between the state change and the insert: do it again
             return self._start_retrain(study)
-        if job["state"] == JobState.DONE:
-            result = job.get("result", {})
-            self._set(sid, state="completed", finished=time.time(),
-                      test_acc=result.get("test_acc"))
-            log.info("study %s completed: test_acc %s", sid, result.get("test_acc"))
+        if job["state"] == JobState.DONE:  # its result (test accuracy) stays on the job
+            self._set(sid, state="completed", finished=time.time())
+            log.info("study %s completed: test_acc %s", sid, job["result"].get("test_acc"))
             return True
         if job["state"] in (JobState.ERROR, JobState.CANCELLED):
             self._set(sid, state="failed", finished=time.time(),

@@ -87,12 +87,6 @@ class EmbeddedMongo:
             self.proc.kill()
             self.proc.wait()
 
-    def kill(self) -> None:
-        """Hard stop (tests of database loss)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
     def __enter__(self) -> EmbeddedMongo:
         return self.start()
 

@@ -27,29 +27,22 @@ def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None)
 
 
 def study_counts(store: JobStore, sid: str) -> Counts:
-    c = Counts()
-    for d in store.jobs.find({"exp_key": sid, "kind": JobKind.TRIAL.value},
-                             {"state": 1, "outcome": 1}):
-        label = JobState(d["state"]).label
-        setattr(c, label, getattr(c, label) + 1)
-        if d.get("outcome") in ("pruned", "diverged"):
-            setattr(c, d["outcome"], getattr(c, d["outcome"]) + 1)
-    c.finished = c.done + c.error
-    return c
+    c = store.trial_counts(sid)
+    return Counts(**c, finished=c["done"] + c["error"])
 
 
 def study_public(store: JobStore, doc: dict[str, Any]) -> StudyPublic:
     sid = doc["_id"]
-    best_docs = [d for d in store.jobs.find({"exp_key": sid, "kind": JobKind.TRIAL.value,
-                                             "state": int(JobState.DONE)})
-                 if (d.get("result") or {}).get("loss") is not None]
-    best = min(best_docs, key=lambda d: (d["result"]["loss"], d["tid"])) if best_docs else None
-    retrain = store.jobs.find_one({"exp_key": sid, "kind": JobKind.RETRAIN.value}, {"state": 1})
+    best = next(iter(store.best_trials(sid, k=1)), None)
+    retrain = store.jobs.find_one({"exp_key": sid, "kind": JobKind.RETRAIN.value},
+                                  {"state": 1, "result": 1})
     end = doc.get("finished") or time.time()
-    fields = {k: v for k, v in doc.items() if k in StudyPublic.model_fields and k != "id"}
+    fields = {k: v for k, v in doc.items()
+              if k in StudyPublic.model_fields and k not in ("id", "test_acc")}
     return StudyPublic(
         id=sid, **fields, counts=study_counts(store, sid),
         best=trial_public(best) if best else None,
         retrain_state=JobState(retrain["state"]).label if retrain else "pending",
+        test_acc=(retrain.get("result") or {}).get("test_acc") if retrain else None,
         elapsed=end - doc["created"],
     )

@@ -36,10 +36,6 @@ class Settings(BaseSettings):
     snapshot_seconds: float = Field(
         60.0, ge=0, description="a running trial saves its training state this often (resume)")
 
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.home / "checkpoints"
-
 
 @lru_cache
 def get_settings() -> Settings:

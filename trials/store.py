@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import gridfs
@@ -40,6 +40,18 @@ def make_owner(device: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{device}"
 
 
+def _cancelled(result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields that end a job as cancelled (``result`` keeps what it trained, if anything)."""
+    return {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
+            "result": {**(result or {}), "status": "fail", "outcome": "cancelled"}}
+
+
+def _errored(reason: str) -> dict[str, Any]:
+    """The fields that end a job as error with ``reason``."""
+    return {"state": int(JobState.ERROR), "outcome": Outcome.ERROR.value, "error": reason,
+            "result": {"status": "fail", "error": reason}}
+
+
 @dataclass
 class Job:
     """What a worker reads from a reserved job: plain data only."""
@@ -51,18 +63,14 @@ class Job:
     params: dict[str, Any]
     epochs: int
     owner: str
-    retries: int = 0
     pruning: dict[str, Any] | None = None
-    heartbeat_interval: float = 10.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Job:
         return cls(
             id=doc["_id"], exp_key=doc["exp_key"], tid=int(doc["tid"]), kind=doc.get("kind", "trial"),
             params=dict(doc.get("params") or {}), epochs=int(doc["epochs"]), owner=doc["owner"],
-            retries=int(doc.get("retries", 0)), pruning=doc.get("pruning"),
-            heartbeat_interval=float(doc.get("heartbeat_interval", 10.0)),
+            pruning=doc.get("pruning"),
         )
 
 
@@ -98,29 +106,34 @@ class JobStore:
         end = int(doc["seq"])
         return list(range(end - n, end))
 
-    def job_fields(self, *, kind: str, params: dict, epochs: int, pruning: dict | None = None,
-                   study: str | None = None) -> dict[str, Any]:
-        """The plain-JSON fields this project adds to a hyperopt trial document."""
+    def job_fields(self, *, kind: str, params: dict, epochs: int,
+                   pruning: dict | None = None) -> dict[str, Any]:
+        """The plain-JSON fields this project adds to a hyperopt trial document (the study id
+        is the document's ``exp_key``)."""
         return {
-            "study": study, "kind": kind, "params": params, "epochs": int(epochs),
+            "kind": kind, "params": params, "epochs": int(epochs),
             "pruning": pruning, "priority": 1 if kind == JobKind.RETRAIN else 0,
             "retries": 0, "previous_owners": [], "heartbeat": 0, "stop": None,
             "outcome": None, "error": None, "created": time.time(),
         }
 
-    def enqueue(self, exp_key: str, *, kind: str, params: dict, epochs: int,
-                pruning: dict | None = None) -> int:
-        """Insert one job outside TPE (a retrain, a test job); returns its tid."""
-        (tid,) = self.next_tids(exp_key, 1)
-        doc = {
+    def new_job_doc(self, exp_key: str, tid: int, *, kind: str, params: dict, epochs: int,
+                    pruning: dict | None = None) -> dict[str, Any]:
+        """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
+        return {
             "state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
             "misc": {"tid": tid, "cmd": ["sru_hpo", kind], "idxs": {}, "vals": {}, "workdir": None},
             "exp_key": exp_key, "owner": None, "version": 0, "book_time": None,
             "refresh_time": None,
-            **self.job_fields(kind=kind, params=params, epochs=epochs, pruning=pruning,
-                              study=exp_key),
+            **self.job_fields(kind=kind, params=params, epochs=epochs, pruning=pruning),
         }
-        self.jobs.insert_one(doc)
+
+    def enqueue(self, exp_key: str, *, kind: str, params: dict, epochs: int,
+                pruning: dict | None = None) -> int:
+        """Insert one job outside TPE; returns its tid."""
+        (tid,) = self.next_tids(exp_key, 1)
+        self.jobs.insert_one(self.new_job_doc(exp_key, tid, kind=kind, params=params,
+                                              epochs=epochs, pruning=pruning))
         return tid
 
     # -- a worker's side --------------------------------------------------------------------
@@ -168,26 +181,20 @@ class JobStore:
 
     def fail(self, job: Job, reason: str) -> bool:
         res = self.jobs.update_one(self._mine(job), {"$set": {
-            "state": int(JobState.ERROR), "outcome": Outcome.ERROR.value, "error": reason,
-            "refresh_time": time.time(), "result": {"status": "fail", "error": reason},
-        }})
+            **_errored(reason), "refresh_time": time.time()}})
         return res.matched_count == 1
 
     def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
         res = self.jobs.update_one(self._mine(job), {"$set": {
-            "state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
-            "refresh_time": time.time(),
-            "result": {**(result or {}), "status": "fail", "outcome": "cancelled"},
-        }})
+            **_cancelled(result), "refresh_time": time.time()}})
         return res.matched_count == 1
 
     def release(self, job: Job) -> bool:
         """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
         counted; the next worker resumes from its last snapshot. A job whose study asked it to
         stop is cancelled instead of requeued."""
-        if self.jobs.update_one({**self._mine(job), "stop": "cancel"}, {"$set": {
-                "state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
-                "result": {"status": "fail", "outcome": "cancelled"}}}).matched_count:
+        if self.jobs.update_one({**self._mine(job), "stop": "cancel"},
+                                {"$set": _cancelled()}).matched_count:
             return True
         res = self.jobs.update_one(self._mine(job), {
             "$set": {"state": int(JobState.NEW), "owner": None, "book_time": None},
@@ -206,9 +213,7 @@ class JobStore:
         retries = int(doc.get("retries", 0))
         update: dict[str, Any]
         if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
-            update = {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
-                      "previous_owners": history,
-                      "result": {"status": "fail", "outcome": "cancelled"}}
+            update = {**_cancelled(), "previous_owners": history}
             outcome = "cancelled"
         elif retries < self.max_retries:
             update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
@@ -217,9 +222,7 @@ class JobStore:
             outcome = "requeued"
         else:
             why = f"{reason}; retries exhausted ({retries} of {self.max_retries})"
-            update = {"state": int(JobState.ERROR), "outcome": Outcome.ERROR.value,
-                      "error": why, "previous_owners": history,
-                      "result": {"status": "fail", "error": why}}
+            update = {**_errored(why), "previous_owners": history}
             outcome = "error"
         res = self.jobs.update_one(observed, {"$set": update})
         return outcome if res.matched_count == 1 else None
@@ -236,9 +239,7 @@ class JobStore:
             {"exp_key": exp_key, "state": int(JobState.RUNNING)}, {"$set": {"stop": "cancel"}}
         ).modified_count
         queued = self.jobs.update_many(
-            {"exp_key": exp_key, "state": int(JobState.NEW)},
-            {"$set": {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
-                      "result": {"status": "fail", "outcome": "cancelled"}}},
+            {"exp_key": exp_key, "state": int(JobState.NEW)}, {"$set": _cancelled()}
         ).modified_count
         return queued, running
 
@@ -250,6 +251,25 @@ class JobStore:
         if kind is not None:
             q["kind"] = kind
         return self.jobs.count_documents(q)
+
+    def trial_counts(self, exp_key: str) -> dict[str, int]:
+        """Search trials of a study by state label (new, running, done, error, cancelled) and
+        by the outcomes done hides (pruned, diverged): one query."""
+        counts = dict.fromkeys([s.label for s in JobState] + ["pruned", "diverged"], 0)
+        for d in self.jobs.find({"exp_key": exp_key, "kind": JobKind.TRIAL.value},
+                                {"state": 1, "outcome": 1}):
+            counts[JobState(d["state"]).label] += 1
+            if d.get("outcome") in ("pruned", "diverged"):
+                counts[d["outcome"]] += 1
+        return counts
+
+    def best_trials(self, exp_key: str, k: int | None = None) -> list[dict[str, Any]]:
+        """Finished search trials, best (lowest loss = highest validation accuracy) first."""
+        docs = [d for d in self.jobs.find({"exp_key": exp_key, "kind": JobKind.TRIAL.value,
+                                           "state": int(JobState.DONE)})
+                if (d.get("result") or {}).get("loss") is not None]
+        docs.sort(key=lambda d: (d["result"]["loss"], d["tid"]))
+        return docs[:k]
 
     def delete(self, exp_key: str) -> None:
         for d in self.jobs.find({"exp_key": exp_key}, {"tid": 1}):
@@ -273,9 +293,16 @@ class JobStore:
         cur = self.curves.find({"exp_key": exp_key, "tid": tid}, {"_id": 0, "exp_key": 0})
         return sorted(cur, key=lambda p: p["epoch"])
 
-    def study_curves(self, exp_key: str) -> dict[int, list[dict[str, Any]]]:
+    def study_curves(self, exp_key: str, tids: list[int] | None = None,
+                     up_to_epoch: int | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Curves of a study by tid; only ``tids`` and epochs <= ``up_to_epoch`` when given."""
+        q: dict[str, Any] = {"exp_key": exp_key}
+        if tids is not None:
+            q["tid"] = {"$in": tids}
+        if up_to_epoch is not None:
+            q["epoch"] = {"$lte": up_to_epoch}
         out: dict[int, list[dict[str, Any]]] = {}
-        for p in self.curves.find({"exp_key": exp_key}, {"_id": 0, "exp_key": 0}):
+        for p in self.curves.find(q, {"_id": 0, "exp_key": 0}):
             out.setdefault(int(p["tid"]), []).append(p)
         for pts in out.values():
             pts.sort(key=lambda p: p["epoch"])

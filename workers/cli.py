@@ -127,11 +127,10 @@ def worker_command(
         raise typer.BadParameter(
             "no database: set SRU_HPO_MONGO_URL (sru-hpo up sets it for the workers it starts)",
             param_hint="SRU_HPO_MONGO_URL")
-    try:
-        w_device = device
-        from workers.train import pick_device
+    from workers.train import pick_device
 
-        pick_device(w_device)
+    try:
+        pick_device(device)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from exc
     db = connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout)

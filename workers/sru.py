@@ -110,9 +110,6 @@ class SRUClassifier(nn.Module):
         o = torch.relu(self.out_layer(mu.reshape(B, -1)))  # (B, out)
         return self.head(self.dropout(o))  # (B, n_classes)
 
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     @staticmethod
     def flops_per_step(input_size: int, phi: int, r: int, n_alphas: int) -> int:
         """Multiply-adds per sample per step (for comparing with an LSTM)."""

@@ -34,7 +34,7 @@ from pymongo.errors import PyMongoError
 from trials.connection import DatabaseUnavailable, retrying
 from trials.pruning import make_pruner
 from trials.requeue import StaleJobSweeper
-from trials.states import JobKind, Outcome
+from trials.states import JobKind, JobState, Outcome
 from trials.store import Job, JobStore, make_owner
 from workers.gpu import claim_gpu, refresh_lease, release_lease
 from workers.train import pick_device, train
@@ -103,6 +103,7 @@ class Worker:
         self.sweeper = StaleJobSweeper(store)
         self.stop_requested = False
         self.jobs_done = 0
+        self._last_idle_beat = 0.0  # monotonic time of the last sweep/touch while idle
 
     # -- signals ------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -128,13 +129,11 @@ class Worker:
             while not self.stop_requested:
                 if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
                     break
-                self._db(lambda: self.sweeper.sweep(), "sweep")
                 job = self._db(lambda: self.store.reserve(self.owner, exp_key=self.study), "reserve")
                 if job is None:
                     if self.burst:
                         break
-                    self._db(lambda: self.store.touch_worker(self.owner), "touch")
-                    self._db(lambda: refresh_lease(self.leases, self.owner), "lease")
+                    self._idle_beat()
                     time.sleep(self.poll)
                     continue
                 self.run_job(job)
@@ -149,10 +148,30 @@ class Worker:
                 pass
         return self.jobs_done
 
+    def _idle_beat(self) -> None:
+        """While idle: sweep for stale jobs, stay listed as live, keep the GPU lease. Twice per
+        heartbeat interval is enough for all three (staleness needs 2 silent intervals), so the
+        poll loop does not write to the database on every poll."""
+        now = time.monotonic()
+        if now - self._last_idle_beat < self.store.heartbeat_interval / 2:
+            return
+        self._last_idle_beat = now
+        self._db(lambda: self.sweeper.sweep(), "sweep")
+        self._db(lambda: self.store.touch_worker(self.owner), "touch")
+        self._db(lambda: refresh_lease(self.leases, self.owner), "lease")
+
     def run_job(self, job: Job) -> None:
         log.info("job %s/%d (%s, %d epochs) reserved", job.exp_key, job.tid, job.kind, job.epochs)
         self._db(lambda: self.store.touch_worker(self.owner, job), "touch")
-        pruner = make_pruner(job.pruning) if job.kind == JobKind.TRIAL else make_pruner(None)
+        with tempfile.TemporaryDirectory(prefix="sru-hpo-ckpt-") as tmp:
+            # the retrain's best weights go to a file (train's checkpoint_path), then to GridFS
+            ckpt = Path(tmp) / "best.pt" if job.kind == JobKind.RETRAIN else None
+            self._train_and_report(job, ckpt)
+        self.jobs_done += 1
+        self._db(lambda: self.store.touch_worker(self.owner, None, done=True), "touch")
+
+    def _train_and_report(self, job: Job, ckpt: Path | None) -> None:
+        pruner = make_pruner(job.pruning) if job.pruning else None
         curve: list[dict[str, Any]] = []
         reason: dict[str, str] = {}
 
@@ -171,15 +190,13 @@ class Worker:
             if req:
                 reason["why"] = req
                 return True
-            if job.pruning:
-                others = self._finished_curves(job)
+            if pruner is not None:
+                others = self._finished_curves(job, len(curve))
                 if pruner.should_prune(len(curve), curve, others):
                     reason["why"] = "pruned"
                     return True
             return False
 
-        ckpt_dir = Path(tempfile.mkdtemp(prefix="sru-hpo-ckpt-"))
-        ckpt = ckpt_dir / "best.pt" if job.kind == JobKind.RETRAIN else None
         resume = self._db(lambda: self.store.load_snapshot(job), "snapshot")
 
         def beat() -> None:  # the worker stays listed as live and keeps its GPU lease
@@ -205,7 +222,6 @@ class Worker:
                 log.error("job %s/%d failed: %s", job.exp_key, job.tid, summary)
                 self._db(lambda: self.store.fail(job, f"{summary} (at {where})"), "fail")
                 self._db(lambda: self.store.delete_snapshot(job), "snapshot")
-                self._after_job(job, ckpt_dir)
                 return
         payload = {k: v for k, v in result.to_dict().items() if k != "curve"}
         payload["device"] = str(self.device)
@@ -222,30 +238,21 @@ class Worker:
         elif why == "cancel":
             self._db(lambda: self.store.mark_cancelled(job, payload), "cancel")
         else:
-            outcome = {"ok": Outcome.OK, "diverged": Outcome.DIVERGED}.get(result.status)
-            if why == "pruned":
-                outcome = Outcome.PRUNED
+            # "ok" and "diverged" are outcomes as they are; "stopped" here can only be the pruner
+            outcome = Outcome.PRUNED if why == "pruned" else Outcome(result.status)
             if ckpt is not None and ckpt.exists():
                 data = ckpt.read_bytes()
                 self._db(lambda: self.store.save_checkpoint(job.exp_key, data), "checkpoint")
                 payload["checkpoint_bytes"] = len(data)
-            self._db(lambda: self.store.finish(job, payload, str(outcome or Outcome.OK)), "finish")
+            self._db(lambda: self.store.finish(job, payload, outcome.value), "finish")
             log.info("job %s/%d %s: best val_acc %.4f", job.exp_key, job.tid,
                      outcome, result.best_val_acc)
-        self._after_job(job, ckpt_dir)
 
-    def _after_job(self, job: Job, ckpt_dir: Path) -> None:
-        for f in ckpt_dir.glob("*"):
-            f.unlink()
-        ckpt_dir.rmdir()
-        self.jobs_done += 1
-        self._db(lambda: self.store.touch_worker(self.owner, None, done=True), "touch")
-
-    def _finished_curves(self, job: Job) -> list[list[dict[str, Any]]]:
-        finished = {
-            d["tid"] for d in self.store.jobs.find(
-                {"exp_key": job.exp_key, "kind": JobKind.TRIAL.value, "state": 2,
-                 "outcome": Outcome.OK.value}, {"tid": 1})
-        }
-        curves = self.store.study_curves(job.exp_key)
-        return [c for tid, c in curves.items() if tid in finished]
+    def _finished_curves(self, job: Job, epoch: int) -> list[list[dict[str, Any]]]:
+        """Curves up to ``epoch`` of the study's trials that ran their whole budget."""
+        finished = [d["tid"] for d in self.store.jobs.find(
+            {"exp_key": job.exp_key, "kind": JobKind.TRIAL.value, "state": int(JobState.DONE),
+             "outcome": Outcome.OK.value}, {"tid": 1})]
+        if not finished:
+            return []
+        return list(self.store.study_curves(job.exp_key, finished, up_to_epoch=epoch).values())

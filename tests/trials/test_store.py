@@ -162,7 +162,7 @@ def test_mongo_trials_works_with_tpe(store):
         (tid,) = trials.new_trial_ids(1)
         docs = tpe.suggest([tid], domain, trials, seed=i)
         for d in docs:
-            d.update(store.job_fields(kind=JobKind.TRIAL, params={}, epochs=1, study="study"))
+            d.update(store.job_fields(kind=JobKind.TRIAL, params={}, epochs=1))
         trials.insert_trial_docs(docs)
         job = store.reserve("h:1:cpu", exp_key="study")
         x = store.jobs.find_one({"_id": job.id})["misc"]["vals"]["x"][0]
