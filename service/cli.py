@@ -70,10 +70,17 @@ def serve() -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
-def _wait_for_signal(cluster) -> None:  # noqa: ANN001
+def _on_stop_signals() -> threading.Event:
+    """SIGINT/SIGTERM set the returned event instead of raising, so a Ctrl-C at any moment,
+    start-up included, ends in Cluster.stop() (its children run in their own sessions and
+    would not see the terminal's signal)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _wait_for_signal(cluster, stop: threading.Event) -> None:  # noqa: ANN001
     while not stop.wait(1.0):
         if not cluster.alive():
             console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
@@ -86,11 +93,13 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
     from service.launcher import Cluster
     from trials.settings import Settings
 
-    cluster = Cluster(Settings(), workers).start()
-    console.print(f"API on {cluster.api_url} (dashboard /, docs /docs), {workers} worker(s); "
-                  f"logs in {cluster.log_dir()}. Ctrl-C stops.")
+    stop = _on_stop_signals()
+    cluster = Cluster(Settings(), workers)
     try:
-        _wait_for_signal(cluster)
+        cluster.start()
+        console.print(f"API on {cluster.api_url} (dashboard /, docs /docs), {workers} worker(s); "
+                      f"logs in {cluster.log_dir()}. Ctrl-C stops.")
+        _wait_for_signal(cluster, stop)
     finally:
         console.print("stopping: workers release their jobs, then the API and the database")
         cluster.stop()
@@ -112,10 +121,12 @@ def demo(
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)
     port = settings.port if port_is_free(settings.host, settings.port) else free_port()
-    cluster = Cluster(settings, workers, port=port, worker_threads=threads).start()
-    client = _client(cluster.api_url, settings.api_token)
+    stop = _on_stop_signals()
+    cluster = Cluster(settings, workers, port=port, worker_threads=threads)
     out_dir = settings.home / "demo"
     try:
+        cluster.start()
+        client = _client(cluster.api_url, settings.api_token)
         study = _call(client.submit, {**DEMO_STUDY, "n_trials": trials,
                                       "retrain_epochs": retrain_epochs})
         sid = study["id"]
@@ -124,7 +135,9 @@ def demo(
         last = ""
         t0 = time.monotonic()
         while study["state"] in ("queued", "running", "retraining"):
-            time.sleep(2)
+            if stop.wait(2):
+                console.print("interrupted")
+                raise typer.Exit(130)
             if not cluster.alive():
                 console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
                 raise typer.Exit(1)
