@@ -172,11 +172,14 @@ class Worker:
 
     def _train_and_report(self, job: Job, ckpt: Path | None) -> None:
         pruner = make_pruner(job.pruning) if job.pruning else None
-        curve: list[dict[str, Any]] = []
+        resume = self._db(lambda: self.store.load_snapshot(job), "snapshot")
+        # The pruner needs the whole curve: a resumed run starts from the points already stored
+        # (those past its snapshot are dropped as the run re-sends their epochs).
+        curve = self._db(lambda: self.store.curve(job.exp_key, job.tid), "curve") if resume else []
         reason: dict[str, str] = {}
 
         def on_epoch(point: dict[str, Any]) -> None:
-            curve.append(point)
+            curve[:] = [p for p in curve if p["epoch"] < point["epoch"]] + [point]
             self._db(lambda: self.store.add_curve_point(job, point), "curve")
 
         def should_stop() -> bool:
@@ -191,13 +194,12 @@ class Worker:
                 reason["why"] = req
                 return True
             if pruner is not None:
-                others = self._finished_curves(job, len(curve))
-                if pruner.should_prune(len(curve), curve, others):
+                epoch = curve[-1]["epoch"]
+                others = self._finished_curves(job, epoch)
+                if pruner.should_prune(epoch, curve, others):
                     reason["why"] = "pruned"
                     return True
             return False
-
-        resume = self._db(lambda: self.store.load_snapshot(job), "snapshot")
 
         def beat() -> None:  # the worker stays listed as live and keeps its GPU lease
             self.store.touch_worker(self.owner, job)

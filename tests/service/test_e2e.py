@@ -117,20 +117,49 @@ def test_cancel_stops_queued_and_running_trials(mongo_url, tmp_path, spawn):
         stop(api.proc)
 
 
-def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
-    strong = {"model": "sru", "dataset": "digits", "phi_size": 8, "r_size": 2, "out_size": 8}
-    for _ in range(3):  # three finished trials that were good at every epoch
-        store.enqueue("s", kind="trial", params=strong, epochs=8)
+STRONG = {"model": "sru", "dataset": "digits", "phi_size": 8, "r_size": 2, "out_size": 8}
+BAD = {**STRONG, "lr": 1e-9, "batch_size": 512}
+MEDIAN = {"rule": "median", "warmup": 2, "min_trials": 3}
+
+
+def three_strong_finished_trials(store) -> None:
+    """Three finished trials that were good (val_acc 0.9) at every one of 8 epochs."""
+    for _ in range(3):
+        store.enqueue("s", kind="trial", params=STRONG, epochs=8)
         job = store.reserve("h:1:cpu")
         for e in range(1, 9):
             store.add_curve_point(job, {"epoch": e, "val_acc": 0.9, "train_loss": 0.1,
                                         "val_loss": 0.1, "lr": 0.01, "seconds": 0.1})
         store.finish(job, {"best_val_acc": 0.9}, "ok")
-    bad = store.enqueue("s", kind="trial", params={**strong, "lr": 1e-9, "batch_size": 512},
-                        epochs=8, pruning={"rule": "median", "warmup": 2, "min_trials": 3})
+
+
+def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
+    three_strong_finished_trials(store)
+    bad = store.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
     w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
     assert w.wait(120) == 0, read_log(w)
     d = store.jobs.find_one({"tid": bad})
     assert d["state"] == JobState.DONE and d["outcome"] == "pruned"
     assert d["result"]["epochs_run"] == 3  # first epoch after the warm-up
     assert d["result"]["loss"] == -d["result"]["best_val_acc"]
+
+
+def test_pruning_after_resume_judges_the_real_epoch(store, spawn, mongo_url, db_name):
+    """A trial resumed from a snapshot at epoch 3 is judged at epoch 4 with its whole curve
+    (it was judged at "epoch 1" with only the new points before the fix)."""
+    from workers.train import train
+
+    three_strong_finished_trials(store)
+    bad = store.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
+    job = store.reserve("h:9:cpu")  # an earlier worker ran 3 epochs, then was stopped
+    snaps: list[bytes] = []
+    train(BAD, epochs=8, on_epoch=lambda p: store.add_curve_point(job, p),
+          on_snapshot=snaps.append, should_stop=lambda: len(snaps) >= 2, snapshot_every=0.0)
+    store.save_snapshot(job, snaps[-1])
+    assert store.release(job)
+    w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
+    assert w.wait(120) == 0, read_log(w)
+    d = store.jobs.find_one({"tid": bad})
+    assert d["outcome"] == "pruned" and d["result"]["resumed_from"] == 3
+    assert d["result"]["epochs_run"] == 4  # the first epoch it ran itself
+    assert [p["epoch"] for p in store.curve("s", bad)] == [1, 2, 3, 4]
