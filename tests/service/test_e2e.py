@@ -51,7 +51,7 @@ def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
         retrain = c.get(f"/studies/{sid}/retrain").json()
         assert retrain["state"] == "done" and retrain["epochs"] == 3
         assert len(retrain["curve"]) == 3 and 0.0 <= retrain["test_acc"] <= 1.0
-        assert retrain["params"] == {k: v for k, v in best["params"].items()}
+        assert retrain["params"] == best["params"]
         # approx: nx-27017 keeps ~15 significant digits of a top-level float (see README)
         assert s["test_acc"] == pytest.approx(retrain["test_acc"], abs=1e-12)
         curves = c.get(f"/studies/{sid}/curves").json()

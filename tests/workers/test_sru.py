@@ -77,8 +77,6 @@ def test_iid_variant_has_no_recurrent_weights():
     m = SRUClassifier(1, 10, phi_size=8, r_size=0, out_size=8, alphas=[0.0, 0.9])
     assert m.r_layer is None
     assert m.phi_layer.weight.shape == (8, 1)  # phi sees x only
-    # iid: permuting time steps before the last one changes mu only through the averages,
-    # and with alpha 0 only the last input matters: check output is finite and shaped.
     assert m(torch.rand(2, 5, 1)).shape == (2, 10)
 
 
