@@ -91,21 +91,22 @@ class SRUClassifier(nn.Module):
         assert x.dim() == 3 and x.shape[2] == self.input_size, f"expected (B, T, {self.input_size})"
         B = x.shape[0]
         alphas = self.alphas.to(x.dtype)  # (A, 1), broadcasts against (B, 1, phi)
-        w_x = self.phi_layer.weight[:, : self.input_size]  # (phi, in)
-        # Inputs of every step projected at once (bias folded in): (B, T, phi)
-        x_proj = torch.nn.functional.linear(x, w_x, self.phi_layer.bias)
-        mu = x.new_zeros(B, self.n_alphas, self.phi_size)  # (B, A, phi)
-
-        if self.r_layer is None:  # iid variant: phi_t does not depend on the past
-            for phi in torch.relu(x_proj).unbind(1):  # (B, phi) each
-                mu = torch.lerp(phi.unsqueeze(1), mu, alphas)  # a·mu + (1-a)·phi
-        else:
+        w_x, b_phi = self.phi_layer.weight[:, : self.input_size], self.phi_layer.bias  # (phi, in)
+        if self.r_layer is not None and self.fused and torch.is_grad_enabled():
             w_pr = self.phi_layer.weight[:, self.input_size :]  # (phi, r)
-            w_r, b_r = self.r_layer.weight, self.r_layer.bias  # (r, A·phi), (r,)
-            if self.fused and torch.is_grad_enabled():
-                mu = SRUScan.apply(x_proj, w_r, b_r, w_pr, alphas)
+            x_tb = x.transpose(0, 1).contiguous()  # (T, B, in): small, in is 1 for pixels
+            mu = SRUScan.apply(x_tb, w_x, b_phi, self.r_layer.weight, self.r_layer.bias, w_pr,
+                               alphas)
+        else:
+            # Inputs of every step projected at once (bias folded in): (B, T, phi)
+            x_proj = torch.nn.functional.linear(x, w_x, b_phi)
+            if self.r_layer is None:  # iid variant: phi_t does not depend on the past
+                mu = x.new_zeros(B, self.n_alphas, self.phi_size)  # (B, A, phi)
+                for phi in torch.relu(x_proj).unbind(1):  # (B, phi) each
+                    mu = torch.lerp(phi.unsqueeze(1), mu, alphas)  # a·mu + (1-a)·phi
             else:
-                mu = _scan_autograd(x_proj, w_r, b_r, w_pr, alphas)
+                w_pr = self.phi_layer.weight[:, self.input_size :]  # (phi, r)
+                mu = _scan_autograd(x_proj, self.r_layer.weight, self.r_layer.bias, w_pr, alphas)
 
         o = torch.relu(self.out_layer(mu.reshape(B, -1)))  # (B, out)
         return self.head(self.dropout(o))  # (B, n_classes)
@@ -132,37 +133,41 @@ def _scan_autograd(x_proj: Tensor, w_r: Tensor, b_r: Tensor, w_pr: Tensor, alpha
 class SRUScan(torch.autograd.Function):
     """The SRU recurrence with a hand-written backward pass (BPTT).
 
-    Forward runs without autograd, writing every step into preallocated buffers; backward walks
-    the steps in reverse doing two small matmuls per step, and computes the weight gradients of
-    all steps at the end as two large matmuls; no large tensor is allocated inside the loops.
-    benchmarks/cell_speed.py prints its speed next to the plain autograd loop. Checked against autograd by
-    gradcheck in tests/workers/test_sru.py.
+    Forward runs without autograd in preallocated buffers laid out (T, B, ·): the input
+    projection of all steps is one matmul written straight into the phi buffer, and each step
+    adds to it in place (``addmm_``), so no step copies its operands. Backward walks the steps in
+    reverse with two small matmuls each and computes the weight gradients of all steps at the
+    end as large matmuls; no large tensor is allocated per call, and no (B, T, phi) gradient is
+    handed back to autograd (the gradients of W_x and b_phi are computed here).
+    benchmarks/cell_speed.py prints its speed next to the plain autograd loop; checked against
+    autograd by gradcheck in tests/workers/test_sru.py.
 
-    Inputs: x_proj (B, T, phi) = W_x·x_t + b_phi for all t; w_r (r, A·phi); b_r (r,);
-    w_pr (phi, r), the r-columns of W_phi; alphas (A, 1). Output: mu_T (B, A, phi).
+    Inputs: x (T, B, in); w_x (phi, in) and w_pr (phi, r), the x- and r-columns of W_phi;
+    b_phi (phi,); w_r (r, A·phi); b_r (r,); alphas (A, 1). Output: mu_T (B, A, phi).
     """
 
     @staticmethod
-    def forward(ctx, x_proj, w_r, b_r, w_pr, alphas):  # type: ignore[override]
-        B, T, P = x_proj.shape
-        A, R = alphas.shape[0], w_r.shape[0]
-        ws = _Workspace.take((T, B, A, P, R), x_proj.dtype, x_proj.device)
+    def forward(ctx, x, w_x, b_phi, w_r, b_r, w_pr, alphas):  # type: ignore[override]
+        T, B, _ = x.shape
+        A, R, P = alphas.shape[0], w_r.shape[0], w_x.shape[0]
+        ws = _Workspace.take((T, B, A, P, R), x.dtype, x.device)
         mus, rs, phis = ws.mus, ws.rs, ws.phis  # (T+1, B, A, phi), (T, B, r), (T, B, phi)
         mus[0].zero_()
-        xp = x_proj.transpose(0, 1)  # (T, B, phi), a view
+        torch.addmm(b_phi, x.reshape(T * B, -1), w_x.t(), out=phis.view(T * B, P))  # W_x·x + b
+        rs.copy_(b_r.expand(T, B, R))
         w_r_t, w_pr_t = w_r.t(), w_pr.t()
         for t in range(T):
-            torch.addmm(b_r, mus[t].view(B, A * P), w_r_t, out=rs[t]).relu_()
-            torch.addmm(xp[t], rs[t], w_pr_t, out=phis[t]).relu_()
-            torch.lerp(phis[t].unsqueeze(1), mus[t], alphas, out=mus[t + 1])
-        ctx.save_for_backward(w_r, w_pr, alphas)
+            rs[t].addmm_(mus[t].view(B, A * P), w_r_t).relu_()  # r_t
+            phis[t].addmm_(rs[t], w_pr_t).relu_()  # phi_t
+            torch.lerp(phis[t].unsqueeze(1), mus[t], alphas, out=mus[t + 1])  # mu_t, every a
+        ctx.save_for_backward(x, w_x, w_r, w_pr, alphas)
         ctx.ws, ctx.generation = ws, ws.generation
         return mus[T].clone()
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_mu):  # type: ignore[override]
-        w_r, w_pr, alphas = ctx.saved_tensors
+        x, w_x, w_r, w_pr, alphas = ctx.saved_tensors
         ws: _Workspace = ctx.ws
         if ws.generation != ctx.generation:
             raise RuntimeError(
@@ -175,9 +180,8 @@ class SRUScan(torch.autograd.Function):
         spare = torch.empty_like(g_mu)  # the two swap, so the loop allocates nothing large
         one_minus_a = (1.0 - alphas).view(A)
         a = alphas.view(1, A, 1)
-        g_phi = grad_mu.new_empty(T, B, P)  # dL/d(phi pre-activation) per step
-        g_r = grad_mu.new_empty(T, B, R)  # dL/d(r pre-activation) per step
-        need_alpha = ctx.needs_input_grad[4]
+        g_phi, g_r = ws.g_phi, ws.g_r  # dL/d(pre-activation) of phi and r per step
+        need_alpha = ctx.needs_input_grad[6]
         g_alpha = grad_mu.new_zeros(A) if need_alpha else None
         # relu's own backward kernel (what autograd runs): 7x faster than compare + masked_fill
         relu_backward = torch.ops.aten.threshold_backward.grad_input
@@ -191,14 +195,16 @@ class SRUScan(torch.autograd.Function):
             torch.mm(g_r[t], w_r, out=spare.view(B, A * P))
             spare.addcmul_(g_mu, a)
             g_mu, spare = spare, g_mu
-        # Weight gradients of all steps at once: two large matmuls instead of 2·T small ones.
-        gr_all = g_r.view(T * B, R)
+        # Weight gradients of all steps at once: large matmuls instead of several per step.
+        gp_all, gr_all = g_phi.view(T * B, P), g_r.view(T * B, R)
         grad_w_r = gr_all.t() @ mus[:T].reshape(T * B, A * P)  # (r, A·phi)
-        grad_w_pr = g_phi.view(T * B, P).t() @ rs.view(T * B, R)  # (phi, r)
-        grad_b_r = gr_all.sum(0)
+        grad_w_pr = gp_all.t() @ rs.view(T * B, R)  # (phi, r)
+        grad_w_x = gp_all.t() @ x.reshape(T * B, -1)  # (phi, in)
+        grad_x = (gp_all @ w_x).view(T, B, -1) if ctx.needs_input_grad[0] else None
+        grad_b_phi, grad_b_r = gp_all.sum(0), gr_all.sum(0)
         ws.release()  # a second backward (retain_graph) still works until the next forward
         grad_alpha = g_alpha.view(A, 1) if g_alpha is not None else None
-        return g_phi.transpose(0, 1), grad_w_r, grad_b_r, grad_w_pr, grad_alpha
+        return grad_x, grad_w_x, grad_b_phi, grad_w_r, grad_b_r, grad_w_pr, grad_alpha
 
 
 class _Workspace:
@@ -218,6 +224,8 @@ class _Workspace:
         self.mus = torch.empty(T + 1, B, A, P, dtype=dtype, device=device)
         self.rs = torch.empty(T, B, R, dtype=dtype, device=device)
         self.phis = torch.empty(T, B, P, dtype=dtype, device=device)
+        self.g_phi = torch.empty(T, B, P, dtype=dtype, device=device)  # backward's
+        self.g_r = torch.empty(T, B, R, dtype=dtype, device=device)
 
     @classmethod
     def take(cls, key: tuple, dtype: torch.dtype, device: torch.device) -> _Workspace:

@@ -51,13 +51,15 @@ def test_fused_gradients_equal_autograd_gradients():
 @pytest.mark.parametrize("learn", [False, True])
 def test_gradcheck_scan(learn):
     torch.manual_seed(2)
-    B, T, A, P, R = 3, 6, 3, 4, 2
-    x_proj = torch.randn(B, T, P, dtype=torch.float64, requires_grad=True)
+    B, T, A, P, R, In = 3, 6, 3, 4, 2, 2
+    x = torch.randn(T, B, In, dtype=torch.float64, requires_grad=True)
+    w_x = torch.randn(P, In, dtype=torch.float64, requires_grad=True)
+    b_phi = torch.randn(P, dtype=torch.float64, requires_grad=True)
     w_r = torch.randn(R, A * P, dtype=torch.float64, requires_grad=True)
     b_r = torch.randn(R, dtype=torch.float64, requires_grad=True)
     w_pr = torch.randn(P, R, dtype=torch.float64, requires_grad=True)
     alphas = torch.tensor([[0.0], [0.4], [0.9]], dtype=torch.float64, requires_grad=learn)
-    assert torch.autograd.gradcheck(SRUScan.apply, (x_proj, w_r, b_r, w_pr, alphas))
+    assert torch.autograd.gradcheck(SRUScan.apply, (x, w_x, b_phi, w_r, b_r, w_pr, alphas))
 
 
 def test_gradcheck_whole_model_learnable_alphas():
