@@ -16,6 +16,7 @@ trial's parameters when that option is drawn, and the choice's own name is dropp
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -31,27 +32,26 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from search_spaces.params import PARAMS, ParamError, check, model_param_names
 
 __all__ = ["SpaceSpec", "to_hyperopt", "flatten_sample", "point_to_vals", "SpaceError",
-           "MODEL_PARAMS", "TRAIN_PARAMS", "INT_PARAMS", "sample_params", "load_builtin",
-           "BUILTIN"]
+           "sample_params", "load_builtin", "BUILTIN", "Limits", "support"]
 
-MODEL_PARAMS = {
-    "sru": {"phi_size", "r_size", "out_size", "alphas", "learn_alphas", "dropout"},
-    "gru": {"hidden_size", "num_layers", "forget_bias", "dropout"},
-    "lstm": {"hidden_size", "num_layers", "forget_bias", "dropout"},
-}
-TRAIN_PARAMS = {"optimizer", "lr", "momentum", "lr_decay", "weight_decay", "clip_norm",
-                "batch_size"}
-INT_PARAMS = {"phi_size", "r_size", "out_size", "hidden_size", "num_layers", "batch_size"}
-INT_MIN = {"r_size": 0}  # every other integer parameter must be >= 1
-#: Allowed values of the numeric parameters: (low, high, high is open). A distribution's whole
-#: support must fit, so a drawn value can never be rejected by the worker later.
-RANGES: dict[str, tuple[float, float, bool]] = {
-    "lr": (0.0, math.inf, False), "momentum": (0.0, 1.0, False), "lr_decay": (0.0, 1.0, False),
-    "weight_decay": (0.0, math.inf, False), "clip_norm": (0.0, math.inf, False),
-    "dropout": (0.0, 1.0, True), "forget_bias": (-math.inf, math.inf, False),
-}
+
+class Limits(BaseSettings):
+    """Bounds on what a space may ask for, read from ``SRU_HPO_*`` like every other setting.
+    They keep one request from costing the API seconds of CPU (10,000-option choices) or
+    breaking readers of the stored study (deeply nested sub-spaces)."""
+
+    model_config = SettingsConfigDict(env_prefix="SRU_HPO_", extra="ignore")
+    max_choice_options: int = Field(256, ge=1, description="options of one choice")
+    max_nesting: int = Field(4, ge=1, description="levels of conditional sub-spaces")
+    max_params: int = Field(64, ge=1, description="entries in one (sub-)space")
+
+
+LIMITS = Limits()
 
 
 class SpaceError(ValueError):
@@ -59,7 +59,7 @@ class SpaceError(ValueError):
 
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Uniform(_Dist):
@@ -106,95 +106,107 @@ Dist = Annotated[Uniform | LogUniform | QUniform | QLogUniform | Normal | Choice
 _DIST = TypeAdapter(Dist)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
 def _is_dist(v: Any) -> bool:
     return isinstance(v, Mapping) and "type" in v
 
 
-def _parse_params(params: Mapping[str, Any], path: str) -> dict[str, Any]:
+def _is_subspace(v: Any) -> bool:
+    return isinstance(v, Mapping) and not _is_dist(v)
+
+
+def _parse_params(params: Mapping[str, Any], path: str, depth: int = 0) -> dict[str, Any]:
     """Validate every entry; distributions become models, sub-spaces are parsed recursively."""
+    if depth > LIMITS.max_nesting:
+        raise SpaceError(f"{path.rstrip('.')}: sub-spaces nested deeper than "
+                         f"{LIMITS.max_nesting} levels (SRU_HPO_MAX_NESTING)")
+    if len(params) > LIMITS.max_params:
+        raise SpaceError(f"{path.rstrip('.') or 'params'}: more than {LIMITS.max_params} entries")
     out: dict[str, Any] = {}
     for name, value in params.items():
         where = f"{path}{name}"
-        if _is_dist(value):
-            try:
-                dist = _DIST.validate_python(value)
-            except ValidationError as exc:
-                reasons = "; ".join(
-                    f"{'.'.join(str(x) for x in e['loc'][1:]) or 'type'}: {e['msg']}"
-                    for e in exc.errors())
-                raise SpaceError(f"{where}: {reasons}") from None
-            if isinstance(dist, Choice):
-                dist.options = [
-                    _parse_params(o, f"{where}[{i}].") if isinstance(o, Mapping) and not _is_dist(o)
-                    else o for i, o in enumerate(dist.options)
-                ]
-            out[name] = dist
-        else:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise SpaceError(f"{where}: a name must be letters, digits and _ (at most 64)")
+        if not _is_dist(value):
             out[name] = value
+            continue
+        try:
+            dist = _DIST.validate_python(value)
+        except ValidationError as exc:
+            reasons = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc'][1:]) or 'type'}: {e['msg']}"
+                for e in exc.errors(include_url=False, include_input=False))
+            raise SpaceError(f"{where}: {reasons}") from None
+        if isinstance(dist, Choice):
+            if len(dist.options) > LIMITS.max_choice_options:
+                raise SpaceError(f"{where}: {len(dist.options)} options; at most "
+                                 f"{LIMITS.max_choice_options} (SRU_HPO_MAX_CHOICE_OPTIONS)")
+            dist.options = [_parse_params(o, f"{where}[{i}].", depth + 1) if _is_subspace(o)
+                            else o for i, o in enumerate(dist.options)]
+        out[name] = dist
     return out
 
 
-def _leaf_names(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Every parameter a sample can produce -> its spec (sub-space entries included)."""
-    names: dict[str, Any] = {}
+def _leaf_names(params: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Every parameter a sample can produce -> its specs (one per sub-space that sets it)."""
+    names: dict[str, list[Any]] = {}
     for name, spec in params.items():
         if isinstance(spec, Choice) and any(isinstance(o, dict) for o in spec.options):
+            if not all(isinstance(o, dict) for o in spec.options):
+                raise SpaceError(f"{name}: mix of sub-spaces and plain options")
             for o in spec.options:
-                if isinstance(o, dict):
-                    names.update(_leaf_names(o))
-                else:
-                    raise SpaceError(f"{name}: mix of sub-spaces and plain options")
+                for leaf, specs in _leaf_names(o).items():
+                    names.setdefault(leaf, []).extend(specs)
         else:
-            names[name] = spec
+            names.setdefault(name, []).append(spec)
     return names
 
 
-def _check_semantics(params: Mapping[str, Any], model: str) -> None:
-    known = MODEL_PARAMS[model] | TRAIN_PARAMS
-    for name, spec in _leaf_names(params).items():
-        if name not in known:
-            raise SpaceError(f"{name}: not a parameter of model {model!r} "
-                             f"(known: {', '.join(sorted(known))})")
-        if name in INT_PARAMS:
-            lo = INT_MIN.get(name, 1)
-            if isinstance(spec, Uniform | Normal) and not isinstance(spec, QUniform | QLogUniform):
-                raise SpaceError(f"{name}: an integer size; use quniform, qloguniform or choice")
-            values = (spec.options if isinstance(spec, Choice)
-                      else [spec.low, spec.high] if isinstance(spec, QUniform | QLogUniform)
-                      else [spec])
-            for v in values:
-                if isinstance(v, bool) or not isinstance(v, int | float) or v < lo:
-                    raise SpaceError(f"{name}: sizes must be integers >= {lo}, got {v!r}")
-            if isinstance(spec, QUniform | QLogUniform) and spec.q != int(spec.q):
-                raise SpaceError(f"{name}: q must be an integer for a size, got {spec.q}")
-        if name in RANGES:
-            _check_range(name, spec)
-        if name == "alphas":
-            if isinstance(spec, _Dist) and not isinstance(spec, Choice):
-                raise SpaceError("alphas: a set of rates; give a list or a choice of lists")
-            sets = spec.options if isinstance(spec, Choice) else [spec]
-            for s in sets:
-                if not isinstance(s, list) or not s:
-                    raise SpaceError(f"alphas: each set must be a non-empty list, got {s!r}")
-                for a in s:
-                    if isinstance(a, bool) or not isinstance(a, int | float) or not 0 <= a < 1:
-                        raise SpaceError(f"alphas: every rate must be in [0, 1), got {a!r}")
-
-
-def _check_range(name: str, spec: Any) -> None:
-    lo, hi, open_hi = RANGES[name]
+def support(name: str, spec: Any) -> list[Any]:
+    """The values that bound what ``spec`` can produce for parameter ``name``, computed the way
+    hyperopt draws them (q-rounding, exp of the log bounds): every value a draw can give lies
+    between these (or is one of them, for a choice). Checking these is checking every draw."""
+    p = PARAMS[name]
+    if isinstance(spec, Choice):
+        return list(spec.options)
+    if not isinstance(spec, _Dist):
+        return [spec]
+    if p.kind not in ("int", "float"):
+        raise SpaceError(f"{name}: a {p.kind}; give a constant or a choice")
     if isinstance(spec, Normal):
-        if math.isfinite(lo) or math.isfinite(hi):
-            raise SpaceError(f"{name}: normal is unbounded but {name} must be in [{lo}, {hi}]")
-        return
-    values = (spec.options if isinstance(spec, Choice)
-              else [spec.low, spec.high] if isinstance(spec, Uniform) else [spec])
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            raise SpaceError(f"{name}: must be a number, got {v!r}")
-        if v < lo or v > hi or (open_hi and v >= hi) or (name == "lr" and v <= 0):
-            bound = f"[{lo}, {hi}{')' if open_hi else ']'}"
-            raise SpaceError(f"{name}: values must lie in {bound}, got {v!r}")
+        if math.isfinite(p.low) or math.isfinite(p.high):
+            raise SpaceError(f"{name}: normal is unbounded but {name} must be in {p.range_text()}")
+        return [spec.mu]
+    if p.kind == "int" and not isinstance(spec, QUniform | QLogUniform):
+        raise SpaceError(f"{name}: an integer; use quniform, qloguniform or choice")
+    lo, hi = np.float64(spec.low), np.float64(spec.high)
+    if isinstance(spec, LogUniform):  # exp(uniform(log low, log high)), as hyperopt does
+        lo, hi = np.exp(np.log(lo)), np.exp(np.log(hi))
+    if isinstance(spec, QUniform | QLogUniform):
+        if p.kind == "int" and spec.q != int(spec.q):
+            raise SpaceError(f"{name}: q must be an integer for an integer parameter, got {spec.q}")
+        q = np.float64(spec.q)
+        lo, hi = np.round(lo / q) * q, np.round(hi / q) * q
+        if p.kind == "int":  # flatten_sample rounds to int
+            lo, hi = np.float64(round(float(lo))), np.float64(round(float(hi)))
+    with np.errstate(over="ignore"):
+        return [float(lo), float(hi)]
+
+
+def _check_semantics(params: Mapping[str, Any], model: str) -> None:
+    known = model_param_names(model)
+    for name, specs in _leaf_names(params).items():
+        if name not in known:
+            what = "not a parameter of model" if name in PARAMS else "not a known parameter for"
+            raise SpaceError(f"{name}: {what} {model!r} (known: {', '.join(sorted(known))})")
+        for spec in specs:
+            for value in support(name, spec):
+                try:
+                    check(name, value)
+                except ParamError as exc:
+                    raise SpaceError(f"{exc} (a value this space can produce)") from None
 
 
 class SpaceSpec(BaseModel):
@@ -267,7 +279,7 @@ def flatten_sample(space: SpaceSpec, sample: Mapping[str, Any]) -> dict[str, Any
                 out[k] = _plain(v)
 
     put(sample, space.parsed)
-    for k in INT_PARAMS & out.keys():
+    for k in out.keys() & {n for n, p in PARAMS.items() if p.kind == "int"}:
         out[k] = int(round(out[k]))
     return out
 
@@ -288,8 +300,10 @@ def point_to_vals(space: SpaceSpec, point: Mapping[str, Any]) -> dict[str, list]
                 raise SpaceError(f"{name}: {v!r} is not one of the options {spec.options}")
             vals[name] = [spec.options.index(v)]
         else:
-            if isinstance(v, bool) or not isinstance(v, int | float):
-                raise SpaceError(f"{name}: must be a number, got {v!r}")
+            try:
+                check(name, v)
+            except ParamError as exc:
+                raise SpaceError(str(exc)) from None
             lo, hi = getattr(spec, "low", -math.inf), getattr(spec, "high", math.inf)
             if not lo <= v <= hi:
                 raise SpaceError(f"{name}: {v} is outside [{lo}, {hi}]")

@@ -53,7 +53,15 @@ class ApiClient:
         return self._do("GET", f"/studies/{sid}/trials/best", params={"k": k})
 
     def curves(self, sid: str) -> list[dict[str, Any]]:
-        return self._do("GET", f"/studies/{sid}/curves")
+        """Every curve of the study, following the cursor page by page."""
+        out: dict[int, dict[str, Any]] = {}
+        params: dict[str, Any] = {"limit": 1000}
+        while True:
+            page = self._do("GET", f"/studies/{sid}/curves", params=params)
+            out.update({c["tid"]: c for c in page["curves"]})
+            if not page["more"]:
+                return [out[t] for t in sorted(out)]
+            params["updated_after"] = page["cursor"]
 
     def retrain(self, sid: str) -> dict[str, Any]:
         return self._do("GET", f"/studies/{sid}/retrain")
@@ -62,7 +70,7 @@ class ApiClient:
         return self._do("GET", f"/studies/{sid}/checkpoint")
 
     def cancel(self, sid: str) -> dict[str, Any]:
-        return self._do("POST", f"/studies/{sid}/cancel")
+        return self._do("POST", f"/studies/{sid}/cancel", json={})
 
     def health(self) -> dict[str, Any]:
         return self._do("GET", "/healthz")

@@ -1,32 +1,71 @@
-"""Typed request and response models, one per direction (``StudyCreate`` in, ``StudyPublic`` out)."""
+"""Typed request and response models, one per direction (``StudyCreate`` in, ``StudyPublic`` out).
+
+Floats in requests must be finite (``allow_inf_nan=False``), so no response ever carries NaN or
+Infinity. The limits that depend on settings (``n_trials``, ``parallelism``) are checked in the
+route with the same 422 shape.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from search_spaces.schema import BUILTIN, SpaceError, SpaceSpec, load_builtin, point_to_vals
+from trials.states import StudyState
 
 __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
-    "CurvePoint", "TrialCurve", "RetrainPublic", "WorkerPublic", "Health", "CancelResult",
-    "resolve_space",
+    "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
+    "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
 ]
 
-StudyState = Literal["queued", "running", "retraining", "completed", "cancelled", "failed"]
+MAX_BODY_DEPTH = 32
+BuiltinSpace = Literal[BUILTIN]  # type: ignore[valid-type]
 
 
-def resolve_space(space: str | dict[str, Any], model: str | None) -> SpaceSpec:
+class InlineSpace(BaseModel):
+    """A search space written out: parameter name -> constant or distribution."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str | None = Field(None, max_length=200)
+    model: Literal["sru", "gru", "lstm"]
+    description: str | None = Field(None, max_length=2000)
+    params: dict[str, Any] = Field(min_length=1, examples=[{
+        "phi_size": {"type": "quniform", "low": 64, "high": 256, "q": 16},
+        "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2}}])
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of plain JSON data, walked without recursion (stops past ``limit``)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return deepest
+
+
+def resolve_space(space: str | InlineSpace | dict[str, Any], model: str | None) -> SpaceSpec:
     """A built-in name or an inline space -> SpaceSpec; ValueError with the parameter named."""
     if isinstance(space, str):
-        if space not in BUILTIN:
-            raise ValueError(f"unknown built-in space {space!r}; one of {', '.join(BUILTIN)} "
-                             "or an inline space")
         spec = load_builtin(space)
     else:
+        raw = space.model_dump(exclude_none=True) if isinstance(space, InlineSpace) else space
         try:
-            spec = SpaceSpec.model_validate(space)
+            spec = SpaceSpec.model_validate(raw)
         except SpaceError as exc:
             raise ValueError(str(exc)) from None
         except Exception as exc:  # pydantic ValidationError of the space's own fields
@@ -38,44 +77,30 @@ def resolve_space(space: str | dict[str, Any], model: str | None) -> SpaceSpec:
             raise ValueError(f"{where}: {first['msg']}") from None
     if model is not None and spec.model != model:
         raise ValueError(f"space is for model {spec.model!r} but the study trains {model!r}")
-    _check_samples(spec)
     return spec
-
-
-def _check_samples(spec: SpaceSpec) -> None:
-    """Run the workers' own parameter checks on points the space can produce, so a range that
-    yields impossible values (dropout 1.0, lr_decay > 1) is a 422 now, not a failed trial later."""
-    from search_spaces.schema import sample_params
-    from workers.models import model_args
-    from workers.train import resolve_params
-
-    for params in sample_params(spec, n=16):
-        try:
-            resolve_params({**params, "model": spec.model})
-            model_args({**params, "model": spec.model, "input_size": 1, "n_classes": 10})
-        except ValueError as exc:
-            raise ValueError(f"{exc} (a value this space can produce)") from None
 
 
 class Pruning(BaseModel):
     model_config = ConfigDict(extra="forbid")
     rule: Literal["off", "median"] = "off"
-    warmup: int = Field(5, ge=0, description="epochs before a trial may be pruned")
-    min_trials: int = Field(3, ge=1, description="finished trials needed to compare with")
+    warmup: int = Field(5, ge=0, le=100_000, description="epochs before a trial may be pruned")
+    min_trials: int = Field(3, ge=1, le=100_000, description="finished trials needed to compare")
 
 
 class StudyCreate(BaseModel):
     """POST /studies body."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
     model: Literal["sru", "gru", "lstm"]
     dataset: Literal["mnist", "pmnist", "digits"]
-    space: str | dict[str, Any] = Field(description="built-in space name or an inline space")
+    space: BuiltinSpace | InlineSpace = Field(  # type: ignore[valid-type]
+        description="a built-in space's name, or an inline space")
     algorithm: Literal["tpe", "random"] = "tpe"
-    n_trials: int = Field(30, ge=1, le=100_000)
-    parallelism: int = Field(4, ge=1, le=1024, description="trials queued or running at once")
+    n_trials: int = Field(30, ge=1, description="at most SRU_HPO_MAX_TRIALS (default 10,000)")
+    parallelism: int = Field(4, ge=1, description="trials queued or running at once; at most "
+                             "SRU_HPO_MAX_PARALLELISM (default 256)")
     trial_epochs: int = Field(50, ge=1, le=10_000)
     retrain_epochs: int = Field(200, ge=1, le=100_000)
     seed: int = Field(0, ge=0, lt=2**31)
@@ -83,19 +108,26 @@ class StudyCreate(BaseModel):
     warm_start: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
                                              description="configurations evaluated first")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, data: Any) -> Any:
+        if _depth(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+            raise ValueError(f"the study nests deeper than {MAX_BODY_DEPTH} levels")
+        return data
+
     @field_validator("space")
     @classmethod
-    def _space(cls, v: str | dict[str, Any], info: ValidationInfo) -> str | dict[str, Any]:
-        spec = resolve_space(v, info.data.get("model"))
-        return spec.model_dump()
+    def _space(cls, v: str | InlineSpace, info: ValidationInfo) -> str | InlineSpace:
+        resolve_space(v, info.data.get("model"))
+        return v
 
     @field_validator("warm_start")
     @classmethod
     def _warm(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
         space = info.data.get("space")
-        if not isinstance(space, dict):  # the space itself failed; that error is reported
+        if space is None:  # the space itself failed; that error is reported
             return v
-        spec = SpaceSpec.model_validate(space)
+        spec = resolve_space(space, None)
         for i, point in enumerate(v):
             try:
                 point_to_vals(spec, point)
@@ -104,6 +136,15 @@ class StudyCreate(BaseModel):
         if len(v) > info.data.get("n_trials", len(v)):
             raise ValueError("more warm-start points than n_trials")
         return v
+
+    def spec(self) -> SpaceSpec:
+        return resolve_space(self.space, self.model)
+
+
+class Problem(BaseModel):
+    """An error: ``detail`` says what went wrong."""
+
+    detail: str
 
 
 class Counts(BaseModel):
@@ -114,6 +155,8 @@ class Counts(BaseModel):
     cancelled: int = 0
     pruned: int = 0
     diverged: int = 0
+    stopped_at_rung: int = 0
+    paused: int = 0
     finished: int = Field(0, description="done + error: what counts toward n_trials")
 
 
@@ -130,12 +173,14 @@ class TrialPublic(BaseModel):
     test_acc: float | None = None
     loss: float | None = None
     retries: int = 0
+    attempt: int = 0
     previous_owners: list[str] = Field(default_factory=list)
     owner: str | None = None
     book_time: float | None = None
     refresh_time: float | None = None
     seconds: float | None = None
     error: str | None = None
+    error_at: str | None = None
     curve: list[dict[str, Any]] | None = None
 
 
@@ -164,6 +209,12 @@ class TrialCurve(BaseModel):
     points: list[CurvePoint]
 
 
+class CurvePage(BaseModel):
+    cursor: float = Field(description="pass as updated_after to get only what changed since")
+    more: bool = Field(description="more changed curves than limit: ask again with the cursor")
+    curves: list[TrialCurve]
+
+
 class RetrainPublic(BaseModel):
     state: str = Field(description="pending until the search ends, then the retrain job's state")
     tid: int | None = None
@@ -177,13 +228,28 @@ class RetrainPublic(BaseModel):
     curve: list[CurvePoint] = Field(default_factory=list)
 
 
+class ErrorGroup(BaseModel):
+    error: str
+    count: int
+    tids: list[int] = Field(description="the first trials it hit")
+
+
+class BestTrial(BaseModel):
+    tid: int
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    outcome: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class StudyPublic(BaseModel):
     id: str
     name: str
     model: str
     dataset: str
     algorithm: str
-    space: dict[str, Any]
+    space: str | dict[str, Any]
     n_trials: int
     parallelism: int
     trial_epochs: int
@@ -193,18 +259,23 @@ class StudyPublic(BaseModel):
     warm_start: list[dict[str, Any]]
     state: StudyState
     counts: Counts
-    best: TrialPublic | None = None
+    best: BestTrial | None = None
     retrain_state: str = "pending"
     test_acc: float | None = None
+    epochs_spent: int = 0
     created: float
     started: float | None = None
     search_finished: float | None = None
     finished: float | None = None
     elapsed: float = Field(description="seconds from creation to finish (or now)")
     error: str | None = None
+    error_groups: list[ErrorGroup] = Field(default_factory=list)
 
 
 class StudyList(BaseModel):
+    total: int = 0
+    offset: int = 0
+    limit: int = 100
     studies: list[StudyPublic]
 
 
@@ -223,6 +294,7 @@ class Health(BaseModel):
     status: Literal["ok"]
     database: str
     studies_driven: int
+    instance: str | None = None
 
 
 class CancelResult(BaseModel):

@@ -12,7 +12,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 
-__all__ = ["DatabaseUnavailable", "NETWORK_ERRORS", "connect", "redact", "retrying"]
+__all__ = ["DatabaseUnavailable", "NETWORK_ERRORS", "connect", "redact", "retrying", "SECRET_OPTIONS"]
 
 log = logging.getLogger(__name__)
 NETWORK_ERRORS = (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError)
@@ -23,13 +23,32 @@ class DatabaseUnavailable(RuntimeError):
     """The database did not answer within the retry budget."""
 
 
+#: URL options that carry a secret (or a path to one) in a MongoDB connection string.
+SECRET_OPTIONS = frozenset(o.lower() for o in (
+    "password", "tlsCertificateKeyFilePassword", "sslPEMKeyPassword", "sslClientCertificateKeyPassword",
+    "authMechanismProperties", "tlsCertificateKeyFile", "sslPEMKeyFile", "sslClientCertificateKeyFile",
+    "tlsCRLFile", "secret", "token", "awsSessionToken", "aws_session_token", "authSource_password",
+))
+
+
 def redact(url: str) -> str:
-    """``mongodb://user:secret@host/`` -> ``mongodb://user:***@host/``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """The URL without its secrets: the password of the user-info part and the value of every
+    credential-bearing option (``tlsCertificateKeyFilePassword``, ``authMechanismProperties``,
+    ...) become ``***``. Anything unparsable is hidden whole."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0]
+            netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+        query = "&".join(
+            f"{k}=***" if k.lower() in SECRET_OPTIONS or "password" in k.lower()
+            or "secret" in k.lower() or "token" in k.lower() else f"{k}={v}"
+            for k, _, v in (item.partition("=") for item in parts.query.split("&") if item))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return "mongodb://***"
 
 
 def retrying(fn: Callable[[], T], *, timeout: float, what: str, url: str = "") -> T:

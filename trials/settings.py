@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     home: Path = Field(Path("runs"), description="embedded database, checkpoints, logs")
     data_dir: Path = Field(Path("data"), description="datasets (MNIST files) live here")
     api_token: str | None = Field(None, description="Bearer token required on write endpoints")
+    read_token: str | None = Field(
+        None, description="Bearer token required on every GET but /healthz (the write token "
+        "is accepted too); unset: reads are open")
+    allowed_hosts: str = Field(
+        "127.0.0.1,localhost,[::1],::1",
+        description="comma-separated Host names (and Origin hosts) a state-changing request may "
+        "carry: guards against DNS rebinding and cross-site form posts; '*' allows any")
     host: str = Field("127.0.0.1", description="API bind address")
     port: int = Field(8000, ge=0, le=65535, description="API port")
     heartbeat_interval: float = Field(10.0, gt=0, description="seconds between worker heartbeats")
@@ -32,6 +39,13 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(30.0, gt=0, description="seconds to retry a lost database")
     max_body_bytes: int = Field(1_000_000, gt=0, description="largest accepted request body")
     max_trials: int = Field(10_000, gt=0, description="largest n_trials a study may ask for")
+    max_parallelism: int = Field(256, gt=0, description="largest parallelism a study may ask for")
+    fail_fast_trials: int = Field(
+        3, ge=0, description="a study fails at once when its first N finished trials all failed "
+        "with the same error (0: never)")
+    gpu_slots: int = Field(1, ge=1, le=64, description="workers that may share one GPU")
+    instance_id: str | None = Field(
+        None, description="an id /healthz reports, so a launcher knows it reached its own API")
     driver_poll: float = Field(0.5, gt=0, description="seconds between study-driver passes")
     snapshot_seconds: float = Field(
         60.0, ge=0, description="a running trial saves its training state this often (resume)")

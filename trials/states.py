@@ -1,17 +1,19 @@
-"""Job states (hyperopt's integer codes) and trial outcomes.
+"""Job states (hyperopt's integer codes), trial outcomes, job kinds and study states.
 
 A job's ``state`` is hyperopt's: 0 new, 1 running, 2 done, 3 error, 4 cancelled. How a finished
-training ended is its ``outcome``. Pruned and diverged trials are state DONE with
+training ended is its ``outcome``. Pruned, diverged and stopped-at-rung trials are state DONE with
 ``result.status == "ok"`` and ``loss = -best validation accuracy reached`` so that TPE learns
-from them (a diverged trial usually scores near chance and teaches TPE to avoid its region);
-``result.outcome`` tells them apart from trials that ran their whole budget.
+from them (a diverged trial usually scores near chance and teaches TPE to avoid its region).
+
+"Finished" has one meaning here: a search trial in a state that counts toward the study's
+``n_trials`` (:data:`FINISHED`: done or error). Cancelled jobs are terminal but do not count.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["JobState", "Outcome", "JobKind"]
+__all__ = ["JobState", "Outcome", "JobKind", "StudyState", "FINISHED", "TERMINAL"]
 
 
 class JobState(IntEnum):
@@ -21,17 +23,27 @@ class JobState(IntEnum):
     ERROR = 3
     CANCELLED = 4
 
+    def is_terminal(self) -> bool:
+        """No worker will touch the job again."""
+        return self in TERMINAL
+
     def is_finished(self) -> bool:
-        return self in (JobState.DONE, JobState.ERROR, JobState.CANCELLED)
+        """Counts toward the study's ``n_trials``."""
+        return self in FINISHED
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
 
+FINISHED = frozenset({JobState.DONE, JobState.ERROR})
+TERMINAL = frozenset({JobState.DONE, JobState.ERROR, JobState.CANCELLED})
+
+
 class Outcome(StrEnum):
     OK = "ok"  # ran its whole epoch budget
-    PRUNED = "pruned"  # stopped early by the pruner
+    PRUNED = "pruned"  # stopped early by the median rule
+    STOPPED_AT_RUNG = "stopped_at_rung"  # ASHA: paused at a rung and never promoted
     DIVERGED = "diverged"  # NaN/inf or exploding loss
     ERROR = "error"  # an exception in training, or retries exhausted
     CANCELLED = "cancelled"  # its study was cancelled
@@ -39,4 +51,25 @@ class Outcome(StrEnum):
 
 class JobKind(StrEnum):
     TRIAL = "trial"  # a search trial (trial_epochs)
-    RETRAIN = "retrain"  # the final retrain of the best configuration (retrain_epochs)
+    RETRAIN = "retrain"  # a final retrain of one of the best configurations (retrain_epochs)
+
+
+class StudyState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"  # searching
+    RETRAINING = "retraining"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def active(self) -> bool:
+        return self in (StudyState.QUEUED, StudyState.RUNNING, StudyState.RETRAINING)
+
+    @classmethod
+    def actives(cls) -> list[str]:
+        return [s.value for s in cls if s.active]
+
+    @classmethod
+    def terminals(cls) -> list[str]:
+        return [s.value for s in cls if not s.active]

@@ -53,8 +53,8 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train one model and print its learning curve and result."""
-    from workers.models import model_args
-    from workers.train import resolve_params, train
+    from search_spaces.params import resolve
+    from workers.train import train
 
     given = {
         "phi_size": phi_size, "r_size": r_size, "out_size": out_size,
@@ -63,14 +63,14 @@ def train_command(
         "optimizer": optimizer, "lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
         "dropout": dropout, "batch_size": batch_size, "clip_norm": clip_norm,
     }
-    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed,
-                              "learn_alphas": learn_alphas}
+    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed}
+    if learn_alphas:
+        params["learn_alphas"] = True
     params |= {k: v for k, v in given.items() if v is not None}
     if dataset not in ("digits", "mnist", "pmnist"):
         raise typer.BadParameter(f"unknown dataset {dataset!r}", param_hint="--dataset")
     try:
-        resolve_params(params)
-        model_args({**params, "input_size": 1, "n_classes": 10})
+        resolve(params)
     except ValueError as exc:
         raise _fail_on_flag(exc) from exc
 
@@ -111,14 +111,18 @@ def worker_command(
     max_jobs: Annotated[int | None, typer.Option(min=1, help="exit after this many jobs")] = None,
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
     study: Annotated[str | None, typer.Option(help="only take jobs of this study id")] = None,
-    poll: Annotated[float, typer.Option(min=0.01, help="seconds between polls of an empty queue")] = 0.5,
+    poll: Annotated[float, typer.Option(min=0.01, help="longest wait between polls of an empty "
+                                        "queue (polls back off from 5 ms up to this)")] = 0.5,
+    slots_per_gpu: Annotated[int | None, typer.Option(
+        min=1, max=64, help="workers that may share one GPU [default: SRU_HPO_GPU_SLOTS or 1]")
+    ] = None,
 ) -> None:
     """Take jobs from the database and train them, until stopped."""
     import logging
 
-    from trials.connection import connect
     from trials.settings import Settings
-    from trials.store import JobStore
+    from trials.store import Store
+    from workers.train import pick_device
     from workers.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -127,18 +131,17 @@ def worker_command(
         raise typer.BadParameter(
             "no database: set SRU_HPO_MONGO_URL (sru-hpo up sets it for the workers it starts)",
             param_hint="SRU_HPO_MONGO_URL")
-    from workers.train import pick_device
-
     try:
         pick_device(device)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--device") from exc
-    db = connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout)
-    store = JobStore(db, heartbeat_interval=settings.heartbeat_interval,
-                     max_retries=settings.max_retries)
+    store = Store.connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout,
+                          heartbeat_interval=settings.heartbeat_interval,
+                          max_retries=settings.max_retries)
     store.ensure_indexes()
     worker = Worker(store, device=device, max_jobs=max_jobs, burst=burst, study=study, poll=poll,
                     db_timeout=settings.connect_timeout, db_url=settings.mongo_url,
-                    snapshot_every=settings.snapshot_seconds)
+                    snapshot_every=settings.snapshot_seconds,
+                    slots_per_gpu=slots_per_gpu or settings.gpu_slots)
     worker.install_signal_handlers()
     worker.run()

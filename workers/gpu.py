@@ -1,25 +1,23 @@
-"""Which GPU a worker uses when several are visible: one lease per GPU in the database.
+"""Which GPU (and which slot of it) a worker uses, and the per-process CUDA settings.
 
 Docker Compose gives every replica of a ``--scale``d service the same GPU reservation (it has no
-per-replica device assignment), so the compose file shows all GPUs to every worker container
-and each ``--device auto`` worker claims the first GPU whose lease is free or stale. A lease is
-keyed by the GPU's UUID (unique per physical card), refreshed by the worker while it lives,
-and stale after 3 heartbeat intervals by the host clock the containers share.
+per-replica device assignment), so the compose file shows all GPUs to every worker container and
+each ``--device auto`` worker claims a free (GPU UUID, slot) lease in the database
+(trials/registry.py). ``--slots-per-gpu N`` (``SRU_HPO_GPU_SLOTS``) lets N workers share one
+GPU: small SRU trials use a fraction of a large card. Scale workers to GPUs × slots.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 
 import torch
-from pymongo import ReturnDocument
-from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
 
-__all__ = ["claim_gpu", "gpu_key", "refresh_lease", "release_lease"]
+from trials.registry import GpuLeases
+
+__all__ = ["claim_device", "gpu_key", "configure_process"]
 
 log = logging.getLogger("sru_hpo.gpu")
 
@@ -31,37 +29,29 @@ def gpu_key(index: int) -> str:
     return f"gpu-{os.environ.get('SRU_HPO_NODE', 'node')}-{index}"  # old torch: no uuid
 
 
-def claim_gpu(leases: Collection, owner: str, stale_after: float, count: int | None = None,
-              key_of: Callable[[int], str] = gpu_key) -> torch.device:
-    """Claim a free visible GPU (or CPU when none is visible). Raises if all are taken.
-    ``count``/``key_of`` default to the visible CUDA devices (tests pass their own)."""
+def claim_device(leases: GpuLeases, owner: str, *, slots: int, stale_after: float,
+                 count: int | None = None, key_of: Callable[[int], str] = gpu_key
+                 ) -> tuple[torch.device, int | None]:
+    """A free (GPU, slot) as (device, slot), or (cpu, None) when no GPU is visible. Raises when
+    every slot of every visible GPU is held by a live worker. ``count``/``key_of`` default to
+    the visible CUDA devices (tests pass their own)."""
     n = torch.cuda.device_count() if count is None else count
     if n == 0:
-        return torch.device("cpu")
-    if n == 1:
-        return torch.device("cuda:0")
-    for i in range(n):
-        key, now = key_of(i), time.time()
-        try:  # create the lease once; no upsert (nx-27017 and MongoDB differ on a missed one)
-            leases.insert_one({"_id": key, "owner": None, "last_seen": 0.0})
-        except DuplicateKeyError:
-            pass
-        # $and, not a top-level _id beside $or: nx-27017 0.8.1 drops the _id condition then
-        free = {"$and": [{"_id": key}, {"$or": [{"owner": owner}, {"owner": None},
-                                                {"last_seen": {"$lt": now - stale_after}}]}]}
-        doc = leases.find_one_and_update(
-            free, {"$set": {"owner": owner, "last_seen": now, "index": i}},
-            return_document=ReturnDocument.AFTER)
-        if doc is not None and doc["owner"] == owner:
-            log.info("claimed %s (cuda:%d)", key, i)
-            return torch.device(f"cuda:{i}")
-    raise RuntimeError(f"all {n} visible GPUs are leased by live workers; scale workers to "
-                       f"at most {n} or give --device cuda:N")
+        return torch.device("cpu"), None
+    got = leases.claim([key_of(i) for i in range(n)], slots, owner, stale_after)
+    if got is None:
+        raise RuntimeError(f"all {n} visible GPU(s) x {slots} slot(s) are leased by live workers; "
+                           f"scale workers to at most {n * slots}, raise --slots-per-gpu, "
+                           "or give --device cuda:N")
+    index, slot = got
+    log.info("claimed GPU %d slot %d", index, slot)
+    return torch.device(f"cuda:{index}"), slot
 
 
-def refresh_lease(leases: Collection, owner: str) -> None:
-    leases.update_many({"owner": owner}, {"$set": {"last_seen": time.time()}})
-
-
-def release_lease(leases: Collection, owner: str) -> None:
-    leases.update_many({"owner": owner}, {"$set": {"owner": None}})
+def configure_process(device: torch.device) -> None:
+    """Process-wide torch settings, set once when a worker starts (never inside a trial, so
+    nothing leaks from one trial into the next): TF32 matmuls and cuDNN autotuning on CUDA."""
+    if device.type == "cuda":  # guarded: CPU and CI never take this branch
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True

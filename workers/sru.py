@@ -23,12 +23,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SRUClassifier", "SRUScan", "PAPER_ALPHAS", "DEFAULT_ALPHAS"]
+__all__ = ["SRUClassifier", "SRUScan", "Workspace", "PAPER_ALPHAS"]
 
 #: The set A used by the seed slides (0.999 only pays on long sequences such as pixel MNIST).
 PAPER_ALPHAS: tuple[float, ...] = (0.0, 0.5, 0.9, 0.99, 0.999)
-#: The default set: the speed benchmark's, which also suits short sequences (digits, T=64).
-DEFAULT_ALPHAS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.9, 0.99)
 
 # Learnable alphas are sigmoid(logit); initial values are clamped into this range so that
 # a requested 0 or 1 gets a finite logit (and the alpha stays strictly inside (0, 1)).
@@ -61,6 +59,7 @@ class SRUClassifier(nn.Module):
         self.n_alphas = len(alphas)
         self.learn_alphas = learn_alphas
         self.fused = fused  # hand-written BPTT (SRUScan); False = plain autograd loop
+        self.workspace = Workspace()  # SRUScan's buffers: this model's, freed with it
         state = self.n_alphas * phi_size
 
         self.r_layer = nn.Linear(state, r_size) if r_size > 0 else None  # W_r, b_r
@@ -96,7 +95,7 @@ class SRUClassifier(nn.Module):
             w_pr = self.phi_layer.weight[:, self.input_size :]  # (phi, r)
             x_tb = x.transpose(0, 1).contiguous()  # (T, B, in): small, in is 1 for pixels
             mu = SRUScan.apply(x_tb, w_x, b_phi, self.r_layer.weight, self.r_layer.bias, w_pr,
-                               alphas)
+                               alphas, self.workspace)
         else:
             # Inputs of every step projected at once (bias folded in): (B, T, phi)
             x_proj = torch.nn.functional.linear(x, w_x, b_phi)
@@ -143,14 +142,15 @@ class SRUScan(torch.autograd.Function):
     autograd by gradcheck in tests/workers/test_sru.py.
 
     Inputs: x (T, B, in); w_x (phi, in) and w_pr (phi, r), the x- and r-columns of W_phi;
-    b_phi (phi,); w_r (r, A·phi); b_r (r,); alphas (A, 1). Output: mu_T (B, A, phi).
+    b_phi (phi,); w_r (r, A·phi); b_r (r,); alphas (A, 1); the model's Workspace.
+    Output: mu_T (B, A, phi).
     """
 
     @staticmethod
-    def forward(ctx, x, w_x, b_phi, w_r, b_r, w_pr, alphas):  # type: ignore[override]
+    def forward(ctx, x, w_x, b_phi, w_r, b_r, w_pr, alphas, workspace):  # type: ignore[override]
         T, B, _ = x.shape
         A, R, P = alphas.shape[0], w_r.shape[0], w_x.shape[0]
-        ws = _Workspace.take((T, B, A, P, R), x.dtype, x.device)
+        ws = workspace.take(T, B, A, P, R, x.dtype, x.device)
         mus, rs, phis = ws.mus, ws.rs, ws.phis  # (T+1, B, A, phi), (T, B, r), (T, B, phi)
         mus[0].zero_()
         torch.addmm(b_phi, x.reshape(T * B, -1), w_x.t(), out=phis.view(T * B, P))  # W_x·x + b
@@ -168,7 +168,7 @@ class SRUScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_mu):  # type: ignore[override]
         x, w_x, w_r, w_pr, alphas = ctx.saved_tensors
-        ws: _Workspace = ctx.ws
+        ws: Workspace = ctx.ws
         if ws.generation != ctx.generation:
             raise RuntimeError(
                 "SRUScan: a second backward through this graph after another forward reused its "
@@ -204,36 +204,53 @@ class SRUScan(torch.autograd.Function):
         grad_b_phi, grad_b_r = gp_all.sum(0), gr_all.sum(0)
         ws.release()  # a second backward (retain_graph) still works until the next forward
         grad_alpha = g_alpha.view(A, 1) if g_alpha is not None else None
-        return grad_x, grad_w_x, grad_b_phi, grad_w_r, grad_b_r, grad_w_pr, grad_alpha
+        return grad_x, grad_w_x, grad_b_phi, grad_w_r, grad_b_r, grad_w_pr, grad_alpha, None
 
 
-class _Workspace:
-    """Forward buffers for SRUScan, reused between training steps.
+class Workspace:
+    """Forward/backward buffers of SRUScan, owned by one model and freed with it.
 
     A (T, B, A, phi) block is hundreds of MB at pixel-MNIST size; allocating it fresh on every
-    step costs more in page faults than the recurrence itself. One free workspace per shape is
-    kept; a forward whose backward has not run yet holds its own, so nothing is overwritten.
+    step costs more in page faults than the recurrence itself, so a model keeps one workspace
+    between steps. Each array is one flat buffer sized for the largest batch seen; a smaller
+    batch (the last one of an epoch) takes a contiguous prefix of it as its (T, B, ...) view.
+    A new shape (T, A, phi, r, dtype, device) replaces the old buffers instead of adding to a
+    pool, so a long-running worker holds at most one set per live model.
     """
 
-    _free: dict[tuple, _Workspace] = {}
+    def __init__(self) -> None:
+        self.shape: tuple = ()
+        self.batch = 0  # the batch size the buffers can hold
+        self.generation = 0  # bumped by every forward; a stale backward refuses to run
+        self.busy = False  # a forward is waiting for its backward
+        self._flat: dict[str, Tensor] = {}
 
-    def __init__(self, key: tuple, dtype: torch.dtype, device: torch.device) -> None:
-        T, B, A, P, R = key
-        self.key, self.pool_key = key, (key, dtype, device)
-        self.generation = 0  # bumped whenever a forward takes this workspace
-        self.mus = torch.empty(T + 1, B, A, P, dtype=dtype, device=device)
-        self.rs = torch.empty(T, B, R, dtype=dtype, device=device)
-        self.phis = torch.empty(T, B, P, dtype=dtype, device=device)
-        self.g_phi = torch.empty(T, B, P, dtype=dtype, device=device)  # backward's
-        self.g_r = torch.empty(T, B, R, dtype=dtype, device=device)
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._flat.values())
 
-    @classmethod
-    def take(cls, key: tuple, dtype: torch.dtype, device: torch.device) -> _Workspace:
-        ws = cls._free.pop((key, dtype, device), None)
-        if ws is None:
-            ws = cls(key, dtype, device)
-        ws.generation += 1
-        return ws
+    def take(self, T: int, B: int, A: int, P: int, R: int, dtype: torch.dtype,
+             device: torch.device) -> Workspace:
+        """Views for one forward of batch ``B``; a second forward before the first one's
+        backward gets a private workspace instead of overwriting the first."""
+        if self.busy:
+            return Workspace().take(T, B, A, P, R, dtype, device)
+        shape = (T, A, P, R, dtype, device)
+        if shape != self.shape or B > self.batch:
+            self._flat = {}  # free the old buffers before allocating the new ones
+            per_b = {"mus": (T + 1) * A * P, "rs": T * R, "phis": T * P, "g_phi": T * P,
+                     "g_r": T * R}
+            self._flat = {k: torch.empty(n * B, dtype=dtype, device=device)
+                          for k, n in per_b.items()}
+            self.shape, self.batch = shape, B
+        self.key = (T, B, A, P, R)
+        self.mus = self._flat["mus"][: (T + 1) * B * A * P].view(T + 1, B, A, P)
+        self.rs = self._flat["rs"][: T * B * R].view(T, B, R)
+        self.phis = self._flat["phis"][: T * B * P].view(T, B, P)
+        self.g_phi = self._flat["g_phi"][: T * B * P].view(T, B, P)  # backward's
+        self.g_r = self._flat["g_r"][: T * B * R].view(T, B, R)
+        self.generation += 1
+        self.busy = True
+        return self
 
     def release(self) -> None:
-        self._free[self.pool_key] = self
+        self.busy = False

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -21,37 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from search_spaces.params import resolve
 from workers.data import Split, Splits, load_dataset
 from workers.models import build_model, model_args
 
-__all__ = [
-    "TRAIN_DEFAULTS",
-    "TrainResult",
-    "train",
-    "resolve_params",
-    "get_data",
-    "load_checkpoint",
-    "evaluate",
-    "pick_device",
-]
+__all__ = ["TrainResult", "train", "get_data", "load_checkpoint", "evaluate", "pick_device",
+           "resolve"]
 
-#: Training defaults; every key can be overridden by the trial's params.
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "dataset": "digits",
-    "seed": 0,
-    "batch_size": None,  # None: DEFAULT_BATCH[dataset]
-    "optimizer": "adam",  # the seed used Adam; the paper SGD with lr decay
-    "lr": 1e-3,
-    "momentum": 0.9,  # SGD only
-    "lr_decay": 0.97,  # multiplicative, after every epoch (the paper decays its lr too)
-    "weight_decay": 0.0,
-    "clip_norm": 1.0,  # paper: gradient clipping at norm 1 (after backward, before the step)
-    "diverge_loss": 100.0,  # a batch loss above this (or NaN/inf) ends the run as diverged
-}
-OPTIMIZERS = ("adam", "sgd")
-#: digits has 1,137 training images: 32 per batch gives 36 updates an epoch, which it needs
-#: to pass 0.80 validation accuracy in 30 epochs (128 gives 9 and stays near 0.77).
-DEFAULT_BATCH = {"digits": 32, "mnist": 128, "pmnist": 128}
 EVAL_BATCH = 1000
 
 Point = dict[str, float]
@@ -76,33 +51,6 @@ class TrainResult:
         return asdict(self)
 
 
-def resolve_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """TRAIN_DEFAULTS filled in and checked; raises ValueError naming the bad key."""
-    p = {**TRAIN_DEFAULTS, **params}
-    if p["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer: unknown {p['optimizer']!r}, expected adam or sgd")
-    for key, lo, hi in (
-        ("lr", 0.0, math.inf),
-        ("lr_decay", 0.0, 1.0),
-        ("weight_decay", 0.0, math.inf),
-        ("momentum", 0.0, 1.0),
-        ("clip_norm", 0.0, math.inf),
-        ("diverge_loss", 0.0, math.inf),
-    ):
-        v = p[key]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
-            raise ValueError(f"{key}: must be a number in [{lo}, {hi}], got {v!r}")
-    if p["lr"] <= 0:
-        raise ValueError(f"lr: must be > 0, got {p['lr']!r}")
-    if p["batch_size"] is None:
-        p["batch_size"] = DEFAULT_BATCH.get(p["dataset"], 128)
-    bs = p["batch_size"]
-    if isinstance(bs, bool) or not isinstance(bs, int | float) or int(bs) != bs or bs < 1:
-        raise ValueError(f"batch_size: must be a positive integer, got {bs!r}")
-    p["batch_size"], p["seed"] = int(bs), int(p["seed"])
-    return json.loads(json.dumps(p))  # plain data only (it goes into checkpoints and the DB)
-
-
 def pick_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` is the first visible GPU (CUDA_VISIBLE_DEVICES decides which) or else CPU."""
     if str(device) == "auto":
@@ -117,13 +65,11 @@ _DATA_CACHE: dict[tuple[str, str], Splits] = {}
 
 
 def get_data(name: str, device: torch.device, data_dir: str | None = None) -> Splits:
-    """Dataset ``name`` on ``device``, loaded once per process and reused by later trials."""
+    """Dataset ``name`` on ``device``, loaded once per process and reused by later trials.
+    Only the device copy is kept (on a GPU the CPU copy it was made from is dropped)."""
     key = (name, str(device))
     if key not in _DATA_CACHE:
-        cpu_key = (name, "cpu")
-        if cpu_key not in _DATA_CACHE:
-            _DATA_CACHE[cpu_key] = load_dataset(name, data_dir)
-        _DATA_CACHE[key] = _DATA_CACHE[cpu_key].to(device)
+        _DATA_CACHE[key] = load_dataset(name, data_dir).to(device)
     return _DATA_CACHE[key]
 
 
@@ -205,12 +151,12 @@ def train(
     evaluate_test: bool = False,
     data: Splits | None = None,
     resume: bytes | None = None,
-    on_snapshot: Callable[[bytes], None] | None = None,
+    on_snapshot: Callable[[bytes, int], None] | None = None,
     snapshot_every: float = 60.0,
 ) -> TrainResult:
     """Train ``params`` for ``epochs`` epochs; see the module docstring.
 
-    ``on_snapshot(bytes)`` receives the whole training state (weights, optimizer, RNGs, curve,
+    ``on_snapshot(bytes, epoch)`` receives the whole training state (weights, optimizer, RNGs, curve,
     best weights) after an epoch when ``snapshot_every`` seconds have passed since the last one,
     and when ``should_stop`` ends the run; ``resume=`` those bytes continues from that epoch
     exactly as if the run had not been interrupted (same curve on CPU).
@@ -219,13 +165,9 @@ def train(
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
     t_start = time.perf_counter()
     dev = pick_device(device)
-    p = resolve_params(params)
+    p = resolve(params)
     splits = data.to(dev) if data is not None else get_data(p["dataset"], dev)
-    args = model_args({**p, "input_size": splits.input_size, "n_classes": splits.n_classes})
-    if dev.type == "cuda":  # guarded: CPU and CI never take this branch
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    args = model_args(p, splits.input_size, splits.n_classes)
 
     torch.manual_seed(p["seed"])  # same params + seed => same initial weights and dropout masks
     model = build_model(args).to(dev)
@@ -244,7 +186,7 @@ def train(
 
     def snapshot(epoch: int) -> None:
         if on_snapshot is not None:
-            on_snapshot(_snapshot(epoch, model, opt, shuffle, result, best_state))
+            on_snapshot(_snapshot(epoch, model, opt, shuffle, result, best_state), epoch)
 
     last_snapshot = time.monotonic()
     for epoch in range(first, epochs + 1):

@@ -1,0 +1,92 @@
+"""How errors leave the API: one JSON shape, documented status codes, no NaN, right ``Allow``.
+
+- A database that does not answer is a 503 with ``Retry-After`` (never a bare 500).
+- A 422 names the field and the reason; the offending input is not echoed back (it may hold
+  NaN or Infinity, which are not JSON, or be megabytes long).
+- A 405 lists in ``Allow`` every method the path has (Starlette lists only the first route's).
+- ``responses(...)`` gives each route's OpenAPI its status codes, so the schema is the contract
+  the fuzzer (tests/service/test_fuzz.py) checks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from service.schemas import Problem
+from trials.connection import NETWORK_ERRORS, DatabaseUnavailable
+
+__all__ = ["install_error_handlers", "responses", "unprocessable", "RETRY_AFTER"]
+
+RETRY_AFTER = 5
+_DESCRIPTIONS = {
+    401: "missing or wrong bearer token", 403: "Host or Origin not allowed",
+    404: "no such study or trial", 409: "the study already ended", 413: "request body too large",
+    415: "a write needs Content-Type: application/json or an Authorization header",
+    422: "invalid input: each error names the field and the reason",
+    503: "the database is unreachable; retry after Retry-After seconds",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error codes (403 and 503 are added to every route)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, 403, 503}):
+        if code == 422:
+            continue  # FastAPI documents 422 itself where a route validates input
+        out[code] = {"model": Problem, "description": _DESCRIPTIONS[code]}
+    return out
+
+
+def unprocessable(field: str, msg: str) -> RequestValidationError:
+    """A 422 in FastAPI's own shape for a check made inside a route."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body", field), "msg": msg}])
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())),
+               "msg": str(e.get("msg", "")),
+               **({"ctx": _finite({k: str(v) for k, v in e["ctx"].items()})} if e.get("ctx") else {})}
+              for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"database unreachable: {type(exc).__name__}"},
+                        status_code=503, headers={"Retry-After": str(RETRY_AFTER)})
+
+
+async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods: set[str] = set()
+        for route in request.app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"})
+            if match != Match.NONE and getattr(route, "methods", None):
+                methods |= set(route.methods)
+        headers["Allow"] = ", ".join(sorted(methods))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(DatabaseUnavailable, _unavailable)
+    for exc_type in NETWORK_ERRORS:
+        app.add_exception_handler(exc_type, _unavailable)

@@ -1,0 +1,74 @@
+"""Files in GridFS: snapshots of running trials (resume) and retrained checkpoints.
+
+A file is written first and attached to its job afterwards with a conditional update
+(trials/jobs.py), so a worker that lost its job never replaces the new owner's file: its own
+file is deleted when the attach is refused. Every file records its study in ``metadata``, so a
+deleted study's files are found and removed whatever was attached when; ``orphans`` finds files
+left by a process killed between writing and attaching.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gridfs
+from bson import ObjectId
+from pymongo.database import Database
+
+__all__ = ["FileStore", "SNAPSHOTS", "CHECKPOINTS"]
+
+SNAPSHOTS, CHECKPOINTS = "snapshots", "checkpoints"
+
+
+class FileStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._fs = {b: gridfs.GridFS(db, collection=b) for b in (SNAPSHOTS, CHECKPOINTS)}
+
+    def put(self, bucket: str, data: bytes, *, exp_key: str, tid: int, attempt: int) -> ObjectId:
+        return self._fs[bucket].put(
+            data, filename=f"{exp_key}:{tid}:{attempt}",
+            metadata={"exp_key": exp_key, "tid": tid, "attempt": attempt})
+
+    def get(self, bucket: str, file_id: Any) -> bytes | None:
+        if file_id is None:
+            return None
+        try:
+            return self._fs[bucket].get(file_id).read()
+        except gridfs.errors.NoFile:
+            return None
+
+    def delete(self, bucket: str, file_id: Any) -> None:
+        if file_id is not None:
+            self._fs[bucket].delete(file_id)
+
+    def of_study(self, exp_key: str) -> list[tuple[str, Any]]:
+        return [(b, f._id) for b, fs in self._fs.items()
+                for f in fs.find({"metadata.exp_key": exp_key})]
+
+    def all_files(self) -> list[tuple[str, Any, dict[str, Any], float]]:
+        """(bucket, id, metadata, upload time as UNIX seconds) of every file."""
+        out = []
+        for b in self._fs:
+            for d in self.db[f"{b}.files"].find({}, {"metadata": 1, "uploadDate": 1}):
+                out.append((b, d["_id"], d.get("metadata") or {}, _seconds(d.get("uploadDate"))))
+        return out
+
+    def purge(self, exp_key: str) -> int:
+        found = self.of_study(exp_key)
+        for bucket, fid in found:
+            self.delete(bucket, fid)
+        return len(found)
+
+
+def _seconds(value: Any) -> float:
+    """nx-27017 returns GridFS upload dates as ISO strings, MongoDB as datetimes."""
+    import datetime as dt
+
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.timestamp()
+    return 0.0

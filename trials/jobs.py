@@ -1,0 +1,370 @@
+"""The job queue: how a trial is created, reserved, heartbeated, finished, released and requeued.
+
+Job documents keep hyperopt's trial format (``tid, state, spec, result, misc, exp_key, owner,
+book_time, refresh_time, version``) so ``tpe.suggest`` and hyperopt's plotting read them, plus
+plain-JSON fields a worker needs: ``kind, params, epochs, pruning, priority, retries,
+previous_owners, heartbeat`` (a counter), ``attempt`` (one per reservation), ``stop`` (a stop
+request), ``snapshot``/``checkpoint`` (GridFS ids), ``outcome`` and ``error``. Each of those is
+stored once: ``result`` holds the training's numbers and hyperopt's ``status``/``loss`` only.
+
+``_id`` is ``"<study>:<tid>"``, so a trial is read and written by its primary key. ``updated``
+(server clock) changes on every state change, never on a heartbeat, so the study driver reads
+only what changed since its last pass (trials/cache.py).
+
+Every write made for a running job is conditional on ``(_id, state running, attempt)``: a worker
+that lost its job (requeued after a stall, cancelled, its study deleted) can no longer write
+anything, and its refused files are deleted at once (see ``save_snapshot``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.database import Database
+
+from trials.clock import ServerClock
+from trials.curves import CurveStore
+from trials.files import CHECKPOINTS, SNAPSHOTS, FileStore
+from trials.states import JobKind, JobState, Outcome
+
+__all__ = ["Job", "JobQueue", "job_id", "SLIM"]
+
+#: The fields the study driver caches: what TPE, the counts and the summary need.
+SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
+        "book_time": 1, "refresh_time": 1, "version": 1, "kind": 1, "params": 1, "outcome": 1,
+        "error": 1, "epochs": 1, "updated": 1, "retries": 1, "rung": 1, "paused": 1,
+        "epochs_run": 1, "bracket": 1}
+
+
+def job_id(exp_key: str, tid: int) -> str:
+    return f"{exp_key}:{tid}"
+
+
+def _cancelled(result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The fields that end a job as cancelled (``result`` keeps what it trained, if anything)."""
+    return {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
+            "result": {**(result or {}), "status": "fail"}}
+
+
+def _errored(reason: str, where: str | None = None) -> dict[str, Any]:
+    return {"state": int(JobState.ERROR), "outcome": Outcome.ERROR.value, "error": reason,
+            "error_at": where, "result": {"status": "fail"}}
+
+
+@dataclass
+class Job:
+    """What a worker reads from a reserved job: plain data only."""
+
+    id: str
+    exp_key: str
+    tid: int
+    kind: str
+    params: dict[str, Any]
+    epochs: int
+    owner: str
+    attempt: int
+    pruning: dict[str, Any] | None = None
+    snapshot: Any = None  # GridFS id of the training state to resume from
+    snapshot_epoch: int = 0  # the epoch that snapshot ends with
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Job:
+        return cls(id=doc["_id"], exp_key=doc["exp_key"], tid=int(doc["tid"]),
+                   kind=doc.get("kind", "trial"), params=dict(doc.get("params") or {}),
+                   epochs=int(doc["epochs"]), owner=doc["owner"], attempt=int(doc["attempt"]),
+                   pruning=doc.get("pruning"), snapshot=doc.get("snapshot"),
+                   snapshot_epoch=int(doc.get("snapshot_epoch") or 0))
+
+
+class JobQueue:
+    def __init__(self, db: Database, clock: ServerClock, curves: CurveStore, files: FileStore,
+                 *, heartbeat_interval: float = 10.0, max_retries: int = 2) -> None:
+        self._col = db["jobs"]
+        self._counters = db["counters"]
+        self.clock, self.curves, self.files = clock, curves, files
+        self.heartbeat_interval = heartbeat_interval
+        self.max_retries = max_retries
+
+    def ensure_indexes(self) -> None:
+        self._col.create_index([("exp_key", ASCENDING), ("tid", ASCENDING)], unique=True)
+        self._col.create_index([("state", ASCENDING), ("priority", DESCENDING),
+                                ("created", ASCENDING)])
+        self._col.create_index([("exp_key", ASCENDING), ("updated", ASCENDING)])
+        self._col.create_index([("exp_key", ASCENDING), ("state", ASCENDING),
+                                ("score", DESCENDING)])
+        self._col.create_index([("reservation", ASCENDING)])
+
+    # -- creating jobs ------------------------------------------------------------------------------
+    def next_tids(self, exp_key: str, n: int) -> list[int]:
+        """``n`` fresh trial ids for ``exp_key``, allocated atomically (safe across processes)."""
+        doc = self._counters.find_one_and_update(
+            {"_id": f"tid:{exp_key}"}, {"$inc": {"seq": n}}, upsert=True,
+            return_document=ReturnDocument.AFTER)
+        assert doc is not None  # upsert=True always returns the document
+        end = int(doc["seq"])
+        return list(range(end - n, end))
+
+    @staticmethod
+    def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
+                   priority: int | None = None) -> dict[str, Any]:
+        """The plain-JSON fields this project adds to a hyperopt trial document."""
+        return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
+                "priority": (1 if kind == JobKind.RETRAIN else 0) if priority is None else priority,
+                "retries": 0, "previous_owners": [], "heartbeat": 0, "attempt": 0, "stop": None,
+                "outcome": None, "error": None, "snapshot": None, "checkpoint": None,
+                "score": None}
+
+    def new_job_doc(self, exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
+        """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
+        return {"state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
+                "misc": {"tid": tid, "cmd": ["sru_hpo", str(fields.get("kind"))], "idxs": {},
+                         "vals": {}, "workdir": None},
+                "exp_key": exp_key, "owner": None, "version": 0, "book_time": None,
+                "refresh_time": None, **self.job_fields(**fields)}
+
+    def insert(self, docs: list[dict[str, Any]]) -> None:
+        """Insert complete job documents (and their empty curves)."""
+        now = self.clock.now()
+        for d in docs:
+            d.update(_id=job_id(d["exp_key"], d["tid"]), created=now, updated=now)
+        if docs:
+            self._col.insert_many(docs)
+            self.curves.create(docs)
+
+    def enqueue(self, exp_key: str, **fields: Any) -> int:
+        """Insert one job outside TPE; returns its tid."""
+        (tid,) = self.next_tids(exp_key, 1)
+        self.insert([self.new_job_doc(exp_key, tid, **fields)])
+        return tid
+
+    # -- a worker's side ----------------------------------------------------------------------------
+    def reserve(self, owner: str, *, token: str, exp_key: str | None = None,
+                retried: bool = False) -> Job | None:
+        """Atomically move the oldest new job (highest priority first) to running for ``owner``.
+
+        Idempotent per ``token``: a worker whose first try's reply was lost (the database
+        stalled) retries with the same token and ``retried=True`` and gets the job that try
+        reserved, instead of leaving it running with nobody working on it."""
+        if retried:
+            doc = self._col.find_one({"reservation": token})
+            if doc is not None:
+                mine = doc["state"] == JobState.RUNNING and doc.get("owner") == owner
+                return Job.from_doc(doc) if mine else None
+        query: dict[str, Any] = {"state": int(JobState.NEW)}
+        if exp_key is not None:
+            query["exp_key"] = exp_key
+        now = self.clock.now()
+        doc = self._col.find_one_and_update(
+            query,
+            {"$set": {"state": int(JobState.RUNNING), "owner": owner, "book_time": now,
+                      "refresh_time": now, "updated": now, "heartbeat": 0, "reservation": token,
+                      "heartbeat_interval": self.heartbeat_interval},
+             "$inc": {"attempt": 1}},
+            sort=[("priority", DESCENDING), ("created", ASCENDING), ("tid", ASCENDING)],
+            return_document=ReturnDocument.AFTER)
+        return Job.from_doc(doc) if doc else None
+
+    @staticmethod
+    def _mine(job: Job) -> dict[str, Any]:
+        return {"_id": job.id, "state": int(JobState.RUNNING), "attempt": job.attempt}
+
+    def heartbeat(self, job: Job) -> bool:
+        """Refresh the job's heartbeat; False when the job is no longer ours."""
+        res = self._col.update_one(self._mine(job), {"$inc": {"heartbeat": 1},
+                                                     "$set": {"refresh_time": self.clock.now()}})
+        return res.matched_count == 1
+
+    def stop_request(self, job: Job) -> str | None:
+        """"cancel" when the study asked this job to stop; "lost" when it is not ours anymore."""
+        doc = self._col.find_one({"_id": job.id}, {"stop": 1, "state": 1, "attempt": 1})
+        if doc is None or doc.get("attempt") != job.attempt or doc.get("state") != JobState.RUNNING:
+            return "lost"
+        return doc.get("stop")
+
+    def _end(self, job: Job, fields: dict[str, Any]) -> bool:
+        """End a running job of ours with ``fields``; its snapshot file is deleted once the
+        write is in (a late writer's refused end deletes nothing)."""
+        now = self.clock.now()
+        before = self._col.find_one_and_update(
+            self._mine(job),
+            {"$set": {**fields, "snapshot": None, "snapshot_epoch": 0, "refresh_time": now,
+                      "updated": now}},
+            projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
+        if before is None:
+            return False
+        self.files.delete(SNAPSHOTS, before.get("snapshot"))
+        return True
+
+    def finish(self, job: Job, result: dict[str, Any], outcome: str,
+               checkpoint: bytes | None = None) -> bool:
+        """Record a finished training (ok, pruned, diverged, stopped at a rung). With a
+        retrain's ``checkpoint`` the file is written first and deleted again if the job turned
+        out not to be ours. False when the job was lost."""
+        fid = None
+        if checkpoint is not None:
+            fid = self.files.put(CHECKPOINTS, checkpoint, exp_key=job.exp_key, tid=job.tid,
+                                 attempt=job.attempt)
+        best = float(result.get("best_val_acc", 0.0))
+        ok = self._end(job, {
+            "state": int(JobState.DONE), "outcome": str(outcome), "checkpoint": fid,
+            "score": best, "result": {**result, "status": "ok", "loss": -best}})
+        if not ok:
+            self.files.delete(CHECKPOINTS, fid)
+        return ok
+
+    def fail(self, job: Job, reason: str, where: str | None = None) -> bool:
+        """End the job as error: ``reason`` is the exception's message (what the study groups
+        errors by), ``where`` the last frames it came from."""
+        return self._end(job, _errored(reason, where))
+
+    def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
+        return self._end(job, _cancelled(result))
+
+    def release(self, job: Job) -> bool:
+        """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
+        counted; the next worker resumes from its snapshot. A job whose study asked it to stop
+        is cancelled instead."""
+        now = self.clock.now()
+        if self._col.update_one({**self._mine(job), "stop": "cancel"},
+                                {"$set": {**_cancelled(), "updated": now}}).matched_count:
+            return True
+        res = self._col.update_one(self._mine(job), {
+            "$set": {"state": int(JobState.NEW), "owner": None, "book_time": None, "updated": now},
+            "$inc": {"releases": 1}})
+        return res.matched_count == 1
+
+    def save_snapshot(self, job: Job, data: bytes, epoch: int) -> bool:
+        """Write the training state after ``epoch``, then attach it to the job if the job is
+        still ours; otherwise delete it again. The replaced snapshot is deleted after the
+        attach, so a job always has one whole snapshot or none."""
+        fid = self.files.put(SNAPSHOTS, data, exp_key=job.exp_key, tid=job.tid,
+                             attempt=job.attempt)
+        before = self._col.find_one_and_update(
+            self._mine(job), {"$set": {"snapshot": fid, "snapshot_epoch": int(epoch)}},
+            projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
+        if before is None:
+            self.files.delete(SNAPSHOTS, fid)
+            return False
+        self.files.delete(SNAPSHOTS, before.get("snapshot"))
+        job.snapshot, job.snapshot_epoch = fid, int(epoch)
+        return True
+
+    def load_snapshot(self, job: Job) -> bytes | None:
+        return self.files.get(SNAPSHOTS, job.snapshot)
+
+    # -- requeue of stale jobs (trials/requeue.py decides staleness) ----------------------------------
+    def running(self, exp_key: str | None = None) -> list[dict[str, Any]]:
+        q: dict[str, Any] = {"state": int(JobState.RUNNING)}
+        if exp_key is not None:
+            q["exp_key"] = exp_key
+        fields = {"owner": 1, "heartbeat": 1, "heartbeat_interval": 1, "retries": 1,
+                  "previous_owners": 1, "exp_key": 1, "tid": 1, "stop": 1, "attempt": 1}
+        return list(self._col.find(q, fields))
+
+    def requeue_stale(self, doc: dict[str, Any], reason: str) -> str | None:
+        """Requeue (or, with retries exhausted, fail) the running job ``doc``, only if it is
+        still exactly as observed (same attempt and heartbeat count). Returns "requeued",
+        "cancelled", "error", or None when something else changed it first (race-safe)."""
+        observed = {"_id": doc["_id"], "state": int(JobState.RUNNING), "attempt": doc["attempt"],
+                    "heartbeat": doc.get("heartbeat", 0)}
+        history = list(doc.get("previous_owners") or []) + [doc["owner"]]
+        retries = int(doc.get("retries", 0))
+        update: dict[str, Any]
+        if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
+            update, outcome = {**_cancelled(), "previous_owners": history}, "cancelled"
+        elif retries < self.max_retries:
+            update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
+                      "retries": retries + 1, "previous_owners": history,
+                      "last_requeue_reason": reason}
+            outcome = "requeued"
+        else:
+            why = f"retries exhausted ({retries} of {self.max_retries}): {reason}"
+            update, outcome = {**_errored(why), "previous_owners": history}, "error"
+        res = self._col.update_one(observed, {"$set": {**update, "updated": self.clock.now()}})
+        return outcome if res.matched_count == 1 else None
+
+    # -- the study's side -----------------------------------------------------------------------------
+    def cancel_study(self, exp_key: str) -> tuple[int, int]:
+        """Cancel a study's queued jobs now and ask its running ones to stop after their epoch.
+        Returns (queued cancelled, running asked to stop).
+
+        Running jobs are flagged first: a worker releasing its job after the flag cancels it
+        (see release), and one releasing before it puts it back to new, which the second
+        update then cancels. Either way nothing of the study is left to run."""
+        now = self.clock.now()
+        running = self._col.update_many(
+            {"exp_key": exp_key, "state": int(JobState.RUNNING)},
+            {"$set": {"stop": "cancel", "updated": now}}).modified_count
+        queued = self._col.update_many(
+            {"exp_key": exp_key, "state": int(JobState.NEW)},
+            {"$set": {**_cancelled(), "updated": now}}).modified_count
+        return queued, running
+
+    def changed(self, exp_key: str, since: float | None) -> list[dict[str, Any]]:
+        """The slim documents of a study's jobs changed at or after ``since`` (server seconds;
+        None: all of them)."""
+        q: dict[str, Any] = {"exp_key": exp_key}
+        if since is not None:
+            q["updated"] = {"$gte": since}
+        return list(self._col.find(q, SLIM))
+
+    def get(self, exp_key: str, tid: int) -> dict[str, Any] | None:
+        return self._col.find_one({"_id": job_id(exp_key, tid)})
+
+    def page(self, exp_key: str, *, state: JobState | None, kind: str | None, by_score: bool,
+             offset: int, limit: int) -> list[dict[str, Any]]:
+        """One page of a study's jobs, filtered, sorted and cut by the database."""
+        q: dict[str, Any] = {"exp_key": exp_key}
+        if state is not None:
+            q["state"] = int(state)
+        if kind is not None:
+            q["kind"] = kind
+        order = ([("score", DESCENDING), ("tid", ASCENDING)] if by_score
+                 else [("tid", ASCENDING)])
+        return list(self._col.find(q).sort(order).skip(offset).limit(limit))
+
+    def best(self, exp_key: str, k: int) -> list[dict[str, Any]]:
+        """The ``k`` finished search trials with the highest validation accuracy."""
+        q = {"exp_key": exp_key, "state": int(JobState.DONE), "kind": JobKind.TRIAL.value}
+        return list(self._col.find(q).sort([("score", DESCENDING), ("tid", ASCENDING)]).limit(k))
+
+    def retrain_of(self, exp_key: str, tid: int | None = None) -> dict[str, Any] | None:
+        """The study's retrain job: the chosen one when ``tid`` is known, else the first."""
+        if tid is not None:
+            return self.get(exp_key, tid)
+        docs = self.page(exp_key, state=None, kind=JobKind.RETRAIN.value, by_score=False,
+                         offset=0, limit=1)
+        return docs[0] if docs else None
+
+    def load_checkpoint(self, doc: dict[str, Any]) -> bytes | None:
+        return self.files.get(CHECKPOINTS, doc.get("checkpoint"))
+
+    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
+        return list(self._col.find({"_id": {"$in": ids}})) if ids else []
+
+    def full_budget_tids(self, exp_key: str) -> list[str]:
+        """Ids of a study's search trials that ran their whole budget (the pruner's peers)."""
+        q = {"exp_key": exp_key, "kind": JobKind.TRIAL.value, "state": int(JobState.DONE),
+             "outcome": Outcome.OK.value}
+        return [d["_id"] for d in self._col.find(q, {"_id": 1})]
+
+    def counts_by_state(self) -> dict[int, int]:
+        """Jobs of every study by state (for /metrics)."""
+        out: dict[int, int] = dict.fromkeys([int(s) for s in JobState], 0)
+        for d in self._col.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
+            out[int(d["_id"])] = int(d["n"])
+        return out
+
+    def purge(self, exp_key: str) -> None:
+        self._col.delete_many({"exp_key": exp_key})
+        self._counters.delete_one({"_id": f"tid:{exp_key}"})
+
+    def exists(self, jid: str) -> bool:
+        return self._col.find_one({"_id": jid}, {"_id": 1}) is not None
+
+    def snapshot_ids(self, ids: list[str]) -> dict[str, Any]:
+        return {d["_id"]: (d.get("snapshot"), d.get("checkpoint"))
+                for d in self._col.find({"_id": {"$in": ids}}, {"snapshot": 1, "checkpoint": 1})}
+
