@@ -126,6 +126,8 @@ def check(name: str, value: Any) -> Any:
     p = PARAMS.get(name)
     if p is None:
         raise ParamError(f"{name}: not a known parameter (known: {', '.join(sorted(PARAMS))})")
+    if value is None and p.default is None and p.kind == "int":
+        return None  # batch_size: the dataset's default
     if p.kind == "bool":
         if not isinstance(value, bool):
             raise _fail(name, "must be true or false", value)

@@ -181,6 +181,7 @@ def support(name: str, spec: Any) -> list[Any]:
         return [spec.mu]
     if p.kind == "int" and not isinstance(spec, QUniform | QLogUniform):
         raise SpaceError(f"{name}: an integer; use quniform, qloguniform or choice")
+    assert isinstance(spec, Uniform)  # every bounded distribution is one
     lo, hi = np.float64(spec.low), np.float64(spec.high)
     if isinstance(spec, LogUniform):  # exp(uniform(log low, log high)), as hyperopt does
         lo, hi = np.exp(np.log(lo)), np.exp(np.log(hi))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +53,9 @@ def _call(fn, *args: Any) -> Any:  # noqa: ANN001
 
 
 # -- servers ----------------------------------------------------------------------------------------
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
 @app.command()
 def serve() -> None:
     """Run the API (and the study drivers). Without SRU_HPO_MONGO_URL: an embedded database."""
@@ -63,43 +64,70 @@ def serve() -> None:
     import uvicorn
 
     from service.app import create_app
+    from service.embedded_db import DatabaseInUse, EmbeddedMongo
     from trials.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    if settings.host not in LOOPBACK and not settings.api_token:
+        raise typer.BadParameter(
+            f"the API would listen on {settings.host}, beyond this machine, with no token; set "
+            "SRU_HPO_API_TOKEN (and SRU_HPO_ALLOWED_HOSTS to the names clients use)",
+            param_hint="SRU_HPO_HOST")
+    db = None
+    if not settings.mongo_url:  # started here, in the main thread: it dies with this process
+        try:
+            db = EmbeddedMongo(settings.home / "db").start()
+        except DatabaseInUse as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(3) from None
+        settings = settings.model_copy(update={"mongo_url": db.url})
+        logging.getLogger("sru_hpo.api").info("embedded database at %s (data in %s)", db.url,
+                                              db.folder)
+    try:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level="info")
+    finally:
+        if db is not None:
+            db.stop()
 
 
-def _on_stop_signals() -> threading.Event:
-    """SIGINT/SIGTERM set the returned event instead of raising, so a Ctrl-C at any moment,
-    start-up included, ends in Cluster.stop() (its children run in their own sessions and
-    would not see the terminal's signal)."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
+def _start_cluster(cluster) -> None:  # noqa: ANN001
+    from service.embedded_db import DatabaseInUse
+    from service.launcher import PortBusy
+
+    try:
+        cluster.start()
+    except (PortBusy, DatabaseInUse) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(3) from None
 
 
-def _wait_for_signal(cluster, stop: threading.Event) -> None:  # noqa: ANN001
-    while not stop.wait(1.0):
-        if not cluster.alive():
-            console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
-            break
+DeviceOpt = Annotated[str, typer.Option(help="the workers' --device (auto | cpu | cuda:N)")]
 
 
 @app.command()
-def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes")] = 2) -> None:
-    """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers. Ctrl-C stops."""
-    from service.launcher import Cluster
+def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes")] = 2,
+       device: DeviceOpt = "auto") -> None:
+    """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers, supervised:
+    a part that dies is restarted. Ctrl-C (or SIGTERM/SIGHUP) stops them all."""
+    import os
+
+    from service.launcher import Cluster, GiveUp, stop_signals
     from trials.settings import Settings
 
-    stop = _on_stop_signals()
-    cluster = Cluster(Settings(), workers)
+    stop = stop_signals()
+    threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
+    cluster = Cluster(Settings(), workers, worker_threads=threads, device=device,
+                      say=lambda m: console.print(f"[yellow]{m}"))
     try:
-        cluster.start()
+        _start_cluster(cluster)
         console.print(f"API on {cluster.api_url} (dashboard /, docs /docs), {workers} worker(s); "
                       f"logs in {cluster.log_dir()}. Ctrl-C stops.")
-        _wait_for_signal(cluster, stop)
+        cluster.supervise(stop)
+    except GiveUp as exc:
+        console.print(f"[red]stopped: {exc}")
+        raise typer.Exit(1) from None
     finally:
         console.print("stopping: workers release their jobs, then the API and the database")
         cluster.stop()
@@ -115,53 +143,65 @@ def demo(
     import os
 
     from service.embedded_db import free_port, port_is_free
-    from service.launcher import Cluster
+    from service.launcher import Cluster, GiveUp, stop_signals
     from trials.settings import Settings
 
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)
     port = settings.port if port_is_free(settings.host, settings.port) else free_port()
-    stop = _on_stop_signals()
-    cluster = Cluster(settings, workers, port=port, worker_threads=threads)
-    out_dir = settings.home / "demo"
+    stop = stop_signals()
+    cluster = Cluster(settings, workers, port=port, worker_threads=threads,
+                      say=lambda m: console.print(f"[yellow]{m}"))
     try:
-        cluster.start()
+        _start_cluster(cluster)
         client = _client(cluster.api_url, settings.api_token)
         study = _call(client.submit, {**DEMO_STUDY, "n_trials": trials,
                                       "retrain_epochs": retrain_epochs})
-        sid = study["id"]
-        console.print(f"API {cluster.api_url} · study {sid}: {trials} SRU trials on digits with "
-                      f"{workers} workers, then a {retrain_epochs}-epoch retrain of the best")
-        last = ""
-        t0 = time.monotonic()
-        while study["state"] in ("queued", "running", "retraining"):
-            if stop.wait(2):
-                console.print("interrupted")
-                raise typer.Exit(130)
-            if not cluster.alive():
-                console.print(f"[red]a process exited; logs in {cluster.log_dir()}")
-                raise typer.Exit(1)
-            study = _call(client.study, sid)
-            c, best = study["counts"], study["best"]
-            line = (f"{study['state']:10s} finished {c['finished']}/{trials} "
-                    f"(running {c['running']}, pruned {c['pruned']}, diverged {c['diverged']})"
-                    + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
-            if study["state"] == "retraining":
-                curve = _call(client.retrain, sid)["curve"]
-                if curve:
-                    line += f" · retrain epoch {curve[-1]['epoch']}/{retrain_epochs}"
-            if line != last:
-                console.print(f"[{time.monotonic() - t0:6.0f} s] {line}")
-                last = line
-        _report(client, study, out_dir)
+        console.print(f"API {cluster.api_url} · study {study['id']}: {trials} SRU trials on "
+                      f"digits with {workers} workers, then a {retrain_epochs}-epoch retrain")
+        progress = _Progress(client, study, trials, retrain_epochs)
+        cluster.supervise(stop, tick=2.0, while_running=progress.update)
+        if stop.is_set():
+            console.print("interrupted")
+            raise typer.Exit(130)
+        _report(client, progress.study, settings.home / "demo")
+    except GiveUp as exc:
+        console.print(f"[red]stopped: {exc}")
+        raise typer.Exit(1) from None
     finally:
         cluster.stop()
+
+
+class _Progress:
+    """The demo's progress line: printed when it changes; False once the study ended."""
+
+    def __init__(self, client, study: dict[str, Any], trials: int, retrain_epochs: int) -> None:  # noqa: ANN001
+        self.client, self.study = client, study
+        self.trials, self.retrain_epochs = trials, retrain_epochs
+        self.t0, self.last = time.monotonic(), ""
+
+    def update(self) -> bool:
+        s = self.study = _call(self.client.study, self.study["id"])
+        c, best = s["counts"], s["best"]
+        line = (f"{s['state']:10s} finished {c['finished']}/{self.trials} "
+                f"(running {c['running']}, pruned {c['pruned']}, diverged {c['diverged']}, "
+                f"error {c['error']})" + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
+        if s["state"] == "retraining":
+            curve = _call(self.client.retrain, s["id"])["curve"]
+            if curve:
+                line += f" · retrain epoch {curve[-1]['epoch']}/{self.retrain_epochs}"
+        if line != self.last:
+            console.print(f"[{time.monotonic() - self.t0:6.0f} s] {line}")
+            self.last = line
+        return s["state"] in ("queued", "running", "retraining")
 
 
 def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN001
     sid = study["id"]
     if study["state"] != "completed":
         console.print(f"[red]study ended {study['state']}: {study.get('error')}")
+        for g in study.get("error_groups") or []:
+            console.print(f"[red]  {g['count']} trial(s): {g['error']}")
         raise typer.Exit(1)
     out_dir.mkdir(parents=True, exist_ok=True)
     retrain = _call(client.retrain, sid)

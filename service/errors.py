@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
 
 from service.schemas import Problem
 from trials.connection import NETWORK_ERRORS, DatabaseUnavailable
@@ -59,6 +59,16 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """Every method the OpenAPI lists for the path templates ``path`` matches."""
+    if not hasattr(app.state, "path_templates"):
+        app.state.path_templates = {
+            re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(p))): list(ops)
+            for p, ops in app.openapi()["paths"].items()}
+    return sorted({m.upper() for template, ops in app.state.path_templates.items()
+                   if template.fullmatch(path) for m in ops})
+
+
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())),
                "msg": str(e.get("msg", "")),
@@ -75,12 +85,7 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
-        methods: set[str] = set()
-        for route in request.app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "GET"})
-            if match != Match.NONE and getattr(route, "methods", None):
-                methods |= set(route.methods)
-        headers["Allow"] = ", ".join(sorted(methods))
+        headers["Allow"] = ", ".join(_methods_of(request.app, request.url.path))
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 

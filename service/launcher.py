@@ -1,93 +1,191 @@
-"""``sru-hpo up`` and ``sru-hpo demo``: the embedded database, the API and N workers on one machine.
+"""``sru-hpo up`` and ``sru-hpo demo``: the embedded database, the API and N workers, supervised.
 
-Every part is a child process (``python -m service.cli serve|worker``) with the database URL in
-its environment; Ctrl-C (or SIGTERM) stops the workers gracefully (their jobs go back to the
-queue), then the API, then the database.
+The launcher is a small process manager:
+
+- every part is a child (``python -m service.cli serve|worker``) that dies with the launcher,
+  even after a SIGKILL of the launcher (service/processes.py);
+- the port is checked before anything starts, and the health check confirms it reached *this*
+  launcher's API (``/healthz`` reports the instance id the launcher gave it);
+- a worker or the API that exits is restarted with backoff (0.5 s doubling to 10 s), each
+  restart printed on the console; more than ``max_restarts`` restarts of one part within
+  ``window`` seconds means something is wrong for good: the launcher stops everything and
+  exits non-zero with the reason;
+- SIGINT, SIGTERM and SIGHUP stop everything in order: workers first (they release their jobs),
+  then the API, then the database.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.client import ApiClient, ApiError
-from service.embedded_db import EmbeddedMongo, free_port
+from service.embedded_db import EmbeddedMongo, port_is_free
+from service.processes import spawn
 from trials.settings import Settings
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "GiveUp", "PortBusy", "stop_signals"]
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
+
+
+class GiveUp(RuntimeError):
+    """A part keeps dying: the launcher stopped everything."""
+
+
+class PortBusy(RuntimeError):
+    """The API port is taken before anything started."""
+
+
+def stop_signals() -> threading.Event:
+    """SIGINT/SIGTERM/SIGHUP set the returned event instead of raising, so a signal at any
+    moment, start-up included, ends in Cluster.stop()."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@dataclass
+class Part:
+    """One supervised child: how to start it, and its restart history."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    restarts: deque = field(default_factory=deque)  # monotonic times of recent restarts
+    backoff: float = BACKOFF_FIRST
+    due: float | None = None  # when a dead part is started again
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self.proc, "pid", None)
 
 
 class Cluster:
     def __init__(self, settings: Settings, workers: int, port: int | None = None,
-                 worker_threads: int | None = None) -> None:
+                 worker_threads: int | None = None, device: str = "auto",
+                 max_restarts: int = 5, window: float = 60.0,
+                 say: Callable[[str], None] = print) -> None:
         self.settings = settings
-        self.n_workers = workers
-        self.port = port or settings.port or free_port()
+        self.n_workers, self.device = workers, device
+        self.port = port or settings.port
         self.worker_threads = worker_threads
+        self.max_restarts, self.window = max_restarts, window
+        self.say = say
+        self.instance = secrets.token_hex(8)
         self.db: EmbeddedMongo | None = None
-        self.procs: list[subprocess.Popen] = []
+        self.parts: list[Part] = []
         self.logs = settings.home / "logs"
 
     @property
     def api_url(self) -> str:
         return f"http://{self.settings.host}:{self.port}"
 
-    def _spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        p = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env,
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
-        log.close()
-        self.procs.append(p)
-        return p
-
-    def start(self, timeout: float = 120.0) -> Cluster:
+    # -- start --------------------------------------------------------------------------------
+    def start(self, timeout: float = 180.0) -> Cluster:
+        if not port_is_free(self.settings.host, self.port):
+            raise PortBusy(f"port {self.port} on {self.settings.host} is already in use (another "
+                           "sru-hpo?); stop it or set SRU_HPO_PORT to a free port")
         url = self.settings.mongo_url
         if not url:
             self.db = EmbeddedMongo(self.settings.home / "db").start()
             url = self.db.url
         env = {**os.environ, "SRU_HPO_MONGO_URL": url, "SRU_HPO_PORT": str(self.port),
                "SRU_HPO_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
-        self._spawn(["serve"], env, "api")
-        wenv = dict(env)
-        if self.worker_threads:
-            wenv["OMP_NUM_THREADS"] = str(self.worker_threads)
-        for i in range(self.n_workers):
-            self._spawn(["worker", "--device", "auto"], wenv, f"worker-{i}")
-        client = ApiClient(self.api_url, token=self.settings.api_token)
-        deadline = time.monotonic() + timeout
+        threads = {"OMP_NUM_THREADS": str(self.worker_threads)} if self.worker_threads else {}
+        self.parts = [Part("api", ["serve"], {**env, "SRU_HPO_INSTANCE_ID": self.instance})]
+        self.parts += [Part(f"worker-{i}", ["worker", "--device", self.device], {**env, **threads})
+                       for i in range(self.n_workers)]
+        for part in self.parts:
+            self._launch(part)
+        self._wait_healthy(timeout)
+        return self
+
+    def _launch(self, part: Part) -> None:
+        part.proc = spawn([sys.executable, "-m", "service.cli", *part.args], env=part.env,
+                          log=self.logs / f"{part.name}.log")
+        part.due = None
+
+    def _wait_healthy(self, timeout: float) -> None:
+        client = ApiClient(self.api_url, token=self.settings.api_token, timeout=5)
+        api, deadline = self.parts[0], time.monotonic() + timeout
         while True:
             try:
-                client.health()
-                return self
+                if client.health().get("instance") == self.instance:
+                    return
+                raise PortBusy(f"another server answers on {self.api_url}; set SRU_HPO_PORT")
             except ApiError as exc:
-                if self.procs[0].poll() is not None or time.monotonic() > deadline:
+                if api.proc is None or api.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"the API did not start; see {self.logs / 'api.log'}") from exc
+                    raise RuntimeError(f"the API did not start: {exc}; see "
+                                       f"{self.logs / 'api.log'}") from exc
                 time.sleep(0.3)
 
+    # -- supervise ----------------------------------------------------------------------------------
+    def supervise(self, stop: threading.Event, tick: float = 0.5,
+                  while_running: Callable[[], bool] | None = None) -> None:
+        """Restart parts that exit until ``stop`` is set (or ``while_running`` says done).
+        Raises GiveUp when a part restarted more than ``max_restarts`` times in ``window`` s."""
+        while not stop.wait(tick):
+            self.check()
+            if while_running is not None and not while_running():
+                return
+
+    def check(self) -> None:
+        now = time.monotonic()
+        for part in self.parts:
+            assert part.proc is not None
+            code = part.proc.poll()
+            if code is None:
+                if part.restarts and now - part.restarts[-1] > self.window:
+                    part.backoff = BACKOFF_FIRST  # it has been fine for a while
+                continue
+            if part.due is None:
+                while part.restarts and now - part.restarts[0] > self.window:
+                    part.restarts.popleft()
+                if len(part.restarts) >= self.max_restarts:
+                    reason = (f"{part.name} exited {len(part.restarts) + 1} times within "
+                              f"{self.window:.0f} s (last exit code {code}); see "
+                              f"{self.logs / (part.name + '.log')}")
+                    self.say(f"giving up: {reason}")
+                    self.stop()
+                    raise GiveUp(reason)
+                part.due = now + part.backoff
+                self.say(f"{part.name} (pid {part.pid}) exited with {code}; restarting in "
+                         f"{part.backoff:.1f} s")
+                part.backoff = min(part.backoff * 2, BACKOFF_MAX)
+            elif now >= part.due:
+                part.restarts.append(now)
+                self._launch(part)
+                self.say(f"{part.name} restarted (pid {part.pid})")
+
+    # -- stop -----------------------------------------------------------------------------------
     def stop(self, timeout: float = 60.0) -> None:
-        workers, api = self.procs[1:], self.procs[:1]
-        for group in (workers, api):  # workers first, so they can still release their jobs
-            for p in group:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in group:
+        """Workers first (they release their jobs), then the API, then the database."""
+        workers, api = self.parts[1:], self.parts[:1]
+        for group in (workers, api):
+            live = [p.proc for p in group if p.proc is not None and p.proc.poll() is None]
+            for proc in live:
+                proc.send_signal(signal.SIGTERM)
+            for proc in live:
                 try:
-                    p.wait(timeout)
+                    proc.wait(timeout)
                 except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                    proc.kill()
+                    proc.wait()
         if self.db is not None:
             self.db.stop()
-
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
 
     def log_dir(self) -> Path:
         return self.logs

@@ -18,9 +18,12 @@ import pytest
 from pymongo import MongoClient
 
 from service.embedded_db import EmbeddedMongo
-from trials.store import JobStore
+from trials.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Heartbeat interval for real worker processes in tests: a job is stale after 2 silent
+#: intervals (6 s), so a 2 s stall of a loaded machine never requeues a live job.
+HB = "3"
 
 
 @pytest.fixture(scope="session")
@@ -47,15 +50,15 @@ def db(mongo_url, db_name):
 
 
 @pytest.fixture
-def store(db) -> JobStore:
-    s = JobStore(db, heartbeat_interval=0.5, max_retries=2)
+def store(db) -> Store:
+    s = Store(db, heartbeat_interval=0.5, max_retries=2)
     s.ensure_indexes()
     return s
 
 
 def proc_env(mongo_url: str, db_name: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, "SRU_HPO_MONGO_URL": mongo_url, "SRU_HPO_DB_NAME": db_name,
-           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+           "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "SRU_HPO_HEARTBEAT_INTERVAL": HB}
     env.update(extra)
     return env
 
@@ -92,3 +95,14 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: fl
 
 def read_log(p: subprocess.Popen) -> str:
     return Path(p.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def assert_nothing_names(store: Store, sid: str) -> None:
+    """No document of any collection and no GridFS file mentions the study ``sid``."""
+    db = store.db
+    for name in db.list_collection_names():
+        if name.endswith((".files", ".chunks")):
+            continue  # GridFS: checked through its own API below
+        for d in db[name].find():
+            assert sid not in repr(d), (name, d)
+    assert [f for f in store.files.all_files() if f[2].get("exp_key") == sid] == []

@@ -10,9 +10,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
-__all__ = ["DatabaseUnavailable", "NETWORK_ERRORS", "connect", "redact", "retrying", "SECRET_OPTIONS"]
+__all__ = ["DatabaseUnavailable", "NETWORK_ERRORS", "connect", "redact", "retrying",
+           "SECRET_OPTIONS", "HealthProbe", "answers"]
 
 log = logging.getLogger(__name__)
 NETWORK_ERRORS = (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError)
@@ -69,12 +75,44 @@ def retrying(fn: Callable[[], T], *, timeout: float, what: str, url: str = "") -
             delay = min(delay * 2, 2.0)
 
 
-def connect(url: str, db_name: str, *, timeout: float = 30.0) -> Database:
+def connect(url: str, db_name: str, *, timeout: float = 30.0,
+            socket_timeout: float = 30.0) -> Database:
     """A Database handle after the server answered a ping (retried up to ``timeout`` s).
 
-    Auth and TLS options in ``url`` pass through to pymongo unchanged.
+    An operation on a server that stopped answering fails after ``socket_timeout`` s (pymongo's
+    default is to wait forever). Auth and TLS options in ``url`` pass through unchanged.
     """
     client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=2000, connectTimeoutMS=2000,
-                                      tz_aware=True)
+                                      socketTimeoutMS=int(socket_timeout * 1000), tz_aware=True)
     retrying(lambda: client.admin.command("ping"), timeout=timeout, what="connect", url=url)
     return client[db_name]
+
+
+def answers(url: str, timeout: float = 0.3) -> bool:
+    """True when a server at ``url`` answers a ping within ``timeout`` seconds."""
+    ms = int(timeout * 1000)
+    client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms,
+                                      socketTimeoutMS=ms)
+    try:
+        client.admin.command("ping")
+        return True
+    except PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+class HealthProbe:
+    """A client of its own with short timeouts, so a health check answers within ~2 s even
+    when the main client's operations are stuck behind a stalled server."""
+
+    def __init__(self, url: str, timeout: float = 1.0) -> None:
+        ms = int(timeout * 1000)
+        self._client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=ms,
+                                                connectTimeoutMS=ms, socketTimeoutMS=ms)
+
+    def ping(self) -> None:
+        self._client.admin.command("ping")
+
+    def close(self) -> None:
+        self._client.close()

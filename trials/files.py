@@ -48,11 +48,11 @@ class FileStore:
 
     def all_files(self) -> list[tuple[str, Any, dict[str, Any], float]]:
         """(bucket, id, metadata, upload time as UNIX seconds) of every file."""
-        out = []
-        for b in self._fs:
-            for d in self.db[f"{b}.files"].find({}, {"metadata": 1, "uploadDate": 1}):
-                out.append((b, d["_id"], d.get("metadata") or {}, _seconds(d.get("uploadDate"))))
-        return out
+        return [(b, f._id, f.metadata or {}, _seconds(f.upload_date))
+                for b, fs in self._fs.items() for f in fs.find()]
+
+    def count(self, bucket: str) -> int:
+        return sum(1 for _ in self._fs[bucket].find())
 
     def purge(self, exp_key: str) -> int:
         found = self.of_study(exp_key)

@@ -90,17 +90,16 @@ class TrialRun:
         return self.worker.db(fn, what)
 
     # -- 1. resume ----------------------------------------------------------------------------------
-    def _resume(self) -> bytes | None | bool:
-        """The snapshot to resume from (None: a fresh start); False when the job is lost."""
+    def _resume(self) -> tuple[bool, bytes | None]:
+        """(claimed, the snapshot to resume from or None); not claimed: the job is lost."""
         job = self.job
         snapshot = self.db(lambda: self.store.jobs.load_snapshot(job), "snapshot")
         if snapshot is not None:
             self.curve = [p for p in self.db(lambda: self.store.curves.get(job.id), "curve")
                           if p["epoch"] <= job.snapshot_epoch]
         carried = list(self.curve)
-        if not self.db(lambda: self.store.curves.claim(job.id, job.attempt, carried), "curve"):
-            return False
-        return snapshot
+        claimed = self.db(lambda: self.store.curves.claim(job.id, job.attempt, carried), "curve")
+        return claimed, snapshot
 
     # -- 2. train: the callbacks train() calls -------------------------------------------------------
     def on_epoch(self, point: dict[str, Any]) -> None:
@@ -148,8 +147,8 @@ class TrialRun:
         job = self.job
         log.info("job %s (%s, %d epochs, attempt %d) reserved", job.id, job.kind, job.epochs,
                  job.attempt)
-        resume = self._resume()
-        if resume is False:
+        claimed, resume = self._resume()
+        if not claimed:
             log.warning("job %s was taken over before it started; dropping it", job.id)
             return
         self._beat()
@@ -163,7 +162,7 @@ class TrialRun:
                         job.params, epochs=job.epochs, device=self.worker.device,
                         checkpoint_path=ckpt, on_epoch=self.on_epoch,
                         should_stop=self.should_stop, evaluate_test=job.kind == JobKind.RETRAIN,
-                        resume=resume or None, on_snapshot=self.on_snapshot,
+                        resume=resume, on_snapshot=self.on_snapshot,
                         snapshot_every=self.worker.snapshot_every)
                 except DatabaseUnavailable:
                     raise

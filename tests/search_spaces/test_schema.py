@@ -79,22 +79,77 @@ def test_tpe_minimises_over_a_space():
 
 
 @pytest.mark.parametrize(("params", "needle"), [
-    ({"phi_size": {"type": "quniform", "low": 0, "high": 8, "q": 1}}, "phi_size: sizes must be"),
-    ({"phi_size": {"type": "uniform", "low": 1, "high": 8}}, "phi_size: an integer size"),
+    ({"phi_size": {"type": "quniform", "low": 0, "high": 8, "q": 1}}, "phi_size: must be in [1, 4096]"),
+    ({"phi_size": {"type": "uniform", "low": 1, "high": 8}}, "phi_size: an integer"),
     ({"lr": {"type": "loguniform", "low": 0, "high": 1}}, "lr: low"),
     ({"lr": {"type": "uniform", "low": 2, "high": 1}}, "lr: "),
     ({"lr": {"type": "gamma", "low": 1, "high": 2}}, "lr: "),
-    ({"alphas": {"type": "choice", "options": [[0.5, 1.0]]}}, "alphas: every rate"),
-    ({"alphas": {"type": "uniform", "low": 0, "high": 0.5}}, "alphas: a set"),
+    ({"alphas": {"type": "choice", "options": [[0.5, 1.0]]}}, "alphas: must be in [0, 1)"),
+    ({"alphas": {"type": "uniform", "low": 0, "high": 0.5}}, "alphas: a alphas"),
     ({"hidden_size": 64}, "hidden_size: not a parameter of model 'sru'"),
     ({"dropout": {"type": "normal", "mu": 0, "sigma": -1}}, "dropout: "),
     ({"momentum": {"type": "normal", "mu": 0.9, "sigma": 0.1}}, "momentum: normal is unbounded"),
-    ({"dropout": {"type": "uniform", "low": 0.5, "high": 1.0}}, "dropout: values must lie"),
+    ({"dropout": {"type": "uniform", "low": 0.5, "high": 1.0}}, "dropout: must be in [0, 1)"),
+    # issue 8: accepted before, every one of these a value the worker would have refused
+    ({"dropout": {"type": "quniform", "low": 0, "high": 0.96, "q": 0.1}}, "got 1.0"),
+    ({"out_size": {"type": "qloguniform", "low": 1, "high": 64, "q": 8}}, "out_size: must be in"),
+    ({"lr": {"type": "loguniform", "low": 1e-300, "high": 1e300}}, "lr: must be in (0, 10]"),
+    ({"lr_decay": 0}, "lr_decay: must be in (0, 1]"),
+    ({"phi_size": 1048576}, "phi_size: must be in [1, 4096]"),
+    ({"batch_size": 10**9}, "batch_size: must be in [1, 4096]"),
+    ({"lr": {"type": "uniform", "low": 0.001, "high": float("inf")}}, "finite"),
+    ({"forget_bias": 1}, "forget_bias: not a parameter of model 'sru'"),
+    ({"lr": {"type": "choice", "options": list(range(1, 300))}}, "at most 256"),
+    ({"a.b": 1}, "a.b: a name must be"),
 ])
 def test_errors_name_the_parameter(params, needle):
     with pytest.raises(ValueError) as err:
         SpaceSpec(model="sru", params=params)
     assert needle in str(err.value)
+
+
+def test_conditional_nesting_is_limited():
+    leaf: dict = {"optimizer": "adam"}
+    for _ in range(6):
+        leaf = {"lvl": {"type": "choice", "options": [leaf, {"optimizer": "sgd"}]}}
+    with pytest.raises(ValueError, match="nested deeper than 4"):
+        SpaceSpec(model="sru", params=leaf)
+
+
+def test_validation_is_analytic_every_draw_passes_the_worker():
+    """What the validator accepts, the worker accepts: 2,000 draws of a space at the edges."""
+    from search_spaces.params import resolve
+
+    spec = SpaceSpec(model="sru", params={
+        "dropout": {"type": "quniform", "low": 0, "high": 0.94, "q": 0.1},
+        "out_size": {"type": "qloguniform", "low": 5, "high": 4096, "q": 8},
+        "lr_decay": {"type": "loguniform", "low": 0.5, "high": 1.0},
+        "phi_size": {"type": "quniform", "low": 1, "high": 4096, "q": 1},
+    })
+    for p in sample_params(spec, n=2000):
+        resolve({**p, "model": "sru"})
+
+
+@pytest.mark.parametrize("name", sorted(__import__("search_spaces.params").params.PARAMS))
+def test_one_table_the_space_and_the_worker_agree_on_every_parameter(name):
+    """For each parameter, a constant in a space is accepted exactly when the worker accepts it."""
+    from search_spaces.params import PARAMS, ParamError, resolve
+
+    p = PARAMS[name]
+    model = sorted(p.models)[0]
+    probes = [p.low, p.high, 0, 1, -1, 0.5, 2.5, 4096, 4097, True, "adam", [0.0, 0.5], None]
+    for v in probes:
+        try:
+            resolve({"model": model, name: v})
+            worker_ok = True
+        except ParamError:
+            worker_ok = False
+        try:
+            SpaceSpec(model=model, params={name: v})
+            space_ok = True
+        except ValueError:
+            space_ok = False
+        assert space_ok == worker_ok, (name, v)
 
 
 def test_warm_start_point_to_vals():
@@ -107,5 +162,7 @@ def test_warm_start_point_to_vals():
         point_to_vals(spec, {**point, "alphas": [0.1]})
     with pytest.raises(SpaceError, match="lr"):
         point_to_vals(spec, {**point, "lr": 5.0})
+    with pytest.raises(SpaceError, match="lr: must be finite"):
+        point_to_vals(spec, {**point, "lr": float("nan")})
     with pytest.raises(SpaceError, match="r_size: missing"):
         point_to_vals(spec, {k: v for k, v in point.items() if k != "r_size"})

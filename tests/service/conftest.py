@@ -15,7 +15,7 @@ from pymongo import MongoClient
 
 from service.embedded_db import free_port
 from tests.conftest import ROOT, proc_env, wait_for
-from trials.store import JobStore
+from trials.store import Store
 
 TOKEN = "s3cret-token"
 
@@ -30,7 +30,7 @@ class Api:
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
 def start_api(env: dict, log: Path, port: int) -> subprocess.Popen:
@@ -47,7 +47,7 @@ def start_api(env: dict, log: Path, port: int) -> subprocess.Popen:
         except httpx.HTTPError:
             return False
 
-    wait_for(healthy, 60, "API health")
+    wait_for(healthy, 120, "API health")
     return p
 
 
@@ -55,8 +55,7 @@ def make_api(mongo_url: str, tmp: Path, **extra: str) -> Api:
     db_name = f"api_{uuid.uuid4().hex[:10]}"
     port = free_port()
     settings = {"SRU_HPO_PORT": str(port), "SRU_HPO_API_TOKEN": TOKEN,
-                "SRU_HPO_HOME": str(tmp), "SRU_HPO_DRIVER_POLL": "0.2",
-                "SRU_HPO_HEARTBEAT_INTERVAL": "0.5"}
+                "SRU_HPO_HOME": str(tmp), "SRU_HPO_DRIVER_POLL": "0.2"}
     env = proc_env(mongo_url, db_name, **{**settings, **extra})
     log = tmp / "api.log"
     p = start_api(env, log, port)
@@ -82,5 +81,5 @@ def api(mongo_url, tmp_path_factory) -> Iterator[Api]:
 
 
 @pytest.fixture
-def api_store(api, mongo_url) -> JobStore:
-    return JobStore(MongoClient(mongo_url)[api.db_name], heartbeat_interval=0.5)
+def api_store(api, mongo_url) -> Store:
+    return Store(MongoClient(mongo_url)[api.db_name], heartbeat_interval=3)

@@ -44,7 +44,7 @@ def test_create_and_read_a_study(api):
     assert s["space"]["params"]["out_size"] == 8
     sid = s["id"]
     # the driver queues `parallelism` trials (no workers here, so they stay new)
-    wait_for(lambda: c.get(f"/studies/{sid}/trials").json()["total"] == 2, 30, "two queued trials")
+    wait_for(lambda: c.get(f"/studies/{sid}/trials").json()["total"] == 2, 60, "two queued trials")
     assert c.get(f"/studies/{sid}").json()["state"] == "running"
     trials = c.get(f"/studies/{sid}/trials", params={"state": "new"}).json()
     assert trials["total"] == 2 and {t["state"] for t in trials["trials"]} == {"new"}
@@ -58,7 +58,7 @@ def test_create_and_read_a_study(api):
     page = c.get(f"/studies/{sid}/trials", params={"limit": 1, "offset": 1}).json()
     assert page["total"] == 2 and len(page["trials"]) == 1
     assert c.get(f"/studies/{sid}/trials/best").json() == []
-    curves = c.get(f"/studies/{sid}/curves").json()
+    curves = c.get(f"/studies/{sid}/curves").json()["curves"]
     assert len(curves) == 2 and all(cv["points"] == [] for cv in curves)
     assert c.get(f"/studies/{sid}/retrain").json()["state"] == "pending"
     assert c.get(f"/studies/{sid}/checkpoint").status_code == 404
@@ -72,14 +72,16 @@ def test_create_and_read_a_study(api):
 def test_cancel_and_delete(api, api_store):
     c = api.client()
     sid = c.post("/studies", json=STUDY).json()["id"]
-    wait_for(lambda: api_store.count(sid) == 2, 30, "queued trials")
+    wait_for(lambda: api_store.db.jobs.count_documents({"exp_key": sid}) == 2, 60,
+             "queued trials")
     r = c.post(f"/studies/{sid}/cancel").json()
     assert r["state"] == "cancelled" and r["queued_cancelled"] == 2
-    assert c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2
+    wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 60,
+             "the driver to publish the cancelled counts")
     assert c.post(f"/studies/{sid}/cancel").status_code == 409
     assert c.delete(f"/studies/{sid}").status_code == 204
     assert c.get(f"/studies/{sid}").status_code == 404
-    assert api_store.count(sid) == 0
+    assert api_store.db.jobs.count_documents({"exp_key": sid}) == 0
 
 
 @pytest.mark.parametrize("method,path", [
@@ -87,7 +89,8 @@ def test_cancel_and_delete(api, api_store):
 @pytest.mark.parametrize("token", [None, "wrong"])
 def test_write_endpoints_need_the_token(api, method, path, token):
     before = n_studies(api)
-    r = getattr(api.client(token), method)(path, **({"json": STUDY} if method == "post" else {}))
+    c = api.client(token)
+    r = c.request(method.upper(), path, json=STUDY if path == "/studies" else {})
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert n_studies(api) == before
 
@@ -108,7 +111,7 @@ def test_unknown_trial_is_404(api):
     sid = api.client().post("/studies", json=STUDY).json()["id"]
     r = api.client().get(f"/studies/{sid}/trials/999")
     assert r.status_code == 404 and "999" in r.json()["detail"]
-    api.client().post(f"/studies/{sid}/cancel")
+    api.client().post(f"/studies/{sid}/cancel", json={})
 
 
 def _with(path: list, value):
@@ -132,7 +135,7 @@ _DROP = object()
     (_with(["dataset"], "cifar"), "dataset", "digits"),
     (_with(["name"], _DROP), "name", "required"),
     (_with(["surprise"], 1), "surprise", "Extra inputs"),
-    (_with(["space"], "nonexistent"), "space", "unknown built-in space"),
+    (_with(["space"], "nonexistent"), "space", "sru_mnist"),
     (_with(["space", "params", "phi_size", "low"], 0), "space", "phi_size"),
     (_with(["space", "params", "alphas", "options"], [[0.0, 1.0]]), "space", "alphas"),
     (_with(["space", "params", "hidden_size"], 3), "space", "hidden_size"),
@@ -141,6 +144,11 @@ _DROP = object()
      "dropout"),
     (_with(["space", "model"], "gru"), "space", "model"),
     (_with(["pruning"], {"rule": "mean"}), "pruning", "median"),
+    (_with(["parallelism"], 1024), "parallelism", "at most 256"),
+    (_with(["space", "params", "lr"], {"type": "choice", "options": [0.001] * 300}), "space",
+     "at most 256"),
+    (_with(["space", "params", "dropout"], {"type": "quniform", "low": 0, "high": 0.96,
+                                            "q": 0.1}), "space", "dropout"),
     (_with(["warm_start"], [{"phi_size": 8, "r_size": 2, "alphas": [0.0, 0.5], "lr": 5.0}]),
      "warm_start", "lr"),
 ])
@@ -163,10 +171,10 @@ def test_body_over_the_limit_is_413_and_stores_nothing(api):
 
 def test_workers_endpoint_lists_live_workers(api, api_store):
     assert api.client().get("/workers").json() == []
-    api_store.register_worker("hostx:123:cpu", "cpu")
+    api_store.workers.register("hostx:123:cpu:abc", "cpu")
     ws = api.client().get("/workers").json()
-    assert [w["id"] for w in ws] == ["hostx:123:cpu"] and ws[0]["device"] == "cpu"
-    api_store.unregister_worker("hostx:123:cpu")
+    assert [w["id"] for w in ws] == ["hostx:123:cpu:abc"] and ws[0]["device"] == "cpu"
+    api_store.workers.unregister("hostx:123:cpu:abc")
 
 
 def test_token_is_not_needed_when_unset(mongo_url, tmp_path):
@@ -176,7 +184,7 @@ def test_token_is_not_needed_when_unset(mongo_url, tmp_path):
     try:
         r = a.client(None).post("/studies", json=STUDY)
         assert r.status_code == 201
-        a.client(None).post(f"/studies/{r.json()['id']}/cancel")
+        a.client(None).post(f"/studies/{r.json()['id']}/cancel", json={})
     finally:
         stop(a.proc)
 
@@ -185,7 +193,7 @@ def test_warm_start_points_are_evaluated_first(api):
     point = {"phi_size": 16, "r_size": 2, "alphas": [0.0, 0.9], "lr": 0.005}
     body = {**STUDY, "warm_start": [point], "parallelism": 1}
     sid = api.client().post("/studies", json=body).json()["id"]
-    first = wait_for(lambda: api.client().get(f"/studies/{sid}/trials").json()["trials"], 30,
+    first = wait_for(lambda: api.client().get(f"/studies/{sid}/trials").json()["trials"], 60,
                      "the first trial")[0]
     assert {k: first["params"][k] for k in point} == point
-    api.client().post(f"/studies/{sid}/cancel")
+    api.client().post(f"/studies/{sid}/cancel", json={})

@@ -8,10 +8,12 @@ import signal
 import pytest
 import torch
 
-from tests.conftest import proc_env, read_log, wait_for
+from tests.conftest import assert_nothing_names, proc_env, read_log, wait_for
 from tests.service.conftest import make_api, start_api, stop
 from tests.service.test_api import TINY_SPACE
+from tests.trials.test_jobs import reserve
 from trials.states import JobState
+from trials.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +22,7 @@ STUDY = {"name": "e2e", "model": "sru", "dataset": "digits", "space": TINY_SPACE
 
 
 def workers(spawn, api, n: int, *extra: str):
-    env = proc_env(api.env["SRU_HPO_MONGO_URL"], api.db_name, SRU_HPO_HEARTBEAT_INTERVAL="0.5")
+    env = proc_env(api.env["SRU_HPO_MONGO_URL"], api.db_name)
     return [spawn(["worker", "--device", "cpu", "--poll", "0.2", *extra], env, f"worker{i}")
             for i in range(n)]
 
@@ -35,15 +37,18 @@ def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
     try:
         ws = workers(spawn, api, 2)
         c = api.client()
-        wait_for(lambda: len(c.get("/workers").json()) == 2, 120, "two live workers")
+        wait_for(lambda: len(c.get("/workers").json()) == 2, 180, "two live workers")
         sid = c.post("/studies", json=STUDY).json()["id"]
-        s = wait_state(c, sid, ("completed", "failed"), 300)
+        s = wait_state(c, sid, ("completed", "failed"), 600)
         assert s["state"] == "completed", (s, read_log(ws[0]))
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["finished"] == 4, 60,
+                 "the final summary")
+        s = c.get(f"/studies/{sid}").json()
         assert s["counts"]["done"] + s["counts"]["error"] == 4 and s["counts"]["finished"] == 4
         trials = c.get(f"/studies/{sid}/trials").json()["trials"]
         assert len(trials) == 4 and all(t["state"] == "done" for t in trials)
         best = s["best"]
-        assert all(best["loss"] <= t["loss"] for t in trials)
+        assert all(best["best_val_acc"] >= t["best_val_acc"] for t in trials)
         assert c.get(f"/studies/{sid}/trials/best", params={"k": 1}).json()[0]["tid"] == best["tid"]
         ranked = c.get(f"/studies/{sid}/trials", params={"sort": "val_acc"}).json()["trials"]
         assert [t["best_val_acc"] for t in ranked] == sorted(
@@ -54,11 +59,13 @@ def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
         assert retrain["params"] == best["params"]
         # approx: nx-27017 keeps ~15 significant digits of a top-level float (see README)
         assert s["test_acc"] == pytest.approx(retrain["test_acc"], abs=1e-12)
-        curves = c.get(f"/studies/{sid}/curves").json()
+        curves = c.get(f"/studies/{sid}/curves").json()["curves"]
         assert len(curves) == 5  # 4 trials and the retrain
         assert all([p["epoch"] for p in cv["points"]] == [1, 2] for cv in curves if cv["kind"] == "trial")
-        owners = {t["owner"] for t in trials}
-        assert len(owners) == 2  # both workers trained
+        # incremental: nothing changed since the last cursor, so nothing comes back
+        page = c.get(f"/studies/{sid}/curves").json()
+        later = c.get(f"/studies/{sid}/curves", params={"updated_after": page["cursor"]}).json()
+        assert later["curves"] == [] and later["cursor"] == page["cursor"]
         # the checkpoint is the retrained model: rebuild it and check it predicts
         blob = c.get(f"/studies/{sid}/checkpoint").content
         payload = torch.load(io.BytesIO(blob), weights_only=True)
@@ -80,15 +87,15 @@ def test_service_restart_resumes_without_duplicates(mongo_url, tmp_path, spawn):
     try:
         workers(spawn, api, 2)
         sid = c.post("/studies", json=study).json()["id"]
-        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["finished"] >= 2, 240,
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["finished"] >= 2, 300,
                  "two finished trials")
         api.proc.send_signal(signal.SIGKILL)
         api.proc.wait()
         port = int(api.env["SRU_HPO_PORT"])
         api.proc = start_api(api.env, api.log, port)
-        s = wait_state(c, sid, ("completed", "failed"), 300)
+        s = wait_state(c, sid, ("completed", "failed"), 600)
         assert s["state"] == "completed", s
-        jobs = c.get(f"/studies/{sid}/curves").json()
+        jobs = c.get(f"/studies/{sid}/curves").json()["curves"]
         kinds = [j["kind"] for j in jobs]
         assert kinds.count("trial") == 6 and kinds.count("retrain") == 1
         assert len({j["tid"] for j in jobs}) == 7
@@ -102,11 +109,12 @@ def test_cancel_stops_queued_and_running_trials(mongo_url, tmp_path, spawn):
     try:
         (w,) = workers(spawn, api, 1)
         sid = c.post("/studies", json={**STUDY, "trial_epochs": 500}).json()["id"]
-        wait_for(lambda: any(cv["points"] for cv in c.get(f"/studies/{sid}/curves").json()),
-                 120, "a running trial with a curve")
-        r = c.post(f"/studies/{sid}/cancel").json()
+        wait_for(lambda: any(cv["points"] for cv in
+                             c.get(f"/studies/{sid}/curves").json()["curves"]),
+                 180, "a running trial with a curve")
+        r = c.post(f"/studies/{sid}/cancel", json={}).json()
         assert r["queued_cancelled"] == 1 and r["running_stopping"] == 1
-        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 60,
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 120,
                  "both trials cancelled")
         s = c.get(f"/studies/{sid}").json()
         assert s["state"] == "cancelled" and s["counts"]["running"] == 0
@@ -125,20 +133,21 @@ MEDIAN = {"rule": "median", "warmup": 2, "min_trials": 3}
 def three_strong_finished_trials(store) -> None:
     """Three finished trials that were good (val_acc 0.9) at every one of 8 epochs."""
     for _ in range(3):
-        store.enqueue("s", kind="trial", params=STRONG, epochs=8)
-        job = store.reserve("h:1:cpu")
+        store.jobs.enqueue("s", kind="trial", params=STRONG, epochs=8)
+        job = reserve(store)
+        store.curves.claim(job.id, job.attempt, [])
         for e in range(1, 9):
-            store.add_curve_point(job, {"epoch": e, "val_acc": 0.9, "train_loss": 0.1,
-                                        "val_loss": 0.1, "lr": 0.01, "seconds": 0.1})
-        store.finish(job, {"best_val_acc": 0.9}, "ok")
+            store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": 0.9, "train_loss": 0.1,
+                                                   "val_loss": 0.1, "lr": 0.01, "seconds": 0.1})
+        store.jobs.finish(job, {"best_val_acc": 0.9}, "ok")
 
 
 def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
     three_strong_finished_trials(store)
-    bad = store.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
+    bad = store.jobs.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
     w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
-    assert w.wait(120) == 0, read_log(w)
-    d = store.jobs.find_one({"tid": bad})
+    assert w.wait(180) == 0, read_log(w)
+    d = store.db.jobs.find_one({"tid": bad})
     assert d["state"] == JobState.DONE and d["outcome"] == "pruned"
     assert d["result"]["epochs_run"] == 3  # first epoch after the warm-up
     assert d["result"]["loss"] == -d["result"]["best_val_acc"]
@@ -150,16 +159,47 @@ def test_pruning_after_resume_judges_the_real_epoch(store, spawn, mongo_url, db_
     from workers.train import train
 
     three_strong_finished_trials(store)
-    bad = store.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
-    job = store.reserve("h:9:cpu")  # an earlier worker ran 3 epochs, then was stopped
-    snaps: list[bytes] = []
-    train(BAD, epochs=8, on_epoch=lambda p: store.add_curve_point(job, p),
-          on_snapshot=snaps.append, should_stop=lambda: len(snaps) >= 2, snapshot_every=0.0)
-    store.save_snapshot(job, snaps[-1])
-    assert store.release(job)
+    bad = store.jobs.enqueue("s", kind="trial", params=BAD, epochs=8, pruning=MEDIAN)
+    job = reserve(store, "h:9:cpu")  # an earlier worker ran 3 epochs, then was stopped
+    store.curves.claim(job.id, job.attempt, [])
+    snaps: list[tuple[bytes, int]] = []
+    train(BAD, epochs=8, on_epoch=lambda p: store.curves.add(job.id, job.attempt, p),
+          on_snapshot=lambda b, e: snaps.append((b, e)), should_stop=lambda: len(snaps) >= 2,
+          snapshot_every=0.0)
+    assert store.jobs.save_snapshot(job, *snaps[-1])
+    assert store.jobs.release(job)
     w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
-    assert w.wait(120) == 0, read_log(w)
-    d = store.jobs.find_one({"tid": bad})
+    assert w.wait(180) == 0, read_log(w)
+    d = store.db.jobs.find_one({"tid": bad})
     assert d["outcome"] == "pruned" and d["result"]["resumed_from"] == 3
     assert d["result"]["epochs_run"] == 4  # the first epoch it ran itself
-    assert [p["epoch"] for p in store.curve("s", bad)] == [1, 2, 3, 4]
+    assert [p["epoch"] for p in store.curves.get(f"s:{bad}")] == [1, 2, 3, 4]
+
+
+def test_deleting_a_running_study_leaves_nothing_behind(mongo_url, tmp_path, spawn):
+    """DELETE while workers train and the driver inserts: once the workers stopped, no
+    document and no file anywhere names the study (it found 3 curve points, 3 snapshots and
+    72 queued jobs before the fix)."""
+    api = make_api(mongo_url, tmp_path, SRU_HPO_SNAPSHOT_SECONDS="0")
+    c = api.client()
+    try:
+        ws = workers(spawn, api, 2, "--max-jobs", "1")
+        sid = c.post("/studies", json={**STUDY, "trial_epochs": 500, "parallelism": 8,
+                                       "n_trials": 100}).json()["id"]
+        wait_for(lambda: sum(bool(cv["points"]) for cv in
+                             c.get(f"/studies/{sid}/curves").json()["curves"]) >= 2,
+                 180, "two trials training")
+        assert c.delete(f"/studies/{sid}").status_code == 204
+        for w in ws:  # each notices its job is gone after its epoch, and exits (--max-jobs 1)
+            assert w.wait(180) == 0, read_log(w)
+        store = Store(api_db(api))
+        wait_for(lambda: store.studies.get(sid) is None, 30, "the tombstone to go")
+        assert_nothing_names(store, sid)
+    finally:
+        stop(api.proc)
+
+
+def api_db(api):
+    from pymongo import MongoClient
+
+    return MongoClient(api.env["SRU_HPO_MONGO_URL"])[api.db_name]

@@ -6,9 +6,15 @@ from service.embedded_db import free_port
 from trials.connection import DatabaseUnavailable, connect, redact
 
 
-def test_redact_hides_only_the_password():
+def test_redact_hides_passwords_and_credential_options():
     assert redact("mongodb://u:pw@h:1/db?tls=true") == "mongodb://u:***@h:1/db?tls=true"
     assert redact("mongodb://h:1/") == "mongodb://h:1/"
+    url = ("mongodb://u:pw@h/db?tls=true&tlsCertificateKeyFilePassword=kfp&authSource=admin"
+           "&authMechanism=MONGODB-AWS&authMechanismProperties=AWS_SESSION_TOKEN:tok123")
+    shown = redact(url)
+    for secret in ("pw", "kfp", "tok123"):
+        assert f"={secret}" not in shown and f":{secret}@" not in shown
+    assert "authSource=admin" in shown and "tls=true" in shown
 
 
 def test_unreachable_database_is_retried_then_named_without_password():

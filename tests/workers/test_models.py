@@ -4,10 +4,12 @@ import pytest
 import torch
 
 from workers.baselines import GRUClassifier, LSTMClassifier
-from workers.models import build_model
+from workers.models import build_model, model_args
 from workers.sru import SRUClassifier
 
-BASE = {"input_size": 1, "n_classes": 10}
+
+def build(params):
+    return build_model(model_args(params, input_size=1, n_classes=10))
 
 
 @pytest.mark.parametrize("cls", [GRUClassifier, LSTMClassifier])
@@ -28,9 +30,9 @@ def test_lstm_forget_gate_is_second_block():
 
 
 def test_build_model_each_kind():
-    assert isinstance(build_model({**BASE, "model": "sru", "phi_size": 8, "r_size": 0}), SRUClassifier)
-    assert isinstance(build_model({**BASE, "model": "gru", "hidden_size": 8}), GRUClassifier)
-    assert isinstance(build_model({**BASE, "model": "lstm"}), LSTMClassifier)
+    assert isinstance(build({"model": "sru", "phi_size": 8, "r_size": 0}), SRUClassifier)
+    assert isinstance(build({"model": "gru", "hidden_size": 8}), GRUClassifier)
+    assert isinstance(build({"model": "lstm"}), LSTMClassifier)
 
 
 @pytest.mark.parametrize(
@@ -46,8 +48,11 @@ def test_build_model_each_kind():
         ({"model": "sru", "dropout": 1.0}, "dropout"),
         ({"model": "lstm", "hidden_size": "big"}, "hidden_size"),
         ({"model": "gru", "num_layers": 0}, "num_layers"),
+        ({"model": "sru", "phi_size": 1 << 20}, "phi_size"),
+        ({"model": "sru", "hidden_size": 8}, "hidden_size"),
+        ({"model": "sru", "lr": float("nan")}, "lr"),
     ],
 )
 def test_build_model_rejects_bad_params_naming_the_key(params, key):
     with pytest.raises(ValueError, match=rf"^{key}:"):
-        build_model({**BASE, **params})
+        build(params)

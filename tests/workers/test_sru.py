@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from workers.sru import SRUClassifier, SRUScan
+from workers.sru import SRUClassifier, SRUScan, Workspace
 
 
 def reference_forward(m: SRUClassifier, x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +59,8 @@ def test_gradcheck_scan(learn):
     b_r = torch.randn(R, dtype=torch.float64, requires_grad=True)
     w_pr = torch.randn(P, R, dtype=torch.float64, requires_grad=True)
     alphas = torch.tensor([[0.0], [0.4], [0.9]], dtype=torch.float64, requires_grad=learn)
-    assert torch.autograd.gradcheck(SRUScan.apply, (x, w_x, b_phi, w_r, b_r, w_pr, alphas))
+    assert torch.autograd.gradcheck(
+        SRUScan.apply, (x, w_x, b_phi, w_r, b_r, w_pr, alphas, Workspace()))
 
 
 def test_gradcheck_whole_model_learnable_alphas():

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
+from search_spaces.params import resolve
 from workers.data import load_dataset
-from workers.train import evaluate, load_checkpoint, resolve_params, train
+from workers.train import evaluate, load_checkpoint, train
 
 TINY = {"model": "sru", "dataset": "digits", "phi_size": 16, "r_size": 4, "out_size": 16,
         "lr": 0.01, "batch_size": 64}
@@ -34,9 +35,11 @@ def test_same_params_and_seed_same_curve():
     assert strip(a.curve) != strip(c.curve)
 
 
-def test_huge_learning_rate_is_diverged_not_an_exception():
-    r = train({**TINY, "lr": 1e6, "optimizer": "sgd", "clip_norm": 0.0}, epochs=3)
-    assert r.status == "diverged"
+def test_exploding_loss_is_diverged_not_an_exception():
+    # a batch loss above diverge_loss ends the run (cross-entropy starts near ln 10 = 2.3)
+    r = train({**TINY, "lr": 10.0, "optimizer": "sgd", "clip_norm": 0.0, "diverge_loss": 1.0},
+              epochs=3)
+    assert r.status == "diverged" and r.epochs_run == 0
     assert "loss" in r.reason
 
 
@@ -53,7 +56,8 @@ def test_should_stop_ends_after_the_epoch():
 
 def test_checkpoint_round_trip_and_test_accuracy(tmp_path):
     ckpt = tmp_path / "best.pt"
-    r = train({**TINY, "model": "gru", "hidden_size": 16}, epochs=3, checkpoint_path=ckpt,
+    gru = {"model": "gru", "dataset": "digits", "hidden_size": 16, "lr": 0.01, "batch_size": 64}
+    r = train(gru, epochs=3, checkpoint_path=ckpt,
               evaluate_test=True)
     model, payload = load_checkpoint(ckpt)
     assert payload["epoch"] == r.best_epoch and payload["val_acc"] == r.best_val_acc
@@ -76,7 +80,16 @@ def test_checkpoint_holds_no_code(tmp_path):
                                             ("lr_decay", 1.5), ("batch_size", 0)])
 def test_bad_training_params(key, value):
     with pytest.raises(ValueError, match=rf"^{key}:"):
-        resolve_params({**TINY, key: value})
+        resolve({**TINY, key: value})
+
+
+def test_no_process_wide_torch_setting_leaks_out_of_a_trial():
+    flags = lambda: (torch.get_num_threads(), torch.backends.cudnn.benchmark,  # noqa: E731
+                     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                     torch.get_default_dtype(), torch.is_grad_enabled())
+    before = flags()
+    train(TINY, epochs=1)
+    assert flags() == before
 
 
 def test_resume_from_a_snapshot_gives_the_same_run():
@@ -84,7 +97,7 @@ def test_resume_from_a_snapshot_gives_the_same_run():
     params = {**TINY, "dropout": 0.2, "lr_decay": 0.9}
     straight = train(params, epochs=5, evaluate_test=True)
     snaps: list[bytes] = []
-    first = train(params, epochs=5, on_snapshot=snaps.append, snapshot_every=0.0,
+    first = train(params, epochs=5, on_snapshot=lambda b, e: snaps.append(b), snapshot_every=0.0,
                   should_stop=lambda: len(snaps) >= 2)
     assert first.status == "stopped" and first.epochs_run == 3 and len(snaps) == 3
     resumed = train(params, epochs=5, resume=snaps[-1], evaluate_test=True)

@@ -1,0 +1,97 @@
+"""The driver's incremental cache equals a cold load after new, updated, requeued and deleted
+trials; hyperopt's TPE and plotting run on MongoTrials over it."""
+
+from __future__ import annotations
+
+import numpy as np
+from hyperopt import Domain, hp, tpe
+
+from tests.trials.test_jobs import enqueue, reserve
+from trials.cache import TrialCache
+from trials.mongo_trials import MongoTrials
+from trials.states import JobKind
+
+
+def cold(store, sid="s") -> dict:
+    c = TrialCache(store.jobs, sid)
+    c.refresh()
+    return c.docs
+
+
+def same(a: dict, b: dict) -> bool:
+    strip = lambda docs: {t: {k: v for k, v in d.items() if k != "updated"}  # noqa: E731
+                          for t, d in docs.items()}
+    return strip(a) == strip(b)
+
+
+def test_incremental_refresh_equals_a_cold_load(store, db):
+    cache = TrialCache(store.jobs, "s", resync=1e9)  # never a full reload by time
+    for _ in range(4):
+        enqueue(store)
+    cache.refresh(full=True)
+    assert same(cache.docs, cold(store))
+    a, b = reserve(store, "h:1:cpu"), reserve(store, "h:2:cpu")  # updated
+    store.jobs.finish(a, {"best_val_acc": 0.7}, "ok")
+    enqueue(store)  # new
+    store.jobs.release(b)  # back to new
+    c = reserve(store, "h:3:cpu")
+    store.jobs.requeue_stale(db.jobs.find_one({"_id": c.id}), "test")  # requeued
+    read = cache.refresh()
+    assert 0 < read < 5 + 1  # only what changed (within the overlap window), not a reload
+    assert same(cache.docs, cold(store))
+    db.jobs.delete_one({"_id": f"s:{a.tid}"})  # deleted behind its back: the full reload sees it
+    cache.refresh(full=True)
+    assert a.tid not in cache.docs and same(cache.docs, cold(store))
+
+
+def test_a_refresh_reads_only_recent_changes(store):
+    cache = TrialCache(store.jobs, "s", overlap=0.0, resync=1e9)
+    for _ in range(30):
+        enqueue(store)
+    cache.refresh()
+    before = cache.reads
+    j = reserve(store)
+    store.jobs.finish(j, {"best_val_acc": 0.5}, "ok")
+    cache.refresh()
+    assert cache.reads - before == 1  # the one trial that changed
+    assert cache.docs[j.tid]["result"]["best_val_acc"] == 0.5
+
+
+def test_tpe_and_plotting_work_on_mongo_trials(store):
+    space = {"x": hp.uniform("x", -5, 5), "k": hp.choice("k", [1, 2])}
+    domain = Domain(lambda p: 0.0, space)
+    cache = TrialCache(store.jobs, "study")
+    trials = MongoTrials(cache)
+    for i in range(25):  # a finished history, more than TPE's startup count
+        (tid,) = trials.new_trial_ids(1)
+        docs = tpe.suggest([tid], domain, trials, seed=i)
+        for d in docs:
+            d.update(store.jobs.job_fields(kind=JobKind.TRIAL.value, params={}, epochs=1))
+        trials.insert_trial_docs(docs)
+        job = reserve(store, exp_key="study")
+        x = cache.docs[job.tid]["misc"]["vals"]["x"][0]
+        store.jobs.finish(job, {"best_val_acc": float(np.exp(-x * x))}, "ok")  # best at x = 0
+        cache.refresh()
+        trials.refresh()
+    assert len(trials) == 25
+    losses = trials.losses()
+    assert all(loss is not None for loss in losses)
+    assert trials.best_trial["result"]["loss"] == min(losses)
+    # TPE's suggestions after its 20 random start-up trials sit nearer the optimum x = 0 than
+    # uniform sampling on [-5, 5] does (mean |x| = 2.5)
+    xs = [t["misc"]["vals"]["x"][0] for t in trials.trials]
+    assert np.mean(np.abs(xs[-5:])) < 1.5
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from hyperopt import plotting
+
+    plotting.main_plot_history(trials, do_show=False)
+    ys = plt.gca().collections[0].get_offsets()[:, 1]
+    assert sorted(ys) == sorted(losses)
+    plt.close("all")
+    store.jobs.enqueue("study", kind="retrain", params={}, epochs=5)  # not search history
+    cache.refresh()
+    trials.refresh()
+    assert len(trials) == 25
