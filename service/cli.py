@@ -273,21 +273,47 @@ def submit(
 @app.command()
 def status(study_id: Annotated[str | None, typer.Argument()] = None,
            api: ApiOpt = None, token: TokenOpt = None) -> None:
-    """All studies, or one study in detail."""
+    """All studies (fits 80 columns), or one study in detail: counts, best trial, retrain,
+    and why it failed."""
     client = _client(api, token)
-    studies = [_call(client.study, study_id)] if study_id else _call(client.studies)
-    table = Table()
-    for col in ("id", "name", "model", "dataset", "state", "finished/n", "running", "pruned",
-                "best val_acc", "test_acc", "elapsed s"):
-        table.add_column(col)
-    for s in studies:
+    if study_id:
+        _status_one(_call(client.study, study_id))
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("id", "name", "state", "done/n", "run", "err", "best", "test"):
+        table.add_column(col, no_wrap=col == "id")
+    for s in _call(client.studies):
         c, best = s["counts"], s["best"]
-        table.add_row(s["id"], s["name"], s["model"], s["dataset"], s["state"],
-                      f"{c['finished']}/{s['n_trials']}", str(c["running"]), str(c["pruned"]),
+        table.add_row(s["id"], s["name"][:14], s["state"], f"{c['finished']}/{s['n_trials']}",
+                      str(c["running"]), str(c["error"]),
                       f"{best['best_val_acc']:.4f}" if best else "-",
-                      f"{s['test_acc']:.4f}" if s["test_acc"] is not None else "-",
-                      f"{s['elapsed']:.0f}")
+                      f"{s['test_acc']:.4f}" if s["test_acc"] is not None else "-")
     console.print(table)
+
+
+def _status_one(s: dict[str, Any]) -> None:
+    c, best = s["counts"], s["best"]
+    console.print(f"[bold]{s['id']}[/bold] {s['name']} · {s['model']} on {s['dataset']} · "
+                  f"{s['state']} · {s['elapsed']:.0f} s")
+    console.print(f"trials: {c['finished']}/{s['n_trials']} finished (done {c['done']}, "
+                  f"error {c['error']}), running {c['running']}, new {c['new']}, pruned "
+                  f"{c['pruned']}, diverged {c['diverged']}, cancelled {c['cancelled']}; "
+                  f"{s['epochs_spent']} epochs spent")
+    if best:
+        console.print(f"best: trial {best['tid']} val_acc {best['best_val_acc']:.4f} at epoch "
+                      f"{best['best_epoch']}")
+        console.print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items())
+                                       if k not in ("model", "dataset", "seed")))
+    console.print(f"retrain: {s['retrain_state']}" + (
+        f", test accuracy {s['test_acc']:.4f}" if s["test_acc"] is not None else ""))
+    if s.get("error"):
+        console.print(f"[red]error: {s['error']}")
+    for g in s.get("error_groups") or []:
+        console.print(f"[red]  {g['count']} trial(s) (e.g. {g['tids'][0]}): {g['error']}")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @app.command()

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     db_name: str = Field("sru_hpo", description="database name inside MongoDB")
     home: Path = Field(Path("runs"), description="embedded database, checkpoints, logs")
     data_dir: Path = Field(Path("data"), description="datasets (MNIST files) live here")
+    download: bool = Field(True, description="workers download MNIST into data_dir when it is "
+                           "missing (off: fail at once with where to put the files)")
     api_token: str | None = Field(None, description="Bearer token required on write endpoints")
     read_token: str | None = Field(
         None, description="Bearer token required on every GET but /healthz (the write token "

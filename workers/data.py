@@ -124,16 +124,19 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     *,
     val_size: int | None = None,
-    download: bool = True,
+    download: bool | None = None,
 ) -> Splits:
-    """Load ``name`` (one of DATASETS) on CPU. ``data_dir`` defaults to SRU_HPO_DATA_DIR."""
+    """Load ``name`` (one of DATASETS) on CPU. ``data_dir`` defaults to SRU_HPO_DATA_DIR,
+    ``download`` to SRU_HPO_DOWNLOAD."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown {name!r}, expected one of {', '.join(DATASETS)}")
     val_size = DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size)
     if name == "digits":
         return _digits(val_size)
-    if data_dir is None:
-        from trials.settings import get_settings
+    from trials.settings import get_settings
 
+    if data_dir is None:
         data_dir = get_settings().data_dir
+    if download is None:
+        download = get_settings().download
     return _mnist(Path(data_dir), val_size, permute=name == "pmnist", download=download)

@@ -203,3 +203,32 @@ def api_db(api):
     from pymongo import MongoClient
 
     return MongoClient(api.env["SRU_HPO_MONGO_URL"])[api.db_name]
+
+
+def test_a_study_that_cannot_succeed_fails_fast_with_the_reason(mongo_url, tmp_path, spawn):
+    """The README's paper study on a machine without MNIST: it used to run all 30 trials to
+    'failed' with "no search trial finished successfully". Now the first 3 fail, the study
+    fails with the real reason, and `status` and GET show it grouped."""
+    api = make_api(mongo_url, tmp_path)
+    c = api.client()
+    try:
+        env = proc_env(api.env["SRU_HPO_MONGO_URL"], api.db_name, SRU_HPO_DOWNLOAD="0",
+                       SRU_HPO_DATA_DIR=str(tmp_path / "no-data"))
+        for i in range(2):
+            spawn(["worker", "--device", "cpu", "--poll", "0.2"], env, f"w{i}")
+        body = {**STUDY, "dataset": "mnist", "space": "sru_mnist", "n_trials": 30,
+                "parallelism": 2}
+        sid = c.post("/studies", json=body).json()["id"]
+        s = wait_state(c, sid, ("failed", "completed"), 300)
+        assert s["state"] == "failed" and "MNIST is not in" in s["error"]
+        s = wait_for(lambda: (x := c.get(f"/studies/{sid}").json())["error_groups"] and x, 60,
+                     "the error groups")
+        assert s["counts"]["error"] >= 3 and s["counts"]["finished"] < 30
+        g = s["error_groups"][0]
+        assert "MNIST is not in" in g["error"] and g["count"] == s["counts"]["error"]
+        from tests.service.test_cli_client import cli
+
+        out = cli("status", sid, "--api", api.url)
+        assert out.returncode == 0 and "MNIST is not in" in out.stdout, out.stdout
+    finally:
+        stop(api.proc)

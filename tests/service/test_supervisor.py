@@ -43,6 +43,7 @@ def up_env(home: Path, port: int, **extra: str) -> dict[str, str]:
 
 
 def start_up(home: Path, port: int, *args: str, **extra: str) -> subprocess.Popen:
+    extra.setdefault("OMP_NUM_THREADS", "")  # up sets the workers' own
     return subprocess.Popen([sys.executable, "-m", "service.cli", "up", *args], cwd=ROOT,
                             env=up_env(home, port, **extra), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -80,6 +81,8 @@ def test_a_killed_worker_and_a_killed_api_are_restarted(tmp_path):
     try:
         ws = wait_for(lambda: (w := live_workers(url)) and len(w) == 2 and w, 180, "2 workers")
         victim = ws[0]["pid"]
+        environ = Path(f"/proc/{victim}/environ").read_bytes().split(b"\0")
+        assert b"OMP_NUM_THREADS=1" in environ  # up splits the cores between its workers
         os.kill(victim, signal.SIGKILL)  # as the OOM killer would
         wait_for(lambda: (w := live_workers(url)) and len(w) >= 2
                  and victim not in {x["pid"] for x in w}, 180, "a replacement worker")
