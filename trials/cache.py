@@ -42,8 +42,8 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
 
 
 class TrialCache:
-    def __init__(self, jobs: JobQueue, exp_key: str, *, overlap: float = 10.0,
-                 resync: float = 120.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, jobs: JobQueue, exp_key: str, *, overlap: float = 3.0,
+                 resync: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.jobs, self.exp_key = jobs, exp_key
         self.overlap, self.resync, self.clock = overlap, resync, clock
         self.docs: dict[int, dict[str, Any]] = {}
