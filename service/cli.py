@@ -27,7 +27,7 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOK
 DEMO_STUDY: dict[str, Any] = {
     "name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
     "algorithm": "tpe", "n_trials": 12, "parallelism": 2, "trial_epochs": 10,
-    "retrain_epochs": 150, "seed": 0, "pruning": {"rule": "median", "warmup": 3, "min_trials": 3},
+    "retrain_epochs": 150, "seed": 0, "scheduler": {"rule": "median", "warmup": 3, "min_trials": 3},
 }
 
 

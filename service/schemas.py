@@ -25,6 +25,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
+    "Scheduler",
 ]
 
 MAX_BODY_DEPTH = 32
@@ -80,11 +81,20 @@ def resolve_space(space: str | InlineSpace | dict[str, Any], model: str | None) 
     return spec
 
 
-class Pruning(BaseModel):
+class Scheduler(BaseModel):
+    """How trials are stopped early: ``off``; ``median`` (stop a trial below the median of
+    finished ones); ``asha`` (promotion-based successive halving: pause at rungs
+    min_epochs·reduction^k, resume when promoted); ``hyperband`` (several ASHA brackets)."""
+
     model_config = ConfigDict(extra="forbid")
-    rule: Literal["off", "median"] = "off"
-    warmup: int = Field(5, ge=0, le=100_000, description="epochs before a trial may be pruned")
-    min_trials: int = Field(3, ge=1, le=100_000, description="finished trials needed to compare")
+    rule: Literal["off", "median", "asha", "hyperband"] = "off"
+    warmup: int = Field(5, ge=0, le=100_000, description="median: epochs before a trial may be pruned")
+    min_trials: int = Field(3, ge=1, le=100_000, description="median: finished trials to compare with")
+    min_epochs: int = Field(5, ge=1, le=100_000, description="asha/hyperband: the first rung")
+    reduction: int = Field(3, ge=2, le=100, description="asha/hyperband: η, keep the top 1/η")
+
+
+Pruning = Scheduler  # the old name of the field's type
 
 
 class StudyCreate(BaseModel):
@@ -104,16 +114,32 @@ class StudyCreate(BaseModel):
     trial_epochs: int = Field(50, ge=1, le=10_000)
     retrain_epochs: int = Field(200, ge=1, le=100_000)
     seed: int = Field(0, ge=0, lt=2**31)
-    pruning: Pruning = Field(default_factory=Pruning)
+    scheduler: Scheduler = Field(default_factory=Scheduler)
     warm_start: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
                                              description="configurations evaluated first")
+    retrain_top_k: int = Field(1, ge=1, le=10, description="retrain the k best configurations "
+                               "(in parallel when workers allow), keep the best on validation, "
+                               "and evaluate only that one on the test set")
 
     @model_validator(mode="before")
     @classmethod
     def _shallow(cls, data: Any) -> Any:
         if _depth(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
             raise ValueError(f"the study nests deeper than {MAX_BODY_DEPTH} levels")
+        if isinstance(data, dict) and "pruning" in data:  # the field's old name
+            if "scheduler" in data:
+                raise ValueError("give scheduler or pruning (its old name), not both")
+            data = {**data, "scheduler": data["pruning"]}
+            del data["pruning"]
         return data
+
+    @model_validator(mode="after")
+    def _rungs(self) -> StudyCreate:
+        s = self.scheduler
+        if s.rule in ("asha", "hyperband") and s.min_epochs >= self.trial_epochs:
+            raise ValueError(f"scheduler.min_epochs: {s.min_epochs} must be < trial_epochs "
+                             f"({self.trial_epochs}), or no trial ever pauses at a rung")
+        return self
 
     @field_validator("space")
     @classmethod
@@ -165,6 +191,10 @@ class TrialPublic(BaseModel):
     kind: str
     state: str
     outcome: str | None = None
+    rung: int | None = Field(None, description="ASHA: the rung epoch it is paused at or "
+                             "promoted to")
+    bracket: int | None = None
+    promotions: int = 0
     params: dict[str, Any]
     epochs: int
     best_val_acc: float | None = None
@@ -215,8 +245,19 @@ class CurvePage(BaseModel):
     curves: list[TrialCurve]
 
 
+class RetrainCandidate(BaseModel):
+    tid: int
+    source_tid: int | None = Field(None, description="the search trial it retrains")
+    state: str
+    best_val_acc: float | None = None
+
+
 class RetrainPublic(BaseModel):
-    state: str = Field(description="pending until the search ends, then the retrain job's state")
+    state: str = Field(description="pending until the search ends, then the state of the "
+                       "chosen retrain's test evaluation (or of the retrains while they run)")
+    candidates: list[RetrainCandidate] = Field(
+        default_factory=list, description="every retrain (retrain_top_k); the chosen one has "
+        "the best validation accuracy and is the only one tested")
     tid: int | None = None
     params: dict[str, Any] | None = None
     epochs: int
@@ -255,14 +296,21 @@ class StudyPublic(BaseModel):
     trial_epochs: int
     retrain_epochs: int
     seed: int
-    pruning: Pruning
+    scheduler: Scheduler
+    retrain_top_k: int = 1
     warm_start: list[dict[str, Any]]
     state: StudyState
     counts: Counts
     best: BestTrial | None = None
     retrain_state: str = "pending"
     test_acc: float | None = None
-    epochs_spent: int = 0
+    epochs_spent: int = Field(0, description="epochs trained by the search trials so far")
+    epochs_saved: int = Field(0, description="epochs not trained, against running every "
+                              "configuration to trial_epochs")
+    promotions: int = 0
+    rank_correlation: float | None = Field(
+        None, description="Spearman correlation of search score and retrain validation "
+        "accuracy over the top-k retrains (k >= 3): the measured short-horizon bias")
     created: float
     started: float | None = None
     search_finished: float | None = None

@@ -20,7 +20,9 @@ def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None)
     res = doc.get("result") or {}
     return TrialPublic(
         tid=doc["tid"], kind=doc.get("kind", "trial"), state=JobState(doc["state"]).label,
-        outcome=doc.get("outcome"), params=doc.get("params") or {}, epochs=doc.get("epochs", 0),
+        outcome=doc.get("outcome"), rung=doc.get("limit"), bracket=doc.get("bracket"),
+        promotions=doc.get("promotions") or 0,
+        params=doc.get("params") or {}, epochs=doc.get("epochs", 0),
         best_val_acc=res.get("best_val_acc"), best_epoch=res.get("best_epoch"),
         epochs_run=res.get("epochs_run"), test_acc=res.get("test_acc"), loss=res.get("loss"),
         retries=doc.get("retries", 0), attempt=doc.get("attempt", 0),
@@ -38,5 +40,7 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         id=doc["_id"], **fields, counts=summary.get("counts") or {},
         best=summary.get("best"), retrain_state=summary.get("retrain_state", "pending"),
         test_acc=summary.get("test_acc"), epochs_spent=summary.get("epochs_spent", 0),
+        epochs_saved=summary.get("epochs_saved", 0), promotions=summary.get("promotions", 0),
+        rank_correlation=summary.get("rank_correlation"),
         error_groups=summary.get("error_groups") or [],
         elapsed=max(0.0, end - doc["created"]))

@@ -25,7 +25,8 @@ COUNTED_OUTCOMES = (Outcome.PRUNED.value, Outcome.DIVERGED.value, Outcome.STOPPE
 
 def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     """Search trials by state label (new, running, done, error, cancelled), by the outcomes
-    done hides (pruned, diverged, stopped_at_rung), ``paused`` (ASHA) and ``finished``."""
+    done hides (pruned, diverged, stopped_at_rung, and ``paused``: ASHA, waiting at a rung),
+    and ``finished`` (done + error)."""
     counts = dict.fromkeys([s.label for s in JobState] + list(COUNTED_OUTCOMES)
                            + ["paused", "finished"], 0)
     for d in docs:
@@ -36,8 +37,7 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
         counts["finished"] += state.is_finished()
         if d.get("outcome") in COUNTED_OUTCOMES:
             counts[d["outcome"]] += 1
-        if d.get("paused") and state == JobState.NEW:
-            counts["paused"] += 1
+        counts["paused"] += d.get("outcome") == Outcome.PAUSED.value
     return counts
 
 

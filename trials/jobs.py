@@ -34,8 +34,8 @@ __all__ = ["Job", "JobQueue", "job_id", "SLIM"]
 #: The fields the study driver caches: what TPE, the counts and the summary need.
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
         "book_time": 1, "refresh_time": 1, "version": 1, "kind": 1, "params": 1, "outcome": 1,
-        "error": 1, "epochs": 1, "updated": 1, "retries": 1, "rung": 1, "paused": 1,
-        "epochs_run": 1, "bracket": 1}
+        "error": 1, "epochs": 1, "updated": 1, "retries": 1, "limit": 1, "bracket": 1,
+        "promotions": 1, "source": 1}
 
 
 def job_id(exp_key: str, tid: int) -> str:
@@ -68,6 +68,13 @@ class Job:
     pruning: dict[str, Any] | None = None
     snapshot: Any = None  # GridFS id of the training state to resume from
     snapshot_epoch: int = 0  # the epoch that snapshot ends with
+    limit: int | None = None  # ASHA: train up to this rung epoch, then pause
+    rungs: list[int] | None = None  # ASHA: the rung epochs whose scores the result records
+    source: str | None = None  # a test job: the id of the retrain job whose checkpoint it tests
+
+    @property
+    def pauses(self) -> bool:
+        return self.limit is not None and self.limit < self.epochs
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Job:
@@ -75,7 +82,8 @@ class Job:
                    kind=doc.get("kind", "trial"), params=dict(doc.get("params") or {}),
                    epochs=int(doc["epochs"]), owner=doc["owner"], attempt=int(doc["attempt"]),
                    pruning=doc.get("pruning"), snapshot=doc.get("snapshot"),
-                   snapshot_epoch=int(doc.get("snapshot_epoch") or 0))
+                   snapshot_epoch=int(doc.get("snapshot_epoch") or 0), limit=doc.get("limit"),
+                   rungs=doc.get("rungs"), source=doc.get("source"))
 
 
 class JobQueue:
@@ -108,13 +116,17 @@ class JobQueue:
 
     @staticmethod
     def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
-                   priority: int | None = None) -> dict[str, Any]:
+                   priority: int | None = None, limit: int | None = None,
+                   rungs: list[int] | None = None, bracket: int | None = None,
+                   source: str | None = None) -> dict[str, Any]:
         """The plain-JSON fields this project adds to a hyperopt trial document."""
+        if priority is None:
+            priority = 0 if kind == JobKind.TRIAL else 1
         return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
-                "priority": (1 if kind == JobKind.RETRAIN else 0) if priority is None else priority,
-                "retries": 0, "previous_owners": [], "heartbeat": 0, "attempt": 0, "stop": None,
-                "outcome": None, "error": None, "snapshot": None, "checkpoint": None,
-                "score": None}
+                "priority": priority, "retries": 0, "previous_owners": [], "heartbeat": 0,
+                "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
+                "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
+                "bracket": bracket, "promotions": 0, "source": source}
 
     def new_job_doc(self, exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
         """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
@@ -221,6 +233,42 @@ class JobQueue:
 
     def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
         return self._end(job, _cancelled(result))
+
+    def pause(self, job: Job, result: dict[str, Any]) -> bool:
+        """ASHA: the job reached its rung (``job.limit``). It keeps its snapshot and waits,
+        state done with outcome ``paused``, for the driver to promote it. No retry is spent."""
+        best = float(result.get("best_val_acc", 0.0))
+        now = self.clock.now()
+        res = self._col.update_one(self._mine(job), {"$set": {
+            "state": int(JobState.DONE), "outcome": Outcome.PAUSED.value, "score": best,
+            "result": {**result, "status": "ok", "loss": -best}, "refresh_time": now,
+            "updated": now}})
+        return res.matched_count == 1
+
+    def promote(self, exp_key: str, tid: int, limit: int) -> bool:
+        """Send a paused trial on to ``limit`` (its next rung, or the top): back to the queue
+        ahead of new trials. Conditional on it still being paused where it was."""
+        res = self._col.update_one(
+            {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
+             "outcome": Outcome.PAUSED.value},
+            {"$set": {"state": int(JobState.NEW), "outcome": None, "limit": int(limit),
+                      "owner": None, "book_time": None, "priority": 2,
+                      "updated": self.clock.now()},
+             "$inc": {"promotions": 1}})
+        return res.matched_count == 1
+
+    def stop_at_rung(self, exp_key: str, tid: int) -> bool:
+        """The search ended with this trial still paused: it ends where it is."""
+        before = self._col.find_one_and_update(
+            {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
+             "outcome": Outcome.PAUSED.value},
+            {"$set": {"outcome": Outcome.STOPPED_AT_RUNG.value, "snapshot": None,
+                      "updated": self.clock.now()}},
+            projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
+        if before is None:
+            return False
+        self.files.delete(SNAPSHOTS, before.get("snapshot"))
+        return True
 
     def release(self, job: Job) -> bool:
         """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
@@ -338,6 +386,9 @@ class JobQueue:
                          offset=0, limit=1)
         return docs[0] if docs else None
 
+    def by_id(self, jid: str) -> dict[str, Any] | None:
+        return self._col.find_one({"_id": jid})
+
     def load_checkpoint(self, doc: dict[str, Any]) -> bytes | None:
         return self.files.get(CHECKPOINTS, doc.get("checkpoint"))
 
@@ -356,6 +407,11 @@ class JobQueue:
         for d in self._col.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
             out[int(d["_id"])] = int(d["n"])
         return out
+
+    def promotions_total(self) -> int:
+        """ASHA promotions over every study (for /metrics)."""
+        docs = list(self._col.aggregate([{"$group": {"_id": None, "n": {"$sum": "$promotions"}}}]))
+        return int(docs[0]["n"]) if docs and docs[0].get("n") else 0
 
     def purge(self, exp_key: str) -> None:
         self._col.delete_many({"exp_key": exp_key})

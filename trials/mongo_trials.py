@@ -8,6 +8,7 @@ it. Only search trials (kind "trial") are visible; retrain jobs are not search h
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from hyperopt.base import JOB_STATES, JOB_VALID_STATES, Trials
@@ -21,12 +22,17 @@ __all__ = ["MongoTrials"]
 class MongoTrials(Trials):
     asynchronous = True
 
-    def __init__(self, cache: TrialCache, refresh: bool = True) -> None:
-        self.cache = cache
+    def __init__(self, cache: TrialCache, refresh: bool = True,
+                 view: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+                 ) -> None:
+        """``view`` rewrites the documents TPE sees (ASHA: each trial's loss at one rung)."""
+        self.cache, self.view = cache, view
         super().__init__(exp_key=cache.exp_key, refresh=refresh)
 
     def refresh(self) -> None:
         docs = self.cache.of_kind(JobKind.TRIAL)
+        if self.view is not None:
+            docs = self.view(docs)
         self._dynamic_trials = docs
         self._trials = [d for d in docs if d["state"] in JOB_VALID_STATES]
         self._ids.update(d["tid"] for d in docs)

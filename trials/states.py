@@ -43,6 +43,7 @@ TERMINAL = frozenset({JobState.DONE, JobState.ERROR, JobState.CANCELLED})
 class Outcome(StrEnum):
     OK = "ok"  # ran its whole epoch budget
     PRUNED = "pruned"  # stopped early by the median rule
+    PAUSED = "paused"  # ASHA: waiting at a rung to be promoted (state done for now)
     STOPPED_AT_RUNG = "stopped_at_rung"  # ASHA: paused at a rung and never promoted
     DIVERGED = "diverged"  # NaN/inf or exploding loss
     ERROR = "error"  # an exception in training, or retries exhausted
@@ -52,6 +53,7 @@ class Outcome(StrEnum):
 class JobKind(StrEnum):
     TRIAL = "trial"  # a search trial (trial_epochs)
     RETRAIN = "retrain"  # a final retrain of one of the best configurations (retrain_epochs)
+    TEST = "test"  # the one test-set evaluation of the chosen retrain's checkpoint
 
 
 class StudyState(StrEnum):

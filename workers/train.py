@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -105,8 +105,10 @@ def save_checkpoint(path: Path, state_dict: dict, args: dict, params: dict, epoc
     tmp.replace(path)  # atomic: a reader never sees half a file
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model a checkpoint describes. Loads tensors and plain data only."""
+def load_checkpoint(path: str | Path | BinaryIO, device: str | torch.device = "cpu"
+                    ) -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint (a path or a file object) describes. Loads tensors and
+    plain data only."""
     payload = torch.load(path, map_location=device, weights_only=True)
     model = build_model(payload["model_args"]).to(device)
     model.load_state_dict(payload["state_dict"])

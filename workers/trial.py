@@ -16,6 +16,7 @@ worker that stalled and lost its job writes nothing when it wakes up.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 import threading
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from trials.connection import DatabaseUnavailable
 from trials.jobs import Job
 from trials.pruning import make_pruner
+from trials.scheduling import rung_scores
 from trials.states import JobKind, Outcome
-from workers.train import TrainResult, train
+from workers.train import TrainResult, evaluate, get_data, load_checkpoint, train
 
 if TYPE_CHECKING:
     from workers.worker import Worker
@@ -120,7 +122,9 @@ class TrialRun:
             self.why = "heartbeat"
         else:
             self.why = self.db(lambda: self.store.jobs.stop_request(self.job), "stop_request")
-            if not self.why and self.pruner is not None and self._prune():
+            if not self.why and self.job.pauses and self.curve[-1]["epoch"] >= (self.job.limit or 0):
+                self.why = "rung"  # ASHA: report at the rung, snapshot, wait to be promoted
+            elif not self.why and self.pruner is not None and self._prune():
                 self.why = "pruned"
         return self.why is not None
 
@@ -147,6 +151,9 @@ class TrialRun:
         job = self.job
         log.info("job %s (%s, %d epochs, attempt %d) reserved", job.id, job.kind, job.epochs,
                  job.attempt)
+        if job.kind == JobKind.TEST:
+            self._test()
+            return
         claimed, resume = self._resume()
         if not claimed:
             log.warning("job %s was taken over before it started; dropping it", job.id)
@@ -161,8 +168,7 @@ class TrialRun:
                     result = train(
                         job.params, epochs=job.epochs, device=self.worker.device,
                         checkpoint_path=ckpt, on_epoch=self.on_epoch,
-                        should_stop=self.should_stop, evaluate_test=job.kind == JobKind.RETRAIN,
-                        resume=resume, on_snapshot=self.on_snapshot,
+                        should_stop=self.should_stop, resume=resume, on_snapshot=self.on_snapshot,
                         snapshot_every=self.worker.snapshot_every)
                 except DatabaseUnavailable:
                     raise
@@ -179,11 +185,39 @@ class TrialRun:
         log.error("job %s failed: %s (at %s)", self.job.id, summary, where)
         self.db(lambda: self.store.jobs.fail(self.job, summary, where), "fail")
 
+    def _test(self) -> None:
+        """The one evaluation on the test set: the chosen retrain's checkpoint, loaded as
+        tensors only."""
+        job = self.job
+        source = self.db(lambda: self.store.jobs.by_id(job.source or ""), "test source")
+        data = self.db(lambda: self.store.jobs.load_checkpoint(source), "checkpoint") \
+            if source else None
+        try:
+            if data is None:
+                raise FileNotFoundError(f"the checkpoint of {job.source} is gone")
+            model, payload = load_checkpoint(io.BytesIO(data), self.worker.device)
+            test_loss, test_acc = evaluate(model, get_data(job.params["dataset"],
+                                                           self.worker.device).test)
+        except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
+            self._report_exception(exc)
+            return
+        result = {"test_acc": test_acc, "test_loss": test_loss, "best_val_acc": payload["val_acc"],
+                  "best_epoch": payload["epoch"], "epochs_run": 0, "device": self.worker.label}
+        if self.db(lambda: self.store.jobs.finish(job, result, Outcome.OK.value), "finish"):
+            self.db(self.store.studies.nudge, "nudge")
+            log.info("job %s: test accuracy %.4f of %s", job.id, test_acc, job.source)
+
     def _report(self, result: TrainResult, ckpt: Path | None) -> None:
         job, why = self.job, self.why
         payload = {k: v for k, v in result.to_dict().items() if k != "curve"}
         payload["device"] = self.worker.label
-        if why == "lost":
+        if job.rungs:  # ASHA: the score at every rung reached, and at the top
+            payload["rung_scores"] = rung_scores(self.curve, [*job.rungs, job.epochs])
+        if why == "rung":
+            if self.db(lambda: self.store.jobs.pause(job, payload), "pause"):
+                self.db(self.store.studies.nudge, "nudge")
+                log.info("job %s paused at epoch %s", job.id, job.limit)
+        elif why == "lost":
             log.warning("job %s is no longer ours; dropping its result", job.id)
         elif why == "signal":
             self.db(lambda: self.store.jobs.release(job), "release")

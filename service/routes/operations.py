@@ -43,6 +43,9 @@ def metrics(rt: Rt, _: Reader) -> str:
     lines += ["# HELP sru_hpo_queue_depth Jobs waiting for a worker.",
               "# TYPE sru_hpo_queue_depth gauge",
               f"sru_hpo_queue_depth {jobs.get(int(JobState.NEW), 0)}",
+              "# HELP sru_hpo_promotions_total ASHA promotions of paused trials.",
+              "# TYPE sru_hpo_promotions_total counter",
+              f"sru_hpo_promotions_total {rt.store.jobs.promotions_total()}",
               "# HELP sru_hpo_workers Live workers.", "# TYPE sru_hpo_workers gauge",
               f"sru_hpo_workers {len(rt.store.workers.live())}",
               "# HELP sru_hpo_studies Studies by state.", "# TYPE sru_hpo_studies gauge"]

@@ -143,7 +143,12 @@ _DROP = object()
     (_with(["space", "params", "dropout"], {"type": "uniform", "low": 0.5, "high": 1.0}), "space",
      "dropout"),
     (_with(["space", "model"], "gru"), "space", "model"),
-    (_with(["pruning"], {"rule": "mean"}), "pruning", "median"),
+    (_with(["pruning"], {"rule": "mean"}), "scheduler", "median"),  # the field's old name
+    (_with(["scheduler"], {"rule": "asha", "min_epochs": 2}), "body", "must be < trial_epochs"),
+    (_with(["scheduler"], {"rule": "hyperband", "reduction": 1}), "scheduler",
+     "greater than or equal to 2"),
+    ({**STUDY, "scheduler": {"rule": "off"}, "pruning": {"rule": "off"}}, "body", "not both"),
+    (_with(["retrain_top_k"], 11), "retrain_top_k", "less than or equal to 10"),
     (_with(["parallelism"], 1024), "parallelism", "at most 256"),
     (_with(["space", "params", "lr"], {"type": "choice", "options": [0.001] * 300}), "space",
      "at most 256"),

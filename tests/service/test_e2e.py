@@ -60,7 +60,7 @@ def test_study_runs_to_completion_with_retrain(mongo_url, tmp_path, spawn):
         # approx: nx-27017 keeps ~15 significant digits of a top-level float (see README)
         assert s["test_acc"] == pytest.approx(retrain["test_acc"], abs=1e-12)
         curves = c.get(f"/studies/{sid}/curves").json()["curves"]
-        assert len(curves) == 5  # 4 trials and the retrain
+        assert [cv["kind"] for cv in curves] == ["trial"] * 4 + ["retrain", "test"]
         assert all([p["epoch"] for p in cv["points"]] == [1, 2] for cv in curves if cv["kind"] == "trial")
         # incremental: nothing changed since the last cursor, so nothing comes back
         page = c.get(f"/studies/{sid}/curves").json()
@@ -98,7 +98,7 @@ def test_service_restart_resumes_without_duplicates(mongo_url, tmp_path, spawn):
         jobs = c.get(f"/studies/{sid}/curves").json()["curves"]
         kinds = [j["kind"] for j in jobs]
         assert kinds.count("trial") == 6 and kinds.count("retrain") == 1
-        assert len({j["tid"] for j in jobs}) == 7
+        assert kinds.count("test") == 1 and len({j["tid"] for j in jobs}) == 8
     finally:
         stop(api.proc)
 
