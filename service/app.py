@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.errors import install_error_handlers
-from service.routes import operations, pages, results, studies, trials
+from service.routes import analysis, operations, pages, results, studies, trials
 from service.runtime import Runtime
 from service.security import RequestGuard
 from trials.settings import Settings
@@ -39,12 +40,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.to_thread(rt.close)
 
     # max_body_size: FastAPI/Starlette answer 413 past the limit (Content-Length or streamed).
-    app = FastAPI(title="sru-hpo", version="0.2.0", lifespan=lifespan,
-                  max_body_size=settings.max_body_bytes,
-                  description="Hyperparameter optimization for the Statistical Recurrent Unit")
+    # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served from the package, no CDN.
+    app = FastAPIOffline(title="sru-hpo", version="0.2.0", lifespan=lifespan,
+                         max_body_size=settings.max_body_bytes,
+                         description="Hyperparameter optimization for the Statistical Recurrent Unit")
     app.state.settings = settings
     app.add_middleware(RequestGuard, settings=settings)
     install_error_handlers(app)
-    for r in (studies.router, trials.router, results.router, operations.router, pages.router):
+    for r in (studies.router, trials.router, results.router, analysis.router, operations.router,
+              pages.router):
         app.include_router(r)
+    app.mount("/static", pages.assets, name="static")
     return app

@@ -25,7 +25,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
-    "Scheduler",
+    "Scheduler", "Importance",
 ]
 
 MAX_BODY_DEPTH = 32
@@ -343,6 +343,20 @@ class Health(BaseModel):
     database: str
     studies_driven: int
     instance: str | None = None
+
+
+class ParamImportance(BaseModel):
+    param: str
+    importance: float
+
+
+class Importance(BaseModel):
+    method: str
+    min_trials: int = Field(description="below this many finished trials there is no estimate")
+    n_trials: int = Field(description="finished trials the estimate used")
+    importances: list[ParamImportance] = Field(default_factory=list,
+                                               description="largest first, summing to 1")
+    message: str | None = Field(None, description="why there is no estimate")
 
 
 class CancelResult(BaseModel):

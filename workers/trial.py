@@ -20,6 +20,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -105,6 +106,7 @@ class TrialRun:
 
     # -- 2. train: the callbacks train() calls -------------------------------------------------------
     def on_epoch(self, point: dict[str, Any]) -> None:
+        point = {**point, "at": time.time()}  # when it was measured (this host's clock)
         self.curve = [p for p in self.curve if p["epoch"] < point["epoch"]] + [point]
         job = self.job
         if not self.db(lambda: self.store.curves.add(job.id, job.attempt, point), "curve"):

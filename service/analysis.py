@@ -1,0 +1,106 @@
+"""What a finished search says about its parameters: importance, and the trials as a table.
+
+**Importance** is a random forest's impurity importance (scikit-learn's
+``RandomForestRegressor.feature_importances_``, 200 trees, fixed seed) of each searched parameter
+for the trials' best validation accuracy, normalised to sum 1. It is the estimate Optuna's
+default fANOVA evaluator starts from (fANOVA fits the same kind of forest, then decomposes its
+variance). Numbers go in as they are searched: log-scale parameters as log10, a choice as the
+index of its option, a parameter a trial's sub-space did not draw as -1. Below ``MIN_TRIALS``
+finished trials there is no estimate, and the answer says so.
+
+**The trials table** (``trials.csv``, and the ``sru-hpo report`` files): one row per search
+trial, one column per parameter.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from trials.states import JobState
+
+__all__ = ["importance", "trials_table", "to_csv", "MIN_TRIALS", "searched_params"]
+
+MIN_TRIALS = 10
+TABLE_COLUMNS = ["tid", "state", "outcome", "best_val_acc", "best_epoch", "epochs_run",
+                 "retries", "worker", "seconds", "error"]
+
+
+def searched_params(space: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every parameter a trial of ``space`` can draw -> its distribution (sub-spaces flattened,
+    the last definition winning for a name several sub-spaces set)."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(params: dict[str, Any]) -> None:
+        for name, spec in params.items():
+            if not isinstance(spec, dict) or "type" not in spec:
+                continue
+            if spec["type"] == "choice" and any(isinstance(o, dict) for o in spec["options"]):
+                for o in spec["options"]:
+                    walk(o)
+            else:
+                out[name] = spec
+
+    walk(space.get("params") or {})
+    return out
+
+
+def _encode(spec: dict[str, Any], value: Any) -> float:
+    if value is None:
+        return -1.0
+    if spec["type"] == "choice":
+        opts = spec["options"]
+        return float(opts.index(value)) if value in opts else -1.0
+    v = float(value)
+    return math.log10(v) if spec["type"] in ("loguniform", "qloguniform") and v > 0 else v
+
+
+def importance(space: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Importance of each searched parameter over finished trials (``trials``: job documents)."""
+    params = searched_params(space)
+    done = [t for t in trials if (t.get("result") or {}).get("best_val_acc") is not None
+            and t.get("state") == 2]
+    base = {"method": "random-forest impurity importance (scikit-learn, 200 trees)",
+            "min_trials": MIN_TRIALS, "n_trials": len(done), "importances": []}
+    if len(done) < MIN_TRIALS or not params:
+        return {**base, "message": f"{len(done)} finished trial(s); importance needs at least "
+                                   f"{MIN_TRIALS}"}
+    import numpy as np
+    from sklearn.ensemble import RandomForestRegressor
+
+    names = sorted(params)
+    x = np.array([[_encode(params[n], (t.get("params") or {}).get(n)) for n in names]
+                  for t in done])
+    y = np.array([float(t["result"]["best_val_acc"]) for t in done])
+    if np.ptp(y) == 0:
+        return {**base, "message": "every finished trial scored the same; nothing to explain"}
+    forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=2)
+    forest.fit(x, y)
+    ranked = sorted(zip(names, forest.feature_importances_, strict=True), key=lambda p: -p[1])
+    return {**base, "importances": [{"param": n, "importance": float(v)} for n, v in ranked]}
+
+
+def trials_table(space: dict[str, Any], trials: list[dict[str, Any]]) -> tuple[list[str],
+                                                                               list[list[Any]]]:
+    """(header, rows): one row per search trial, one column per searched parameter."""
+    names = sorted(searched_params(space))
+    rows = []
+    for t in sorted(trials, key=lambda t: t["tid"]):
+        res = t.get("result") or {}
+        p = t.get("params") or {}
+        rows.append([t["tid"], JobState(t["state"]).label, t.get("outcome"), res.get("best_val_acc"),
+                     res.get("best_epoch"), res.get("epochs_run"), t.get("retries", 0),
+                     t.get("owner"), res.get("seconds"), t.get("error")]
+                    + [p.get(n) for n in names])
+    return TABLE_COLUMNS + names, rows
+
+
+def to_csv(header: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else (repr(v) if isinstance(v, list) else v) for v in r])
+    return buf.getvalue()

@@ -1,0 +1,150 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by Playwright), against a
+real API with one finished study and one failed study, no network beyond 127.0.0.1.
+
+Screenshots go to ``$SRU_HPO_SCREENSHOTS`` (the README's come from there) or the test's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import proc_env, wait_for
+from tests.service.conftest import make_api, stop
+from tests.service.test_e2e import wait_state
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SPACE = {"model": "sru", "params": {
+    "phi_size": {"type": "quniform", "low": 16, "high": 32, "q": 16},
+    "r_size": {"type": "quniform", "low": 0, "high": 8, "q": 8}, "out_size": 32,
+    "alphas": {"type": "choice", "options": [[0.0, 0.5, 0.9], [0.0, 0.9, 0.99]]},
+    "lr": {"type": "loguniform", "low": 3e-3, "high": 3e-2}, "batch_size": 64}}
+FINISHED = {"name": "sru-digits", "model": "sru", "dataset": "digits", "space": SPACE,
+            "n_trials": 12, "parallelism": 2, "trial_epochs": 6, "retrain_epochs": 8, "seed": 2,
+            "scheduler": {"rule": "median", "warmup": 2, "min_trials": 3}}
+FAILED = {"name": "paper-sru", "model": "sru", "dataset": "mnist", "space": "sru_mnist",
+          "n_trials": 30, "parallelism": 2, "trial_epochs": 50, "retrain_epochs": 200}
+
+
+@pytest.fixture(scope="module")
+def site(mongo_url, tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium; .ci/run does)")
+    tmp = tmp_path_factory.mktemp("dash")
+    api = make_api(mongo_url, tmp)
+    env = proc_env(api.env["SRU_HPO_MONGO_URL"], api.db_name, SRU_HPO_DOWNLOAD="0",
+                   SRU_HPO_DATA_DIR=str(tmp / "no-mnist"))
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device", "cpu",
+                                 "--poll", "0.2"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(2)]
+    try:
+        c = api.client()
+        ok = c.post("/studies", json=FINISHED).json()["id"]
+        bad = c.post("/studies", json=FAILED).json()["id"]
+        assert wait_state(c, ok, ("completed", "failed"), 600)["state"] == "completed"
+        assert wait_state(c, bad, ("completed", "failed"), 300)["state"] == "failed"
+        wait_for(lambda: c.get(f"/studies/{bad}").json()["error_groups"], 60, "error groups")
+        yield {"api": api, "ok": ok, "bad": bad, "shots": Path(os.environ.get(
+            "SRU_HPO_SCREENSHOTS") or tmp)}
+    finally:
+        for w in workers:
+            w.terminate()
+            w.wait(60)
+        stop(api.proc)
+
+
+@pytest.fixture(scope="module")
+def browser(site):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, site):
+    """A page that records console errors and every request, and refuses any request that
+    would leave 127.0.0.1."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.errors, pg.hosts = [], set()
+    pg.on("console", lambda m: m.type == "error" and pg.errors.append(m.text))
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+
+    def guard(route):
+        host = urlsplit(route.request.url).hostname
+        pg.hosts.add(host)
+        if host == "127.0.0.1":
+            route.continue_()
+        else:
+            route.abort()
+
+    pg.route("**/*", guard)
+    yield pg
+    assert pg.errors == []
+    assert pg.hosts <= {"127.0.0.1"}, pg.hosts
+    ctx.close()
+
+
+def test_the_studies_page_lists_both(page, site):
+    page.goto(site["api"].url + "/")
+    page.wait_for_selector("#studies tbody tr")
+    text = page.inner_text("#studies")
+    assert site["ok"] in text and site["bad"] in text
+    assert "completed" in text and "failed" in text
+    page.screenshot(path=str(site["shots"] / "studies.png"), full_page=False)
+
+
+def test_the_study_page_draws_every_trial_and_the_analysis(page, site):
+    page.goto(f"{site['api'].url}/?study={site['ok']}")
+    page.wait_for_selector("#chart-val .scatterlayer")
+    n_traces = page.eval_on_selector("#chart-val", "el => el.data.length")
+    assert n_traces == FINISHED["n_trials"]  # one validation curve per trial
+    assert page.eval_on_selector_all("#trials tbody tr", "rows => rows.length") == FINISHED["n_trials"]
+    page.wait_for_selector("#chart-importance .barlayer")  # importance (>= 10 finished trials)
+    assert page.eval_on_selector("#chart-importance", "el => el.data[0].type") == "bar"
+    page.wait_for_selector("#chart-parcoords .parcoords")
+    assert page.eval_on_selector("#chart-parcoords", "el => el.data[0].type") == "parcoords"
+    assert page.inner_text("#test-acc") not in ("", "–")  # the retrain's one test accuracy
+    page.click("#trials tbody tr")  # a row opens the trial's curve and JSON
+    page.wait_for_selector("#chart-trial .scatterlayer")
+    page.screenshot(path=str(site["shots"] / "study.png"), full_page=True)
+
+
+def test_a_failed_study_shows_why(page, site):
+    page.goto(f"{site['api'].url}/?study={site['bad']}")
+    page.wait_for_selector("#study-error")
+    assert "MNIST is not in" in page.inner_text("#study-error")
+
+
+def test_the_compare_page_shows_both(page, site):
+    page.goto(f"{site['api'].url}/?view=compare&ids={site['ok']},{site['bad']}")
+    page.wait_for_selector("#compare tbody tr")
+    text = page.inner_text("#compare")
+    assert site["ok"] in text and site["bad"] in text
+    page.wait_for_selector("#cmp-best .scatterlayer")
+    page.screenshot(path=str(site["shots"] / "compare.png"), full_page=True)
+
+
+def test_the_workers_page_and_offline_docs(page, site):
+    page.goto(f"{site['api'].url}/?view=workers")
+    page.wait_for_selector("#workers")
+    page.goto(f"{site['api'].url}/docs")
+    page.wait_for_selector(".swagger-ui .opblock")  # rendered with local assets only
+    html = httpx.get(f"{site['api'].url}/docs").text + httpx.get(f"{site['api'].url}/redoc").text
+    assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
