@@ -48,8 +48,41 @@ def _call(fn, *args: Any) -> Any:  # noqa: ANN001
     try:
         return fn(*args)
     except ApiError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        if exc.status == 422 and isinstance(exc.detail, list):
+            console.print("[red]error:[/red] HTTP 422: the study is not valid")
+            for line in _field_errors(exc.detail):
+                console.print(f"  [red]{line}")
+        else:
+            console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) else 1) from None
+
+
+def _field_errors(errors: list[dict[str, Any]]) -> list[str]:
+    """One readable line per 422 error: ``field.path: reason``, and for an unknown field the
+    closest known one."""
+    import difflib
+
+    from search_spaces.params import PARAMS
+    from service.schemas import InlineSpace, Scheduler, StudyCreate
+
+    out = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", []) if x != "body"]
+        where = ".".join(x for x in loc if not x.startswith(("literal[", "InlineSpace"))) or "study"
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        if e.get("type") == "extra_forbidden" and loc:
+            parent = loc[-2] if len(loc) > 1 else ""
+            known = {"scheduler": Scheduler.model_fields, "pruning": Scheduler.model_fields,
+                     "space": InlineSpace.model_fields}.get(parent, StudyCreate.model_fields)
+            close = difflib.get_close_matches(loc[-1], list(known) + list(PARAMS), n=1)
+            msg = "not a known field" + (f"; did you mean {close[0]!r}?" if close else "")
+        out.append(f"{where}: {msg}")
+    return out
+
+
+def _sid(client, study_id: str) -> str:  # noqa: ANN001
+    """The whole id for a unique prefix (status prints whole ids; any prefix works)."""
+    return _call(client.resolve, study_id)
 
 
 # -- servers ----------------------------------------------------------------------------------------
@@ -207,7 +240,10 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
     retrain = _call(client.retrain, sid)
     curves = _call(client.curves, sid)
     (out_dir / "curves.json").write_text(json.dumps(curves, indent=1))
-    _plot(curves, out_dir / "curves.png", f"study {sid}")
+    from service.report import plot_curves
+
+    plot_curves(curves, out_dir / "curves.png", f"study {sid}",
+                study["best"]["tid"] if study.get("best") else None)
     ckpt = out_dir / f"{sid}.pt"
     ckpt.write_bytes(_call(client.checkpoint, sid))
     table = Table(title="best configuration (retrained)")
@@ -223,32 +259,6 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
                   f"(evaluated once, after the search)")
     console.print(f"curves: {out_dir / 'curves.json'} and {out_dir / 'curves.png'}; "
                   f"checkpoint: {ckpt}; total {study['elapsed']:.0f} s")
-
-
-def _plot(curves: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for c in curves:
-        pts = c["points"]
-        if not pts:
-            continue
-        retrain = c["kind"] == "retrain"
-        ax.plot([p["epoch"] for p in pts], [p["val_acc"] for p in pts],
-                color="tab:red" if retrain else ("0.7" if c["outcome"] == "pruned" else "tab:blue"),
-                lw=2 if retrain else 1, label="retrain" if retrain else None)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if any(c["kind"] == "retrain" and c["points"] for c in curves):
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # -- client commands ---------------------------------------------------------------------------------
@@ -277,7 +287,7 @@ def status(study_id: Annotated[str | None, typer.Argument()] = None,
     and why it failed."""
     client = _client(api, token)
     if study_id:
-        _status_one(_call(client.study, study_id))
+        _status_one(_call(client.study, _sid(client, study_id)))
         return
     table = Table(box=None, pad_edge=False)
     for col in ("id", "name", "state", "done/n", "run", "err", "best", "test"):
@@ -320,7 +330,8 @@ def _fmt(v: Any) -> str:
 def best(study_id: str, k: Annotated[int, typer.Option("-k", min=1)] = 5,
          api: ApiOpt = None, token: TokenOpt = None) -> None:
     """The k best trials of a study with their parameters."""
-    trials = _call(_client(api, token).best, study_id, k)
+    client = _client(api, token)
+    trials = _call(client.best, _sid(client, study_id), k)
     table = Table()
     for col in ("tid", "val_acc", "epoch", "outcome", "params"):
         table.add_column(col)
@@ -338,7 +349,9 @@ def curves(study_id: str,
            png: Annotated[Path | None, typer.Option(help="write a plot of every curve here")] = None,
            api: ApiOpt = None, token: TokenOpt = None) -> None:
     """Learning curves of every trial (and the retrain)."""
-    data = _call(_client(api, token).curves, study_id)
+    client = _client(api, token)
+    sid = _sid(client, study_id)
+    data = _call(client.curves, sid)
     table = Table()
     for col in ("tid", "kind", "state", "outcome", "epochs", "last val_acc", "best val_acc"):
         table.add_column(col)
@@ -348,14 +361,32 @@ def curves(study_id: str,
                       f"{accs[-1]:.4f}" if accs else "-", f"{max(accs):.4f}" if accs else "-")
     console.print(table)
     if png is not None:
-        _plot(data, png, f"study {study_id}")
+        from service.report import plot_curves
+
+        study = _call(client.study, sid)
+        plot_curves(data, png, f"study {sid}", study["best"]["tid"] if study["best"] else None)
         console.print(f"plot written to {png}")
+
+
+@app.command()
+def report(study_id: str,
+           out: Annotated[Path, typer.Option("--out", help="folder for the files")] = Path("report"),
+           api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """A study as files: curves, best-so-far, parameter slices and importance as PNGs;
+    trials.csv, curves.csv and study.json."""
+    from service.report import write_report
+
+    client = _client(api, token)
+    files = _call(write_report, client, _sid(client, study_id), out)
+    for f in files:
+        console.print(f"wrote {f}")
 
 
 @app.command()
 def cancel(study_id: str, api: ApiOpt = None, token: TokenOpt = None) -> None:
     """Cancel a study: queued trials now, running ones after their current epoch."""
-    r = _call(_client(api, token).cancel, study_id)
+    client = _client(api, token)
+    r = _call(client.cancel, _sid(client, study_id))
     console.print(f"study {r['id']} cancelled: {r['queued_cancelled']} queued trial(s) cancelled, "
                   f"{r['running_stopping']} running trial(s) stopping")
 

@@ -44,7 +44,38 @@ class ApiClient:
         return self._do("POST", "/studies", json=study)
 
     def studies(self) -> list[dict[str, Any]]:
-        return self._do("GET", "/studies")["studies"]
+        return self._do("GET", "/studies", params={"limit": 1000})["studies"]
+
+    def resolve(self, sid: str) -> str:
+        """A whole study id from a unique prefix of one (``status`` shows short ids)."""
+        try:
+            return self._do("GET", f"/studies/{sid}")["id"]
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            matches = [s["id"] for s in self.studies() if s["id"].startswith(sid)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ApiError(404, f"{sid!r} is the start of {len(matches)} study ids; give "
+                                    "more of it") from None
+            raise
+
+    def trials(self, sid: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        while True:
+            page = self._do("GET", f"/studies/{sid}/trials",
+                            params={"limit": 1000, "offset": len(out)})
+            out += page["trials"]
+            if len(page["trials"]) < 1000:
+                return out
+
+    def trials_csv(self, sid: str) -> str:
+        data = self._do("GET", f"/studies/{sid}/trials.csv")
+        return data.decode() if isinstance(data, bytes) else data
+
+    def importance(self, sid: str) -> dict[str, Any]:
+        return self._do("GET", f"/studies/{sid}/importance")
 
     def study(self, sid: str) -> dict[str, Any]:
         return self._do("GET", f"/studies/{sid}")

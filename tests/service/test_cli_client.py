@@ -57,6 +57,13 @@ def test_client_errors_are_clear(api, tmp_path):
     assert out.returncode == 1 and "401" in out.stdout
     out = cli("status", "nope", "--api", api.url)
     assert out.returncode == 2 and "404" in out.stdout
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: x\nmodel: sru\ndataset: digits\nspace: sru_digits\ntrial_epoch: 5\n"
+                    "scheduler: {rule: asha, min_epoch: 2}\n")
+    out = cli("submit", str(typo), "--api", api.url, "--token", TOKEN)
+    assert out.returncode == 2
+    assert "trial_epoch: not a known field; did you mean 'trial_epochs'?" in out.stdout
+    assert "scheduler.min_epoch: not a known field; did you mean 'min_epochs'?" in out.stdout
     out = cli("submit", str(tmp_path / "missing.yaml"), "--api", api.url)
     assert out.returncode == 2 and "study_file" in out.stderr and "does not exist" in out.stderr
 

@@ -148,3 +148,45 @@ def test_the_workers_page_and_offline_docs(page, site):
     page.wait_for_selector(".swagger-ui .opblock")  # rendered with local assets only
     html = httpx.get(f"{site['api'].url}/docs").text + httpx.get(f"{site['api'].url}/redoc").text
     assert "http://" not in html.replace("http://127.0.0.1", "") and "https://" not in html
+
+
+# -- files and terminal -----------------------------------------------------------------------
+def test_report_writes_readable_files(site, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from tests.service.test_cli_client import cli
+
+    api = site["api"]
+    out = tmp_path / "report"
+    r = cli("report", site["ok"], "--out", str(out), "--api", api.url)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == FINISHED["n_trials"]
+    assert {"phi_size", "r_size", "alphas", "lr", "best_val_acc", "error"} <= set(rows[0])
+    long = list(csv.DictReader((out / "curves.csv").open()))
+    assert {"tid", "kind", "epoch", "val_acc"} <= set(long[0]) and len(long) > FINISHED["n_trials"]
+    import json
+
+    assert json.loads((out / "study.json").read_text())["study"]["id"] == site["ok"]
+    for png in ("curves.png", "best_so_far.png", "params.png", "importance.png"):
+        w, h = Image.open(out / png).size
+        assert w >= 600 and h >= 300, png
+    assert httpx.get(f"{api.url}/studies/{site['ok']}/trials.csv").text.count("\n") == \
+        FINISHED["n_trials"] + 1
+
+
+def test_status_fits_80_columns_and_short_ids_work(site):
+    from tests.service.test_cli_client import cli
+
+    url = site["api"].url
+    r = cli("status", "--api", url, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0
+    assert all(len(line) <= 80 for line in r.stdout.splitlines()), r.stdout
+    assert site["ok"] in r.stdout and site["bad"] in r.stdout  # whole ids
+    r = cli("status", site["bad"][:5], "--api", url, env={**os.environ, "COLUMNS": "80"})
+    assert r.returncode == 0 and "MNIST is not in" in r.stdout
+    png = Path(site["shots"]) / "curves-cli.png"
+    r = cli("curves", site["ok"][:6], "--png", str(png), "--api", url)
+    assert r.returncode == 0 and png.stat().st_size > 10_000
