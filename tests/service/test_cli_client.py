@@ -110,3 +110,14 @@ def test_demo_runs_a_small_study_to_the_end(tmp_path):
     assert "test accuracy" in out.stdout
     assert (tmp_path / "demo" / "curves.png").exists()
     assert list((tmp_path / "demo").glob("*.pt"))
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
+    import os
+
+    env = {**os.environ, "SRU_HPO_HOST": "0.0.0.0", "SRU_HPO_HOME": str(tmp_path)}
+    env.pop("SRU_HPO_API_TOKEN", None)
+    out = cli("serve", env=env, timeout=120)
+    assert out.returncode == 2
+    assert "SRU_HPO_API_TOKEN" in out.stderr and "SRU_HPO_HOST" in out.stderr
+    assert not (tmp_path / "db").exists()  # refused before anything started
