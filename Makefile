@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,13 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cell_speed.py
-	$(BIN)/python benchmarks/dispatch.py
+	$(BIN)/python benchmarks/lifecycle.py
+	$(BIN)/python benchmarks/api_scale.py
+	$(BIN)/python benchmarks/search_quality.py
+
+# one prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU)
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --device cuda
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers trials search_spaces tests benchmarks

@@ -103,7 +103,7 @@ def _mnist_raw(data_dir: Path, train: bool, download: bool):
         ) from exc
 
 
-def _mnist(data_dir: Path, val_size: int, permute: bool, download: bool) -> Splits:
+def _mnist(data_dir: Path, val_size: int | None, permute: bool, download: bool) -> Splits:
     def pixels(ds) -> tuple[Tensor, Tensor]:
         x = ds.data.reshape(len(ds.data), -1, 1).to(torch.float32) / 255.0  # (N, 784, 1) row-major
         return x, ds.targets.to(torch.int64)
@@ -115,6 +115,8 @@ def _mnist(data_dir: Path, val_size: int, permute: bool, download: bool) -> Spli
         perm = torch.randperm(x_tr.shape[1], generator=torch.Generator().manual_seed(PMNIST_SEED))
         x_tr, x_te = x_tr[:, perm], x_te[:, perm]
         meta = {"permutation_seed": PMNIST_SEED}
+    if val_size is None:  # 5,000 of MNIST's 60,000; a tenth of a smaller (synthetic) set
+        val_size = min(DEFAULT_VAL_SIZE["mnist"], max(1, len(y_tr) // 10))
     train, val = _carve(x_tr, y_tr, val_size)
     return Splits("pmnist" if permute else "mnist", train, val, Split(x_te, y_te), 10, meta)
 
@@ -130,9 +132,9 @@ def load_dataset(
     ``download`` to SRU_HPO_DOWNLOAD."""
     if name not in DATASETS:
         raise ValueError(f"dataset: unknown {name!r}, expected one of {', '.join(DATASETS)}")
-    val_size = DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size)
     if name == "digits":
-        return _digits(val_size)
+        return _digits(DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size))
+    val_size = None if val_size is None else int(val_size)
     from trials.settings import get_settings
 
     if data_dir is None:
