@@ -150,12 +150,20 @@ class TrialRun:
 
     # -- the whole run ------------------------------------------------------------------------------
     def execute(self) -> None:
+        """The heartbeat runs from the moment the job is reserved: loading the snapshot, the
+        dataset and the model can take longer than a heartbeat interval on a loaded machine."""
         job = self.job
         log.info("job %s (%s, %d epochs, attempt %d) reserved", job.id, job.kind, job.epochs,
                  job.attempt)
-        if job.kind == JobKind.TEST:
-            self._test()
-            return
+        with Heartbeat(lambda: self.store.jobs.heartbeat(job), self.store.heartbeat_interval,
+                       f"heartbeat-{job.tid}", on_beat=self._beat) as self.hb:
+            if job.kind == JobKind.TEST:
+                self._test()
+            else:
+                self._train()
+
+    def _train(self) -> None:
+        job = self.job
         claimed, resume = self._resume()
         if not claimed:
             log.warning("job %s was taken over before it started; dropping it", job.id)
@@ -164,19 +172,17 @@ class TrialRun:
         with tempfile.TemporaryDirectory(prefix="sru-hpo-ckpt-") as tmp:
             # the retrain's best weights go to a file (train's checkpoint_path), then to GridFS
             ckpt = Path(tmp) / "best.pt" if job.kind == JobKind.RETRAIN else None
-            with Heartbeat(lambda: self.store.jobs.heartbeat(job), self.store.heartbeat_interval,
-                           f"heartbeat-{job.tid}", on_beat=self._beat) as self.hb:
-                try:
-                    result = train(
-                        job.params, epochs=job.epochs, device=self.worker.device,
-                        checkpoint_path=ckpt, on_epoch=self.on_epoch,
-                        should_stop=self.should_stop, resume=resume, on_snapshot=self.on_snapshot,
-                        snapshot_every=self.worker.snapshot_every)
-                except DatabaseUnavailable:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
-                    self._report_exception(exc)
-                    return
+            try:
+                result = train(
+                    job.params, epochs=job.epochs, device=self.worker.device,
+                    checkpoint_path=ckpt, on_epoch=self.on_epoch, should_stop=self.should_stop,
+                    resume=resume, on_snapshot=self.on_snapshot,
+                    snapshot_every=self.worker.snapshot_every)
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
+                self._report_exception(exc)
+                return
             self._report(result, ckpt)
 
     # -- 3. report ----------------------------------------------------------------------------------

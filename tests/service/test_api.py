@@ -32,7 +32,9 @@ def test_health_docs_and_dashboard(api):
     h = c.get("/healthz").json()
     assert h["status"] == "ok" and "mongodb://" in h["database"]
     assert c.get("/openapi.json").json()["info"]["title"] == "sru-hpo"
-    assert "sru-hpo studies" in c.get("/").text
+    page = c.get("/").text
+    assert "<title>sru-hpo</title>" in page and "/static/dashboard.js" in page
+    assert c.get("/static/plotly.min.js").status_code == 200
 
 
 def test_create_and_read_a_study(api):
