@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cell_speed.py
 	$(BIN)/python benchmarks/lifecycle.py
 	$(BIN)/python benchmarks/api_scale.py
+	$(BIN)/python benchmarks/curve_writes.py
 	$(BIN)/python benchmarks/search_quality.py
 
 # one prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU)
