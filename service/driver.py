@@ -118,6 +118,9 @@ class StudyDriver:
         states = {d["state"] for d in self.cache.docs.values()}
         if JobState.NEW in states:  # inserted by a pass that a cancel or a failure missed
             self.store.jobs.cancel_study(self.sid)
+        for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: nothing waits at a rung any more
+            if d.get("outcome") == Outcome.PAUSED.value:
+                self.store.jobs.stop_at_rung(self.sid, d["tid"])
         if states & set(ACTIVE):
             return False
         self.store.studies.mark_settled(self.sid)
@@ -131,7 +134,7 @@ class StudyDriver:
         promoted = self._promote(study)
         counts = self.cache.counts()
         created = sum(counts[s.label] for s in JobState)
-        room = min(study["parallelism"] - counts["new"] - counts["running"] - promoted,
+        room = min(study["parallelism"] - counts["new"] - counts["running"],  # promoted: new
                    study["n_trials"] - created)
         if room > 0:
             self._suggest(study, created, room)
