@@ -143,3 +143,23 @@ def test_the_summary_follows_concurrent_writers(store, db):
             for s in JobState}
     assert {k: counts[k] for k in real} == real
     assert counts["finished"] == real["done"] + real["error"]
+
+
+def test_a_cancelled_asha_study_leaves_nothing_paused(store, db):
+    import uuid as u
+
+    sid = make_study(store, parallelism=2, n_trials=6, trial_epochs=9,
+                     scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    job = store.jobs.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+    assert job.limit == 1 and job.rungs == [1, 3]
+    assert store.jobs.save_snapshot(job, b"state at the rung", 1)
+    assert store.jobs.pause(job, {"best_val_acc": 0.3, "rung_scores": {"1": 0.3}})
+    store.studies.cancel(sid)
+    for _ in range(3):
+        if d.step():
+            break
+    doc = db.jobs.find_one({"_id": job.id})
+    assert doc["outcome"] == "stopped_at_rung" and doc["snapshot"] is None
+    assert store.files.all_files() == []  # its snapshot went with it
