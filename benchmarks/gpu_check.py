@@ -298,7 +298,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "db") as db:
         correctness(dev, T if args.dry_run else 64, 8 if args.dry_run else 16)
-        real_trial(str(dev), Path(tmp), db.url, 200 if args.dry_run else 2000)
+        real_trial(str(dev), Path(tmp), db.url, 100 if args.dry_run else 2000)
         if dev.type == "cuda":
             gpu_slots(db.url, Path(tmp))
         else:
@@ -307,7 +307,7 @@ def main() -> int:
                                               "out_size": 16}
         speed(dev, T, B, 2 if args.dry_run else 10, sru)
         throughput(str(dev), T, [1, 2] if args.dry_run else [1, 2, 4, 8],
-                   1.0 if args.dry_run else 20.0, 430)  # 55,000 / 128 batches: an MNIST epoch
+                   0.5 if args.dry_run else 20.0, 430)  # 55,000 / 128 batches: an MNIST epoch
     say(f"done in {time.monotonic() - t0:.0f} s; {len(failures)} failure(s)")
     return 1 if failures else 0
 
