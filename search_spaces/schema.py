@@ -21,8 +21,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from hyperopt import hp
-from hyperopt.pyll import stochastic
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -235,6 +233,8 @@ class SpaceSpec(BaseModel):
 
 # -- hyperopt ------------------------------------------------------------------------------------
 def _expr(label: str, spec: Any) -> Any:
+    from hyperopt import hp  # imported on first use: it pulls in SciPy (~2 s at API start)
+
     if isinstance(spec, dict):  # a sub-space
         return {k: _expr(f"{label}.{k}", v) for k, v in spec.items()}
     if isinstance(spec, Choice):
@@ -317,6 +317,8 @@ def point_to_vals(space: SpaceSpec, point: Mapping[str, Any]) -> dict[str, list]
 
 def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` random points of the space as flat trial parameters (for validation and tests)."""
+    from hyperopt.pyll import stochastic
+
     expr = to_hyperopt(space)
     rng = np.random.default_rng(seed)
     return [flatten_sample(space, stochastic.sample(expr, rng=rng)) for _ in range(n)]

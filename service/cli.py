@@ -147,7 +147,10 @@ DeviceOpt = Annotated[str, typer.Option(help="the workers' --device (auto | cpu 
 
 @app.command()
 def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes")] = 2,
-       device: DeviceOpt = "auto") -> None:
+       device: DeviceOpt = "auto",
+       max_restarts: Annotated[int, typer.Option(
+           min=0, help="give up when one part restarts more than this many times in 60 s")] = 5,
+       ) -> None:
     """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers, supervised:
     a part that dies is restarted. Ctrl-C (or SIGTERM/SIGHUP) stops them all."""
     import os
@@ -158,7 +161,7 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
     stop = stop_signals()
     threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
     cluster = Cluster(Settings(), workers, worker_threads=threads, device=device,
-                      say=lambda m: console.print(f"[yellow]{m}"))
+                      max_restarts=max_restarts, say=lambda m: console.print(f"[yellow]{m}"))
     try:
         _start_cluster(cluster)
         console.print(f"API on {cluster.api_url} (dashboard /, docs /docs), {workers} worker(s); "

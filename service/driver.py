@@ -32,13 +32,15 @@ import logging
 import os
 import secrets
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.suggest import Suggester, grid_of
 from trials.cache import TrialCache
-from trials.scheduling import promotions, search_rank
+from trials.scheduling import grid_of, promotions, search_rank
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.store import Store
+
+if TYPE_CHECKING:
+    from service.suggest import Suggester
 
 __all__ = ["StudyDriver", "make_holder", "error_groups", "spearman"]
 
@@ -129,7 +131,7 @@ class StudyDriver:
 
     # -- search ------------------------------------------------------------------------------------
     def _search(self, study: dict[str, Any]) -> None:
-        if self._fail_fast():
+        if self._fail_fast(study):
             return
         promoted = self._promote(study)
         counts = self.cache.counts()
@@ -146,7 +148,7 @@ class StudyDriver:
             return counts["finished"] >= study["n_trials"]
         return created >= study["n_trials"] and counts["new"] + counts["running"] == 0
 
-    def _fail_fast(self) -> bool:
+    def _fail_fast(self, study: dict[str, Any]) -> bool:
         """The first ``fail_fast`` finished trials all errored with one message: fail the study
         with it rather than spend the rest of the budget on the same error."""
         k = self.fail_fast
@@ -159,6 +161,9 @@ class StudyDriver:
         if len(messages) != 1:
             return False
         error = f"the first {k} finished trials failed with the same error: {messages.pop()}"
+        # publish the counts with these errors first: no reader may see the study failed beside
+        # a summary from before them
+        self._publish(study)
         if self.store.studies.end(self.sid, [RUNNING], StudyState.FAILED, error=error):
             self.store.jobs.cancel_study(self.sid)
             log.warning("study %s failed fast: %s", self.sid, error)
@@ -182,6 +187,9 @@ class StudyDriver:
 
     def _suggest(self, study: dict[str, Any], created: int, room: int) -> None:
         if self._suggester is None:
+            # imported on the first suggestion: hyperopt pulls in SciPy (~2 s of the API's start)
+            from service.suggest import Suggester
+
             self._suggester = Suggester(study, self.cache)
         for i in range(room):
             # A cancel or delete may land while this pass inserts: look before every insert.
@@ -207,6 +215,7 @@ class StudyDriver:
         if not ranked:
             groups = error_groups(self.cache.of_kind(JobKind.TRIAL))
             why = f"; most common error: {groups[0]['error']}" if groups else ""
+            self._publish(study)  # as in _fail_fast: the counts before the state
             self.store.studies.end(self.sid, [RUNNING], StudyState.FAILED,
                                    error=f"no search trial finished successfully{why}")
             return

@@ -17,24 +17,16 @@ from hyperopt.base import miscs_update_idxs_vals
 from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hyperopt
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
-from trials.scheduling import bracket_for, bracket_weights, model_epoch, rung_epochs
+from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch
 from trials.states import JobKind, JobState
 
-__all__ = ["Suggester", "grid_of"]
+__all__ = ["Suggester"]
 
 TPE_STARTUP = 20  # hyperopt's default number of random start-up trials
 
 
 def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs a Domain
     raise RuntimeError("trials are evaluated by workers, not in the service")
-
-
-def grid_of(study: dict[str, Any]) -> list[int]:
-    """The study's rung epochs (empty unless its scheduler is asha or hyperband)."""
-    s = study.get("scheduler") or {}
-    if s.get("rule") not in ("asha", "hyperband"):
-        return []
-    return rung_epochs(s["min_epochs"], s["reduction"], study["trial_epochs"])
 
 
 class Suggester:

@@ -10,6 +10,7 @@ accuracy and only the final retrain looks at the test split.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +76,36 @@ def _carve(x: Tensor, y: Tensor, val_size: int) -> tuple[Split, Split]:
     return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
 
 
-def _digits(val_size: int) -> Splits:
+DIGITS_SPLIT = Path(__file__).with_name("digits_split.txt")
+N_DIGITS_TEST = 360
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits (1797, 64) and labels, read from the CSV that ships in its wheel.
+
+    Reading the file directly spares each worker the 2-3 s import of scikit-learn and SciPy;
+    ``load_digits`` is the fallback where the file is not at its usual place."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        csv = Path(folder) / "datasets" / "data" / "digits.csv.gz"
+        if csv.is_file():
+            data = np.loadtxt(csv, delimiter=",")  # 64 pixels, then the label
+            return data[:, :-1], data[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32).unsqueeze(-1)  # (1797, 64, 1)
-    y = torch.tensor(d.target, dtype=torch.int64)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(y)), test_size=360, random_state=SPLIT_SEED, stratify=d.target
-    )
+    return d.data, d.target
+
+
+def _digits(val_size: int) -> Splits:
+    pixels, labels = _digits_arrays()
+    x = torch.tensor(pixels / 16.0, dtype=torch.float32).unsqueeze(-1)  # (1797, 64, 1)
+    y = torch.tensor(labels, dtype=torch.int64)
+    # a fixed stratified split (train part in its order, then the 360 test digits), frozen in a
+    # file so that no library upgrade can move a digit between train and test
+    order = torch.tensor([int(i) for line in DIGITS_SPLIT.read_text().splitlines()
+                          if not line.startswith("#") for i in line.split()])
+    idx_train, idx_test = order[:-N_DIGITS_TEST], order[-N_DIGITS_TEST:]
     train, val = _carve(x[idx_train], y[idx_train], val_size)
     return Splits("digits", train, val, Split(x[idx_test], y[idx_test]), 10)
 

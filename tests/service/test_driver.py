@@ -89,7 +89,12 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(store, db):
     for _ in range(3):
         j = store.jobs.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
         store.jobs.fail(j, "DatasetUnavailable: MNIST is not in data/MNIST/raw", "data.py:1")
+    # what a reader sees the moment the study turns failed (it once saw the summary of the pass
+    # before, with 2 of the 3 errors)
+    seen, end = [], store.studies.end
+    store.studies.end = lambda *a, **k: seen.append(store.studies.get(sid)["summary"]) or end(*a, **k)
     d.step()
+    assert seen[0]["counts"]["error"] == 3 and seen[0]["error_groups"][0]["count"] == 3
     study = store.studies.get(sid)
     assert study["state"] == StudyState.FAILED
     assert "MNIST is not in data/MNIST/raw" in study["error"]

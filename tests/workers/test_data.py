@@ -1,6 +1,9 @@
 """Datasets: MNIST through torchvision's real reader on tiny IDX files, digits, splits."""
 
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +78,34 @@ def test_digits_shapes_and_disjoint_splits():
 def test_split_is_fixed_across_loads():
     a, b = load_dataset("digits"), load_dataset("digits")
     assert torch.equal(a.val.x, b.val.x) and torch.equal(a.test.y, b.test.y)
+
+
+def test_digits_are_sklearns_with_the_frozen_stratified_split():
+    """The loader reads scikit-learn's CSV itself and a frozen split file; both must equal what
+    scikit-learn gives (the split is the one every measured number in the README used)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from workers.data import SPLIT_SEED, _carve
+
+    d = load_digits()
+    x = torch.tensor(d.data / 16.0, dtype=torch.float32).unsqueeze(-1)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    idx_train, idx_test = train_test_split(np.arange(1797), test_size=360,
+                                           random_state=SPLIT_SEED, stratify=d.target)
+    train, val = _carve(x[idx_train], y[idx_train], 300)
+    s = load_dataset("digits")
+    assert torch.equal(s.test.x, x[idx_test]) and torch.equal(s.test.y, y[idx_test])
+    assert torch.equal(s.train.x, train.x) and torch.equal(s.train.y, train.y)
+    assert torch.equal(s.val.x, val.x) and torch.equal(s.val.y, val.y)
+
+
+def test_loading_digits_does_not_import_sklearn():
+    code = ("import sys; from workers.data import load_dataset; load_dataset('digits'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "[]", out.stdout[:500]
 
 
 def test_unknown_dataset():
