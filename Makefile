@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test demo bench lint clean gpu-check
 
-# --no-compile: Python byte-compiles what gets imported on first use; compiling all of torch at
-# install time costs more than a minute on a 2-core machine.
+# pip byte-compiles at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on our CI
+# machines) an uncompiled torch is compiled again by every process that imports it.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
