@@ -1,6 +1,6 @@
 """The Statistical Recurrent Unit (Oliva, Póczos, Schneider, ICML 2017) as a sequence classifier.
 
-Equations (see ../shared/DESIGN.md)::
+Equations (README, "The model")::
 
     r_t      = relu(W_r · mu_{t-1} + b_r)           # mu_{t-1}: every alpha's average, concatenated
     phi_t    = relu(W_phi · [x_t ; r_t] + b_phi)
@@ -12,8 +12,9 @@ The hidden state is only ``mu``, kept as (B, len(A), phi) and flattened alpha-ma
 phi depends on x alone, so it is computed for all steps in one matmul and only the cheap
 moving-average recurrence stays in the loop.
 
-Speed (measured, DESIGN.md): never index ``x[:, t]`` inside the autograd loop; project the
-inputs of all steps at once and iterate over ``unbind(1)``.
+Speed: never index ``x[:, t]`` inside the autograd loop (each step's backward would build a
+full-size zero tensor of ``x``: 35.8 s against 1.25 s per batch at B=128, T=784, README);
+project the inputs of all steps at once and iterate over ``unbind(1)``.
 """
 
 from __future__ import annotations

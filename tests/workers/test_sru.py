@@ -7,7 +7,8 @@ from workers.sru import SRUClassifier, SRUScan, Workspace
 
 
 def reference_forward(m: SRUClassifier, x: torch.Tensor) -> torch.Tensor:
-    """DESIGN.md's equations, one alpha at a time, x[:, t] indexing, no tricks."""
+    """The SRU equations (workers/sru.py, README "The model"), one alpha at a time, x[:, t]
+    indexing, no tricks."""
     B, T, _ = x.shape
     alphas = [float(a) for a in m.alphas.flatten()]
     mus = [torch.zeros(B, m.phi_size, dtype=x.dtype) for _ in alphas]
