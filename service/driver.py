@@ -161,10 +161,7 @@ class StudyDriver:
         if len(messages) != 1:
             return False
         error = f"the first {k} finished trials failed with the same error: {messages.pop()}"
-        # publish the counts with these errors first: no reader may see the study failed beside
-        # a summary from before them
-        self._publish(study)
-        if self.store.studies.end(self.sid, [RUNNING], StudyState.FAILED, error=error):
+        if self._end(study, RUNNING, StudyState.FAILED, error=error):
             self.store.jobs.cancel_study(self.sid)
             log.warning("study %s failed fast: %s", self.sid, error)
         return True
@@ -215,9 +212,8 @@ class StudyDriver:
         if not ranked:
             groups = error_groups(self.cache.of_kind(JobKind.TRIAL))
             why = f"; most common error: {groups[0]['error']}" if groups else ""
-            self._publish(study)  # as in _fail_fast: the counts before the state
-            self.store.studies.end(self.sid, [RUNNING], StudyState.FAILED,
-                                   error=f"no search trial finished successfully{why}")
+            self._end(study, RUNNING, StudyState.FAILED,
+                      error=f"no search trial finished successfully{why}")
             return
         for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: those still paused end here
             if d.get("outcome") == Outcome.PAUSED.value:
@@ -245,8 +241,8 @@ class StudyDriver:
             return
         done = [r for r in retrains if r["state"] == JobState.DONE]
         if not done:
-            self.store.studies.end(self.sid, [RETRAINING], StudyState.FAILED,
-                                   error=f"retrain failed: {retrains[0].get('error')}")
+            self._end(study, RETRAINING, StudyState.FAILED,
+                      error=f"retrain failed: {retrains[0].get('error')}")
             return
         winner = max(done, key=lambda r: (r["result"].get("best_val_acc", 0.0), -r["tid"]))
         tests = self.cache.of_kind(JobKind.TEST)
@@ -256,13 +252,12 @@ class StudyDriver:
             return
         test = tests[0]
         if test["state"] == JobState.DONE:
-            if self.store.studies.end(self.sid, [RETRAINING], StudyState.COMPLETED,
-                                      retrain_tid=winner["tid"]):
+            if self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
                 log.info("study %s completed: test_acc %s", self.sid,
                          test["result"].get("test_acc"))
         elif JobState(test["state"]).is_terminal():
-            self.store.studies.end(self.sid, [RETRAINING], StudyState.FAILED,
-                                   error=f"test evaluation failed: {test.get('error')}")
+            self._end(study, RETRAINING, StudyState.FAILED,
+                      error=f"test evaluation failed: {test.get('error')}")
 
     # -- the published summary -----------------------------------------------------------------------
     def summary(self, study: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +303,15 @@ class StudyDriver:
                 pairs.append((float(src["result"].get("best_val_acc", 0.0)),
                               float(r["result"].get("best_val_acc", 0.0))))
         return spearman([p[0] for p in pairs], [p[1] for p in pairs])
+
+    def _end(self, study: dict[str, Any], frm: StudyState, to: StudyState, **fields: Any) -> bool:
+        """End the study with its summary in the same write, so that no reader sees the final
+        state beside the counts (or test accuracy) of a pass before."""
+        summary = self.summary(study)
+        if not self.store.studies.end(self.sid, [frm], to, summary=summary, **fields):
+            return False
+        self._summary = summary
+        return True
 
     def _publish(self, study: dict[str, Any]) -> None:
         summary = self.summary(study)

@@ -92,7 +92,13 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(store, db):
     # what a reader sees the moment the study turns failed (it once saw the summary of the pass
     # before, with 2 of the 3 errors)
     seen, end = [], store.studies.end
-    store.studies.end = lambda *a, **k: seen.append(store.studies.get(sid)["summary"]) or end(*a, **k)
+
+    def end_and_look(*a, **k):  # the stored summary right after the state turned
+        ended = end(*a, **k)
+        seen.append(store.studies.get(sid)["summary"])
+        return ended
+
+    store.studies.end = end_and_look
     d.step()
     assert seen[0]["counts"]["error"] == 3 and seen[0]["error_groups"][0]["count"] == 3
     study = store.studies.get(sid)
