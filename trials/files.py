@@ -4,7 +4,8 @@ A file is written first and attached to its job afterwards with a conditional up
 (trials/jobs.py), so a worker that lost its job never replaces the new owner's file: its own
 file is deleted when the attach is refused. Every file records its study in ``metadata``, so a
 deleted study's files are found and removed whatever was attached when; ``orphans`` finds files
-left by a process killed between writing and attaching.
+left by a process killed between writing and attaching, and ``unfinished`` the chunks of one
+killed while writing.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ class FileStore:
         """(bucket, id, metadata, upload time as UNIX seconds) of every file."""
         return [(b, f._id, f.metadata or {}, _seconds(f.upload_date))
                 for b, fs in self._fs.items() for f in fs.find()]
+
+    def unfinished(self, older_than: float) -> list[tuple[str, Any]]:
+        """(bucket, id) of writes killed before their end, begun before ``older_than`` (UNIX
+        seconds, read from the id's ObjectId). GridFS writes the chunks first and the file
+        document last, so MongoDB keeps such chunks with no file; nx-27017 instead makes a file
+        document with no metadata, which ``all_files`` lists."""
+        found = []
+        for bucket in self._fs:
+            files = self.db[f"{bucket}.files"]
+            for fid in self.db[f"{bucket}.chunks"].distinct("files_id"):
+                if (isinstance(fid, ObjectId) and fid.generation_time.timestamp() < older_than
+                        and files.count_documents({"_id": fid}, limit=1) == 0):
+                    found.append((bucket, fid))
+        return found
 
     def count(self, bucket: str) -> int:
         return sum(1 for _ in self._fs[bucket].find())

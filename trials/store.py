@@ -87,15 +87,16 @@ class Store:
         self.studies.remove(sid)
 
     def collect_orphans(self, min_age: float = 600.0) -> int:
-        """Files no job points to (a worker killed between writing and attaching one, or a
-        study deleted meanwhile), older than ``min_age`` seconds. Returns how many went."""
-        now, removed = self.clock.now(), 0
+        """Files no job points to (a worker killed between writing and attaching one, or
+        while writing it, or a study deleted meanwhile), older than ``min_age`` seconds.
+        Returns how many went."""
+        now = self.clock.now()
         files = [f for f in self.files.all_files() if now - f[3] > min_age]
         ids = sorted({f"{m.get('exp_key')}:{m.get('tid')}" for _, _, m, _ in files})
         attached = self.jobs.snapshot_ids(ids)
-        for bucket, fid, meta, _ in files:
-            job = f"{meta.get('exp_key')}:{meta.get('tid')}"
-            if fid not in attached.get(job, ()):
-                self.files.delete(bucket, fid)
-                removed += 1
-        return removed
+        gone = [(bucket, fid) for bucket, fid, meta, _ in files
+                if fid not in attached.get(f"{meta.get('exp_key')}:{meta.get('tid')}", ())]
+        gone += self.files.unfinished(older_than=now - min_age)
+        for bucket, fid in gone:
+            self.files.delete(bucket, fid)
+        return len(gone)

@@ -73,6 +73,27 @@ def test_gridfs_keeps_metadata_and_finds_by_it(db):
     assert [f.metadata["tid"] for f in fs.find({"metadata.exp_key": "s"})] == [1]
 
 
+def test_chunks_of_a_killed_gridfs_write_are_found_one_way_or_the_other(db):
+    """GridFS writes its chunks first and the file document last. On MongoDB a writer killed in
+    between leaves chunks with no file (``FileStore.unfinished`` finds them with ``distinct``);
+    nx-27017 makes a file document with empty metadata for them instead (``all_files`` lists it),
+    and answers ``distinct``/``find({})`` over a chunks collection with nothing. Either way the
+    orphan collector sees the write, and ``GridFS.delete`` removes its chunks."""
+    import gridfs
+    from bson import ObjectId
+
+    fs = gridfs.GridFS(db, collection="pinfs")
+    killed = ObjectId()
+    db["pinfs.chunks"].insert_one({"files_id": killed, "n": 0, "data": b"half"})
+    listed = {f._id: f.metadata for f in fs.find()}
+    chunk_owners = db["pinfs.chunks"].distinct("files_id")
+    assert (listed == {killed: {}} and chunk_owners == []  # nx-27017
+            or listed == {} and chunk_owners == [killed])  # MongoDB
+    fs.delete(killed)
+    assert db["pinfs.chunks"].find_one({"files_id": killed}) is None
+    assert list(fs.find()) == []
+
+
 def test_upsert_missing_an_existing_id_is_avoided(db):
     """nx-27017 answers an upsert whose filter misses an existing _id with None (MongoDB: a
     duplicate key error); leases are created with insert_one first, never upserted."""
