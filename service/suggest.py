@@ -15,6 +15,7 @@ from hyperopt import Domain, rand, space_eval, tpe
 from hyperopt.base import miscs_update_idxs_vals
 
 from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hyperopt
+from service import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
 from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch
@@ -31,6 +32,7 @@ def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs
 
 class Suggester:
     def __init__(self, study: dict[str, Any], cache: TrialCache) -> None:
+        tpe_speed.install()  # hyperopt's TPE, its quantized densities in one numpy pass
         self.study, self.cache = study, cache
         self.spec = SpaceSpec.model_validate(study["space"])
         self.domain = Domain(_never_called, to_hyperopt(self.spec))

@@ -41,6 +41,7 @@ class CurveStore:
 
     def ensure_indexes(self) -> None:
         self._col.create_index([("exp_key", ASCENDING), ("updated", ASCENDING)])
+        self._col.create_index([("attempt", ASCENDING), ("updated", ASCENDING)])  # orphans
 
     def create(self, jobs: Iterable[dict[str, Any]]) -> None:
         """Empty curves for newly inserted jobs (attempt 0: nobody may write yet)."""
@@ -87,6 +88,15 @@ class CurveStore:
         q = {"exp_key": exp_key, "updated": {"$gt": after}}
         return list(self._col.find(q).sort([("updated", ASCENDING), ("_id", ASCENDING)])
                     .limit(limit))
+
+    def unclaimed(self, older_than: float) -> list[str]:
+        """Ids of curves nobody ever claimed (attempt 0), created before ``older_than``."""
+        q = {"attempt": 0, "updated": {"$lt": older_than}}
+        return [d["_id"] for d in self._col.find(q, {"_id": 1})]
+
+    def delete(self, job_ids: list[str]) -> None:
+        if job_ids:
+            self._col.delete_many({"_id": {"$in": job_ids}})
 
     def purge(self, exp_key: str) -> None:
         self._col.delete_many({"exp_key": exp_key})

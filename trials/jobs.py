@@ -137,13 +137,17 @@ class JobQueue:
                 "refresh_time": None, **self.job_fields(**fields)}
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
-        """Insert complete job documents (and their empty curves)."""
+        """Insert complete job documents, their empty curves first: a job is reservable the
+        moment it is inserted, and a worker that finds no curve to claim must drop the job (it
+        was reserved between the two writes and then requeued as stale, a retry spent, before
+        this order). A process killed between the two leaves curves with no job, which
+        ``Store.collect_orphans`` removes."""
         now = self.clock.now()
         for d in docs:
             d.update(_id=job_id(d["exp_key"], d["tid"]), created=now, updated=now)
         if docs:
-            self._col.insert_many(docs)
             self.curves.create(docs)
+            self._col.insert_many(docs)
 
     def enqueue(self, exp_key: str, **fields: Any) -> int:
         """Insert one job outside TPE; returns its tid."""
@@ -419,6 +423,12 @@ class JobQueue:
 
     def exists(self, jid: str) -> bool:
         return self._col.find_one({"_id": jid}, {"_id": 1}) is not None
+
+    def existing(self, ids: list[str]) -> set[str]:
+        """Which of the job ids ``ids`` exist."""
+        if not ids:
+            return set()
+        return {d["_id"] for d in self._col.find({"_id": {"$in": ids}}, {"_id": 1})}
 
     def snapshot_ids(self, ids: list[str]) -> dict[str, Any]:
         return {d["_id"]: (d.get("snapshot"), d.get("checkpoint"))

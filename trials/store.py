@@ -88,9 +88,16 @@ class Store:
 
     def collect_orphans(self, min_age: float = 600.0) -> int:
         """Files no job points to (a worker killed between writing and attaching one, or
-        while writing it, or a study deleted meanwhile), older than ``min_age`` seconds.
+        while writing it, or a study deleted meanwhile), and curves with no job (a driver
+        killed between inserting a curve and its job), older than ``min_age`` seconds.
         Returns how many went."""
         now = self.clock.now()
+        unclaimed = self.curves.unclaimed(older_than=now - min_age)
+        jobless = sorted(set(unclaimed) - self.jobs.existing(unclaimed))
+        self.curves.delete(jobless)
+        return len(jobless) + self._collect_files(now, min_age)
+
+    def _collect_files(self, now: float, min_age: float) -> int:
         files = [f for f in self.files.all_files() if now - f[3] > min_age]
         ids = sorted({f"{m.get('exp_key')}:{m.get('tid')}" for _, _, m, _ in files})
         attached = self.jobs.snapshot_ids(ids)

@@ -232,3 +232,33 @@ def test_a_file_whose_writer_was_killed_mid_write_is_collected(store, db):
     assert [f[1] for f in store.files.all_files()] == [job.snapshot]
     assert db["snapshots.chunks"].find_one({"files_id": killed}) is None
     assert store.jobs.load_snapshot(job) == b"kept"
+
+
+def test_a_job_is_never_reservable_before_its_curve_exists(store):
+    """A worker that reserves a job claims its curve first, and drops the job when there is
+    none. Jobs used to be inserted before their curves: a worker that reserved in between
+    dropped the job, which sat running until the stale sweep requeued it (a retry spent; found
+    in the ASHA test on a loaded machine)."""
+    looked: list[bool] = []
+    create = store.curves.create
+
+    def a_worker_reserves_first(jobs):  # a worker's reserve, between the two writes
+        job = reserve(store)
+        looked.append(job is None or store.curves.claim(job.id, job.attempt, []))
+        create(jobs)
+
+    store.curves.create = a_worker_reserves_first
+    tid = enqueue(store)
+    assert looked == [True]
+    job = reserve(store)
+    assert job is not None and job.tid == tid and store.curves.claim(job.id, job.attempt, [])
+
+
+def test_a_curve_whose_job_was_never_inserted_is_collected(store, db):
+    """A driver killed between a curve and its job leaves a curve no job owns."""
+    tid = enqueue(store)
+    store.curves.create([{"_id": "s:99", "exp_key": "s", "tid": 99, "kind": "trial"}])
+    assert store.collect_orphans(min_age=3600) == 0  # too young to judge
+    assert store.collect_orphans(min_age=-1) == 1
+    assert db.curves.find_one({"_id": "s:99"}) is None
+    assert db.curves.find_one({"_id": f"s:{tid}"}) is not None  # a queued job keeps its own
