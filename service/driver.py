@@ -261,7 +261,11 @@ class StudyDriver:
 
     # -- the published summary -----------------------------------------------------------------------
     def summary(self, study: dict[str, Any]) -> dict[str, Any]:
-        """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache."""
+        """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache
+        (computed once per change of the cache; the study's own fields it reads never change)."""
+        return self.cache.memoized("summary", lambda: self._summarize(study))
+
+    def _summarize(self, study: dict[str, Any]) -> dict[str, Any]:
         trials = self.cache.of_kind(JobKind.TRIAL)
         ranked = self._ranked(study)
         best = ranked[0] if ranked else None

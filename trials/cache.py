@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trials.jobs import JobQueue
-from trials.states import JobKind, JobState, Outcome
+from trials.states import FINISHED, JobKind, JobState, Outcome
 
 __all__ = ["TrialCache", "count_trials"]
 
@@ -30,15 +30,17 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     counts = dict.fromkeys([s.label for s in JobState] + list(COUNTED_OUTCOMES)
                            + ["paused", "finished"], 0)
     for d in docs:
-        if d.get("kind") != JobKind.TRIAL.value:
-            continue
-        state = JobState(d["state"])
-        counts[state.label] += 1
-        counts["finished"] += state.is_finished()
-        if d.get("outcome") in COUNTED_OUTCOMES:
-            counts[d["outcome"]] += 1
-        counts["paused"] += d.get("outcome") == Outcome.PAUSED.value
+        if d.get("kind") == JobKind.TRIAL.value:
+            counts[_LABELS[d["state"]]] += 1
+            outcome = d.get("outcome")
+            if outcome in _OUTCOME_KEYS:
+                counts[_OUTCOME_KEYS[outcome]] += 1
+    counts["finished"] = sum(counts[s.label] for s in FINISHED)
     return counts
+
+
+_LABELS = {int(s): s.label for s in JobState}  # counted per document: plain lookups
+_OUTCOME_KEYS = {**{o: o for o in COUNTED_OUTCOMES}, Outcome.PAUSED.value: "paused"}
 
 
 class TrialCache:
@@ -50,18 +52,22 @@ class TrialCache:
         self._since: float | None = None  # server time the last read started
         self._last_full = -float("inf")
         self.reads = 0  # documents fetched so far (benchmarks print it)
+        self.version = 0  # bumped whenever ``docs`` changes; what ``_memo`` was computed at
+        self._memo: dict[Any, Any] = {}
 
     def refresh(self, full: bool = False) -> int:
         """Bring the cache up to date; returns how many documents were read."""
         started = self.jobs.clock.now()
         if full or self._since is None or self.clock() - self._last_full > self.resync:
             docs = self.jobs.changed(self.exp_key, None)
-            self.docs = {int(d["tid"]): d for d in docs}
+            fresh = {int(d["tid"]): d for d in docs}
+            if fresh != self.docs:
+                self.docs = fresh
+                self._changed()
             self._last_full = self.clock()
         else:
             docs = self.jobs.changed(self.exp_key, self._since - self.overlap)
-            for d in docs:
-                self.docs[int(d["tid"])] = d
+            self._keep(docs)
         self._since = started
         self.reads += len(docs)
         return len(docs)
@@ -69,12 +75,35 @@ class TrialCache:
     def insert(self, docs: list[dict[str, Any]]) -> None:
         """Insert new jobs through the queue and keep them without reading them back."""
         self.jobs.insert(docs)
+        self._keep(docs)
+
+    def _keep(self, docs: list[dict[str, Any]]) -> None:
+        """Store ``docs``; the overlap re-reads recent documents, so most are unchanged."""
+        changed = False
         for d in docs:
-            self.docs[int(d["tid"])] = d
+            tid = int(d["tid"])
+            if self.docs.get(tid) != d:
+                self.docs[tid] = d
+                changed = True
+        if changed:
+            self._changed()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._memo.clear()
+
+    def memoized(self, key: Any, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per version of the cache (every pass reads the same views); the
+        result is shared, so callers must not change it."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def of_kind(self, kind: JobKind) -> list[dict[str, Any]]:
-        return sorted((d for d in self.docs.values() if d.get("kind") == kind.value),
-                      key=lambda d: d["tid"])
+        """The documents of one kind of job, by tid (a new list; the documents are shared)."""
+        return list(self.memoized(kind, lambda: sorted(
+            (d for d in self.docs.values() if d.get("kind") == kind.value),
+            key=lambda d: d["tid"])))
 
     def counts(self) -> dict[str, int]:
-        return count_trials(list(self.docs.values()))
+        return dict(self.memoized("counts", lambda: count_trials(list(self.docs.values()))))

@@ -44,6 +44,38 @@ def test_incremental_refresh_equals_a_cold_load(store, db):
     assert a.tid not in cache.docs and same(cache.docs, cold(store))
 
 
+def views(cache: TrialCache) -> tuple:
+    return cache.counts(), [d["tid"] for d in cache.of_kind(JobKind.TRIAL)], cache.version
+
+
+def test_views_are_computed_once_per_change_and_follow_every_change(store, db):
+    """counts and of_kind are memoized per version of the cache: a refresh that brings nothing
+    new keeps them, any change (new, updated, deleted) recomputes them."""
+    cache = TrialCache(store.jobs, "s", resync=1e9)
+    for _ in range(3):
+        enqueue(store)
+    cache.refresh()
+    first = views(cache)
+    assert first[0]["new"] == 3 and first[1] == [0, 1, 2]
+    cache.refresh()  # the overlap re-reads the same documents: nothing changed
+    assert views(cache) == first
+    j = reserve(store)
+    cache.refresh()
+    counts, tids, version = views(cache)
+    assert counts["new"] == 2 and counts["running"] == 1 and version > first[2]
+    store.jobs.finish(j, {"best_val_acc": 0.5}, "ok")
+    enqueue(store)
+    cache.refresh()
+    counts, tids, _ = views(cache)
+    cold_cache = TrialCache(store.jobs, "s")
+    cold_cache.refresh()
+    assert counts == cold_cache.counts() and counts["done"] == 1 and counts["finished"] == 1
+    assert tids == [0, 1, 2, 3]
+    db.jobs.delete_one({"_id": "s:3"})
+    cache.refresh(full=True)
+    assert views(cache)[1] == [0, 1, 2] and cache.counts()["new"] == 2
+
+
 def test_a_refresh_reads_only_recent_changes(store):
     cache = TrialCache(store.jobs, "s", overlap=0.0, resync=1e9)
     for _ in range(30):
