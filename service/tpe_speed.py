@@ -38,31 +38,35 @@ def _mixture_sum(w: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndar
     return np.cumsum(inc, axis=1)[:, -1]
 
 
-def gmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = None,
-              high: Any = None, q: Any = None) -> np.ndarray:
-    """Log density of ``samples`` under a truncated, quantized normal mixture (hyperopt's
-    ``GMM1_lpdf``)."""
-    if q is None:
-        return ORIGINAL["GMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
+def _mixture(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any, high: Any
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
+    """The arguments as arrays, checked as hyperopt checks them, and the probability mass the
+    truncation to [low, high] keeps (hyperopt's ``p_accept``)."""
     samples, weights, mus, sigmas = map(np.asarray, (samples, weights, mus, sigmas))
-    if samples.size == 0:
-        return np.asarray([])
     if weights.ndim != 1 or mus.ndim != 1 or sigmas.ndim != 1:
         raise TypeError("need vectors of weights, mus and sigmas")
     if not len(weights) == len(mus) == len(sigmas):
         raise ValueError("weights, mus and sigmas differ in length")
-    flat = samples.flatten()
     p_accept: Any = 1
     if low is not None or high is not None:
         p_accept = np.sum(weights * (tpe.normal_cdf(high, mus, sigmas)
                                      - tpe.normal_cdf(low, mus, sigmas)))
+    return samples, weights, mus, sigmas, p_accept
+
+
+def gmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = None,
+              high: Any = None, q: Any = None) -> np.ndarray:
+    """Log density of ``samples`` under a truncated, quantized normal mixture (hyperopt's
+    ``GMM1_lpdf``)."""
+    if q is None or np.asarray(samples).size == 0:
+        return ORIGINAL["GMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
+    samples, weights, mus, sigmas, p_accept = _mixture(samples, weights, mus, sigmas, low, high)
+    flat = samples.flatten()
     ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, high)
     lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, low)
     prob = _mixture_sum(weights, tpe.normal_cdf(ubound[:, None], mus, sigmas),
                         tpe.normal_cdf(lbound[:, None], mus, sigmas))
-    rval = np.log(prob) - np.log(p_accept)
-    rval.shape = samples.shape
-    return rval
+    return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
 
 
 def lgmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = None,
@@ -71,22 +75,14 @@ def lgmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = Non
     ``LGMM1_lpdf``)."""
     if q is None:
         return ORIGINAL["LGMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
-    samples, weights, mus, sigmas = map(np.asarray, (samples, weights, mus, sigmas))
-    if weights.ndim != 1 or mus.ndim != 1 or sigmas.ndim != 1:
-        raise TypeError("need vectors of weights, mus and sigmas")
+    samples, weights, mus, sigmas, p_accept = _mixture(samples, weights, mus, sigmas, low, high)
     flat = samples.flatten()
-    p_accept: Any = 1
-    if low is not None or high is not None:
-        p_accept = np.sum(weights * (tpe.normal_cdf(high, mus, sigmas)
-                                     - tpe.normal_cdf(low, mus, sigmas)))
     ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, np.exp(high))
     lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, np.exp(low))
     lbound = np.maximum(0, lbound)
     prob = _mixture_sum(weights, _lognormal_cdf(ubound, mus, sigmas),
                         _lognormal_cdf(lbound, mus, sigmas))
-    rval = np.log(prob) - np.log(p_accept)
-    rval.shape = samples.shape
-    return rval
+    return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
 
 
 def _lognormal_cdf(x: np.ndarray, mus: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
