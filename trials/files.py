@@ -3,9 +3,9 @@
 A file is written first and attached to its job afterwards with a conditional update
 (trials/jobs.py), so a worker that lost its job never replaces the new owner's file: its own
 file is deleted when the attach is refused. Every file records its study in ``metadata``, so a
-deleted study's files are found and removed whatever was attached when; ``orphans`` finds files
-left by a process killed between writing and attaching, and ``unfinished`` the chunks of one
-killed while writing.
+deleted study's files are found and removed whatever was attached when. ``Store.collect_orphans``
+removes files left by a process killed between writing and attaching (``all_files``), and the
+chunks of one killed while writing (``unfinished``).
 """
 
 from __future__ import annotations

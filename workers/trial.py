@@ -57,8 +57,9 @@ class Heartbeat:
     def _run(self) -> None:
         from trials.connection import NETWORK_ERRORS
 
-        due = time.monotonic() + self.interval  # fixed rate: the beat's own writes don't add
-        while not self._stop.wait(max(0.0, due - time.monotonic())):  # to the gap between beats
+        # a fixed rate: the time the beat's own writes take does not widen the gap between beats
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
             due = max(due + self.interval, time.monotonic())
             try:
                 if not self.beat():
