@@ -10,8 +10,8 @@ every component of the Parzen mixture, and the mixture has one component per obs
 versions that compute the same numbers on a (candidates × components) array. The sum over
 components is a ``cumsum`` along that axis: it adds in the same order as hyperopt's loop, so
 the result is bit for bit the same, and so are the suggestions (tests/service/test_tpe_speed.py
-compares both on random mixtures and on whole suggestions). The unquantized cases are
-hyperopt's own code, untouched. ``install()`` is idempotent and is called where suggestions are
+compares both on random mixtures and on whole suggestions). The unquantized and empty cases
+are hyperopt's own code, untouched. ``install()`` is idempotent and is called where suggestions are
 made (service/suggest.py).
 """
 
@@ -73,23 +73,16 @@ def lgmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = Non
                high: Any = None, q: Any = None) -> np.ndarray:
     """Log density of ``samples`` under a truncated, quantized log-normal mixture (hyperopt's
     ``LGMM1_lpdf``)."""
-    if q is None:
+    if q is None or np.asarray(samples).size == 0:
         return ORIGINAL["LGMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
     samples, weights, mus, sigmas, p_accept = _mixture(samples, weights, mus, sigmas, low, high)
     flat = samples.flatten()
     ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, np.exp(high))
     lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, np.exp(low))
     lbound = np.maximum(0, lbound)
-    prob = _mixture_sum(weights, _lognormal_cdf(ubound, mus, sigmas),
-                        _lognormal_cdf(lbound, mus, sigmas))
+    prob = _mixture_sum(weights, tpe.lognormal_cdf(ubound[:, None], mus, sigmas),
+                        tpe.lognormal_cdf(lbound[:, None], mus, sigmas))
     return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
-
-
-def _lognormal_cdf(x: np.ndarray, mus: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """hyperopt's ``lognormal_cdf`` of each x (rows) under each component (columns)."""
-    if len(x) == 0:
-        return np.zeros((0, len(mus)))
-    return tpe.lognormal_cdf(x[:, None], mus, sigmas)
 
 
 def install() -> None:

@@ -21,6 +21,8 @@ from trials.states import FINISHED, JobKind, JobState, Outcome
 __all__ = ["TrialCache", "count_trials"]
 
 COUNTED_OUTCOMES = (Outcome.PRUNED.value, Outcome.DIVERGED.value, Outcome.STOPPED_AT_RUNG.value)
+_LABELS = {int(s): s.label for s in JobState}  # counted per document: plain lookups
+_OUTCOME_KEYS = {**{o: o for o in COUNTED_OUTCOMES}, Outcome.PAUSED.value: "paused"}
 
 
 def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
@@ -38,9 +40,6 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     counts["finished"] = sum(counts[s.label] for s in FINISHED)
     return counts
 
-
-_LABELS = {int(s): s.label for s in JobState}  # counted per document: plain lookups
-_OUTCOME_KEYS = {**{o: o for o in COUNTED_OUTCOMES}, Outcome.PAUSED.value: "paused"}
 
 
 class TrialCache:

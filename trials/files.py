@@ -59,11 +59,13 @@ class FileStore:
         document with no metadata, which ``all_files`` lists."""
         found = []
         for bucket in self._fs:
-            files = self.db[f"{bucket}.files"]
-            for fid in self.db[f"{bucket}.chunks"].distinct("files_id"):
-                if (isinstance(fid, ObjectId) and fid.generation_time.timestamp() < older_than
-                        and files.count_documents({"_id": fid}, limit=1) == 0):
-                    found.append((bucket, fid))
+            old = [fid for fid in self.db[f"{bucket}.chunks"].distinct("files_id")
+                   if isinstance(fid, ObjectId) and fid.generation_time.timestamp() < older_than]
+            if not old:
+                continue
+            files = self.db[f"{bucket}.files"].find({"_id": {"$in": old}}, {"_id": 1})
+            whole = {d["_id"] for d in files}
+            found += [(bucket, fid) for fid in old if fid not in whole]
         return found
 
     def count(self, bucket: str) -> int:
