@@ -60,13 +60,7 @@ def gmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = None
     ``GMM1_lpdf``)."""
     if q is None or np.asarray(samples).size == 0:
         return ORIGINAL["GMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
-    samples, weights, mus, sigmas, p_accept = _mixture(samples, weights, mus, sigmas, low, high)
-    flat = samples.flatten()
-    ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, high)
-    lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, low)
-    prob = _mixture_sum(weights, tpe.normal_cdf(ubound[:, None], mus, sigmas),
-                        tpe.normal_cdf(lbound[:, None], mus, sigmas))
-    return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
+    return _quantized_lpdf(samples, weights, mus, sigmas, low, high, q, log=False)
 
 
 def lgmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = None,
@@ -75,13 +69,22 @@ def lgmm1_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any = Non
     ``LGMM1_lpdf``)."""
     if q is None or np.asarray(samples).size == 0:
         return ORIGINAL["LGMM1_lpdf"](samples, weights, mus, sigmas, low, high, q)
+    return _quantized_lpdf(samples, weights, mus, sigmas, low, high, q, log=True)
+
+
+def _quantized_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any, high: Any,
+                    q: Any, *, log: bool) -> np.ndarray:
+    """The mass of [x - q/2, x + q/2] (cut to the bounds) under the mixture, as a log density.
+    With ``log`` the components are log-normal and the bounds are in log space, as in hyperopt."""
     samples, weights, mus, sigmas, p_accept = _mixture(samples, weights, mus, sigmas, low, high)
+    edge, cdf = (np.exp, tpe.lognormal_cdf) if log else ((lambda b: b), tpe.normal_cdf)
     flat = samples.flatten()
-    ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, np.exp(high))
-    lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, np.exp(low))
-    lbound = np.maximum(0, lbound)
-    prob = _mixture_sum(weights, tpe.lognormal_cdf(ubound[:, None], mus, sigmas),
-                        tpe.lognormal_cdf(lbound[:, None], mus, sigmas))
+    ubound = flat + q / 2 if high is None else np.minimum(flat + q / 2, edge(high))
+    lbound = flat - q / 2 if low is None else np.maximum(flat - q / 2, edge(low))
+    if log:
+        lbound = np.maximum(0, lbound)
+    prob = _mixture_sum(weights, cdf(ubound[:, None], mus, sigmas),
+                        cdf(lbound[:, None], mus, sigmas))
     return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
 
 
