@@ -1,227 +1,250 @@
-"""Search quality per epoch spent: how many training epochs each strategy needs to find a good
-SRU, side by side in one run, on the real objective.
+"""Search quality per epoch, measured the way HPO research measures it: equal budgets, anytime
+incumbent curves, many paired seeds, true quality on data the search did not select on.
 
-**Setup.** The objective is real: an SRU trained on scikit-learn's digits on the CPU (small sizes,
-an epoch is ~0.2 s), validation accuracy after every epoch. Every strategy gets the same space
-(below), the same ``--trials`` configurations of at most ``--epochs`` epochs, and each of
-``--seeds`` seeds. The sru-hpo strategies run through the real service parts: the study driver
-in this process and ``--workers`` real ``sru-hpo worker`` processes on the embedded database; each
-study ends with the top-1 retrain (``--epochs`` epochs) and its one test evaluation.
+**Problems** (benchmarks/replay/problems.py): ``sru-digits``, the learning-curve table of the
+real objective (240 SRU configurations of the ``sru_digits_wide`` space, 27 epochs, 2 training
+seeds: benchmarks/make_table.py); ``mfh6-good`` and ``mfh6-bad``, MFHartmann6 with good (bias
+0.1) and bad (bias 3.0) low-fidelity rank correlation.
 
-**Strategies.** random; TPE with no early stopping; TPE + median rule (warm-up 3); TPE + ASHA
-(promotion, min_epochs 1, η 3); TPE + Hyperband (same rungs); Optuna ``TPESampler`` +
-``HyperbandPruner`` (min_resource 1, reduction 3) on the same objective, in this process.
+**Arms**: random; TPE; TPE + median rule (warm-up 3); TPE + ASHA (min_epochs 1, η 3); TPE +
+Hyperband (same rungs), all through the real study driver (benchmarks/replay/ours.py); Optuna
+TPESampler + HyperbandPruner and DEHB through ask/tell (benchmarks/replay/external.py). Every
+arm searches the same space with ``--workers`` simulated workers on a virtual clock whose epochs
+take the table's time.
 
-**What is counted.** An epoch is one pass over the training split by any trial (retrains and
-test evaluations are not counted). Best-so-far validation accuracy is followed against the
-cumulative epoch count in the order the epochs finished.
+**Protocol** (benchmarks/replay/protocol.py): ``--seeds`` paired seeds per arm and problem and
+the budgets B = 10 R, 30 R, 100 R (R = 27): this project's studies are given ``budget: {epochs:
+B}``, one run per B; Optuna and DEHB run to the largest B and are read at each B off their
+anytime curve. Regret is the problem's optimum minus the incumbent's true quality.
 
-**Output.** Per strategy (mean over seeds): final best validation accuracy, total epochs, the
-epochs needed to reach plain TPE's final best (per seed, then the median; "inf" when it never
-did in most seeds), the retrained test accuracy; ``search_quality.png``; and the lines
-``ratio epochs asha/tpe = X`` and ``ratio epochs asha/optuna = Y``.
+**Output**: per problem and budget, the median regret [IQR] and configurations of each arm; the
+epochs each arm's incumbent needs to reach plain TPE's (and random's) quality at 30 R; Wilcoxon
+signed-rank p-values for the headline pairs; the Spearman correlation of each rung's score with
+the true quality over the table's configurations; ``search_quality.png`` (median and IQR of the
+incumbent's quality against epochs, log axis) and ``search_quality.json`` (every run); and the
+lines ``ratio epochs asha/tpe = X``, ``ratio regret asha/optuna-hyperband = Y`` and
+``ratio regret asha/dehb = Z`` (sru-digits, B = 30 R), then the same per MFHartmann problem, and
+for the best of this project's arms.
 
-    python benchmarks/search_quality.py [--seeds 3] [--trials 30] [--epochs 27] [--out DIR]
+    python benchmarks/search_quality.py [--seeds 20] [--budgets 10,30,100] [--workers 4]
+        [--procs 2] [--cut]
+        [--problems sru-digits,mfh6-good,mfh6-bad] [--arms ...] [--out benchmarks]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
+import math
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-SPACE = {"model": "sru", "params": {
-    "phi_size": {"type": "quniform", "low": 16, "high": 48, "q": 16},
-    "r_size": {"type": "quniform", "low": 0, "high": 16, "q": 8},
-    "out_size": 32,
-    "alphas": {"type": "choice", "options": [[0.0, 0.5, 0.9, 0.99], [0.0, 0.25, 0.5, 0.9]]},
-    "lr": {"type": "loguniform", "low": 1e-3, "high": 5e-2},
-    "lr_decay": {"type": "uniform", "low": 0.9, "high": 1.0},
-    "batch_size": 256,
-}}
-OURS = {
-    "random": {"algorithm": "random", "scheduler": {"rule": "off"}},
-    "tpe": {"algorithm": "tpe", "scheduler": {"rule": "off"}},
-    "tpe+median": {"algorithm": "tpe", "scheduler": {"rule": "median", "warmup": 3,
-                                                     "min_trials": 3}},
-    "tpe+asha": {"algorithm": "tpe", "scheduler": {"rule": "asha", "min_epochs": 1,
-                                                   "reduction": 3}},
-    "tpe+hyperband": {"algorithm": "tpe", "scheduler": {"rule": "hyperband", "min_epochs": 1,
-                                                        "reduction": 3}},
-}
+from benchmarks.replay.protocol import (  # noqa: E402
+    ARM_NAMES,
+    Result,
+    epochs_to,
+    iqr,
+    largest,
+    regret_at,
+    run_all,
+    runs_at,
+    wilcoxon,
+)
+
+OURS = ["random", "tpe", "tpe+median", "tpe+asha", "tpe+hyperband"]
+HEADLINE = 30  # B = 30 R
 
 
-def best_so_far(points: list[tuple[float, float]]) -> list[float]:
-    """``points``: (when, val_acc) of every trial epoch; best-so-far after each epoch, in the
-    order the epochs finished."""
-    out, best = [], 0.0
-    for _, acc in sorted(points):
-        best = max(best, acc)
-        out.append(best)
+def _has(results: list[Result], problem: str, arm: str) -> bool:
+    return any(r.problem == problem and r.arm == arm for r in results)
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.3g}"
+
+
+def budget_table(results: list[Result], problem: str, arms: list[str], budgets: list[int],
+                 R: int) -> None:
+    print(f"\n{problem}: median regret [IQR] at B epochs (regret = optimum - incumbent's true "
+          f"quality), configurations at the largest B")
+    head = "".join(f"{f'B={b}R':>24s}" for b in budgets)
+    print(f"{'arm':22s}{head}{'configs':>9s}")
+    for arm in arms:
+        if not _has(results, problem, arm):
+            continue
+        cells = ""
+        for b in budgets:
+            lo, mid, hi = iqr([regret_at(r, b * R) for r in runs_at(results, problem, arm, b * R)])
+            cells += f"{f'{_fmt(mid)} [{_fmt(lo)}, {_fmt(hi)}]':>24s}"
+        configs = statistics.median(r.configs for r in largest(results, problem, arm))
+        print(f"{arm:22s}{cells}{configs:9.0f}")
+
+
+def ratio_epochs(results: list[Result], problem: str, arm: str, base: str, B: int,
+                 relative_to_base: bool) -> list[float]:
+    """Per seed: epochs ``arm``'s incumbent needs to reach ``base``'s quality at B (on the
+    anytime curve of ``arm``'s largest run), over B (or over the epochs ``base`` needed)."""
+    out = []
+    for a, b in zip(largest(results, problem, arm), runs_at(results, problem, base, B),
+                    strict=True):
+        target = b.at(B)
+        if target is None:
+            continue
+        need = epochs_to(a, target)
+        out.append(need / (epochs_to(b, target) if relative_to_base else B))
     return out
 
 
-def epochs_to_reach(curve: list[float], target: float) -> float:
-    """Epochs until best-so-far reaches ``target``; infinity when it never does."""
-    return next((i + 1 for i, v in enumerate(curve) if v >= target - 1e-12), float("inf"))
+def regrets(results: list[Result], problem: str, arm: str, B: int) -> list[float]:
+    return [regret_at(r, B) for r in runs_at(results, problem, arm, B)]
 
 
-# -- sru-hpo strategies --------------------------------------------------------------------------
-def run_ours(store, manager, name: str, seed: int, args) -> dict:
-    from service.schemas import StudyCreate
-
-    body = StudyCreate.model_validate({
-        "name": name, "model": "sru", "dataset": "digits", "space": SPACE, "seed": seed,
-        "n_trials": args.trials, "parallelism": args.workers, "trial_epochs": args.epochs,
-        "retrain_epochs": args.epochs, **OURS[name]})
-    fields = body.model_dump()
-    fields["space"] = body.spec().model_dump()
-    sid = f"{name}-{seed}-{uuid.uuid4().hex[:4]}"
-    store.studies.create(sid, fields)
-    manager.start(sid)
-    while (s := store.studies.get(sid))["state"] in ("queued", "running", "retraining"):
-        time.sleep(0.2)
-    assert s["state"] == "completed", s
-    points = []
-    for d in store.curves.changed(sid, -1.0, 100_000):
-        if d["kind"] == "trial":
-            points += [(p["at"], p["val_acc"]) for p in d["points"].values()]
-    test = store.jobs.page(sid, state=None, kind="test", by_score=False, offset=0, limit=1)[0]
-    return {"curve": best_so_far(points), "test_acc": test["result"]["test_acc"]}
+def headline(results: list[Result], problem: str, R: int, tag: str) -> None:
+    B = HEADLINE * R
+    arms = {r.arm for r in results if r.problem == problem}
+    if {"tpe+asha", "tpe"} <= arms:
+        x = statistics.median(ratio_epochs(results, problem, "tpe+asha", "tpe", B, False))
+        p = wilcoxon(regrets(results, problem, "tpe+asha", B), regrets(results, problem, "tpe", B))
+        print(f"{tag}ratio epochs asha/tpe = {_fmt(x)}   (paired regret at 30R: p = {_fmt(p or 1)})")
+    for other, label in (("optuna tpe+hyperband", "optuna-hyperband"), ("dehb", "dehb")):
+        if {"tpe+asha", other} <= arms:
+            a, o = regrets(results, problem, "tpe+asha", B), regrets(results, problem, other, B)
+            ratio = statistics.median(a) / statistics.median(o) if statistics.median(o) \
+                else (1.0 if statistics.median(a) == 0 else math.inf)
+            p = wilcoxon(a, o)
+            print(f"{tag}ratio regret asha/{label} = {_fmt(ratio)}   (medians {_fmt(statistics.median(a))} "
+                  f"vs {_fmt(statistics.median(o))}; paired p = {_fmt(p or 1)})")
 
 
-# -- Optuna ------------------------------------------------------------------------------------------
-def run_optuna(seed: int, args) -> dict:
-    import optuna
-    import torch
-
-    from workers.train import train
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    torch.set_num_threads(1)
-    points: list[tuple[float, float]] = []
-
-    def objective(trial):
-        params = {"model": "sru", "dataset": "digits", "seed": seed, "out_size": 32,
-                  "batch_size": 256,
-                  "phi_size": trial.suggest_int("phi_size", 16, 48, step=16),
-                  "r_size": trial.suggest_int("r_size", 0, 16, step=8),
-                  "alphas": SPACE["params"]["alphas"]["options"][
-                      trial.suggest_categorical("alphas", [0, 1])],
-                  "lr": trial.suggest_float("lr", 1e-3, 5e-2, log=True),
-                  "lr_decay": trial.suggest_float("lr_decay", 0.9, 1.0)}
-
-        def on_epoch(p):
-            points.append((time.monotonic(), p["val_acc"]))
-            trial.report(p["val_acc"], p["epoch"])
-
-        r = train(params, epochs=args.epochs, on_epoch=on_epoch, should_stop=trial.should_prune)
-        return r.best_val_acc
-
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=args.epochs,
-                                              reduction_factor=3))
-    study.optimize(objective, n_trials=args.trials)
-    return {"curve": best_so_far(points), "test_acc": None}
+def best_of_ours(results: list[Result], problem: str, R: int, tag: str) -> None:
+    B = HEADLINE * R
+    ours = [a for a in OURS if _has(results, problem, a) and a not in ("random", "tpe")]
+    if not ours or not _has(results, problem, "tpe"):
+        return
+    best = min(ours, key=lambda a: (statistics.median(regrets(results, problem, a, B)),
+                                    statistics.mean(min(x, 1e9) for x in regrets(results, problem, a, B))))
+    x = statistics.median(ratio_epochs(results, problem, best, "tpe", B, False))
+    print(f"{tag}ratio epochs best({best})/tpe = {_fmt(x)}")
+    for other, label in (("optuna tpe+hyperband", "optuna-hyperband"), ("dehb", "dehb")):
+        if _has(results, problem, other):
+            a, o = (statistics.median(regrets(results, problem, n, B)) for n in (best, other))
+            print(f"{tag}ratio regret best({best})/{label} = "
+                  f"{_fmt(a / o if o else (1.0 if a == 0 else math.inf))}")
 
 
-# -- report ---------------------------------------------------------------------------------------
-def plot(results: dict[str, list[dict]], path: Path) -> None:
+def versus_random(results: list[Result], problem: str, R: int, tag: str) -> None:
+    for arm in ("tpe+asha", "tpe+hyperband"):
+        if _has(results, problem, arm) and _has(results, problem, "random"):
+            x = statistics.median(ratio_epochs(results, problem, arm, "random", HEADLINE * R, True))
+            print(f"{tag}ratio epochs {arm.split('+')[1]}/random = {_fmt(x)}   (epochs to random's "
+                  f"quality at 30R, over random's own)")
+
+
+def rung_correlations(problems: list[str]) -> None:
+    from benchmarks.replay.problems import spearman_by_rung
+    from benchmarks.replay.protocol import load_problem
+    from search_spaces.schema import sample_params
+
+    print("\nSpearman correlation of each rung's score (best val acc up to the rung, seed 0) with "
+          "the true quality:")
+    for name in problems:
+        p = load_problem(name)
+        configs = ([row["params"] for row in p.rows] if hasattr(p, "rows")
+                   else sample_params(p.spec, 200, seed=7))
+        corr = spearman_by_rung(p, configs, [1, 3, 9, 27])
+        print(f"  {name:12s} ({len(configs)} configurations): "
+              + ", ".join(f"epoch {e}: {c:.2f}" for e, c in corr.items()))
+
+
+def plot(results: list[Result], problems: list[str], arms: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, runs in results.items():
-        n = max(len(r["curve"]) for r in runs)
-        mean = [statistics.mean(r["curve"][min(i, len(r["curve"]) - 1)] for r in runs)
-                for i in range(n)]
-        ax.plot(range(1, n + 1), mean, label=name, lw=2 if "asha" in name else 1.2)
-    ax.set_xscale("log")
-    ax.set_xlabel("cumulative training epochs (log scale)")
-    ax.set_ylabel("best validation accuracy so far (mean over seeds)")
-    ax.set_title("search quality per epoch: SRU on digits")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    from benchmarks.replay.protocol import load_problem
+
+    fig, axes = plt.subplots(1, len(problems), figsize=(6 * len(problems), 4.6), squeeze=False)
+    for ax, name in zip(axes[0], problems, strict=True):
+        R = load_problem(name).epochs
+        runs_all = [r for r in results if r.problem == name]
+        top = max(r.spent for r in runs_all)
+        xs = np.unique(np.geomspace(R / 3, top, 60).round())
+        for arm in arms:
+            runs = largest(results, name, arm)
+            if not runs:
+                continue
+            ys = np.array([[r.at(x) if r.at(x) is not None else np.nan for x in xs] for r in runs])
+            lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
+            line, = ax.plot(xs / R, mid, label=arm, lw=2.2 if arm == "tpe+asha" else 1.3)
+            ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.12)
+        ax.axhline(statistics.median(r.optimum for r in runs_all), color="k", ls=":", lw=1,
+                   label="optimum")
+        for b in (10, 30, 100):
+            ax.axvline(b, color="0.8", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("cumulative epochs / R (log scale; R = 27)")
+        ax.set_ylabel("incumbent's true quality (median, IQR band)")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def report(results: dict[str, list[dict]], out: Path) -> None:
-    targets = [r["curve"][-1] for r in results["tpe"]]  # plain TPE's final best, per seed
-    need = {name: statistics.median(epochs_to_reach(r["curve"], t)
-                                    for r, t in zip(runs, targets, strict=True))
-            for name, runs in results.items()}
-    print(f"{'strategy':16s} {'final best val':>14s} {'epochs':>7s} {'to TPE best':>11s} "
-          f"{'retrain test':>12s}")
-    for name, runs in results.items():
-        tests = [r["test_acc"] for r in runs if r["test_acc"] is not None]
-        print(f"{name:16s} {statistics.mean(r['curve'][-1] for r in runs):14.4f} "
-              f"{statistics.mean(len(r['curve']) for r in runs):7.0f} {need[name]:11.0f} "
-              f"{statistics.mean(tests) if tests else float('nan'):12.4f}")
-    plot(results, out / "search_quality.png")
-    print(f"plot: {out / 'search_quality.png'}")
-    print(f"ratio epochs asha/tpe = {need['tpe+asha'] / need['tpe']:.2f}")
-    print(f"ratio epochs asha/optuna = {need['tpe+asha'] / need['optuna tpe+hyperband']:.2f}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--trials", type=int, default=30)
-    ap.add_argument("--epochs", type=int, default=27)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--budgets", default="10,30,100", help="budgets B, in units of R")
+    ap.add_argument("--cut", action="store_true", help="size this project's studies by an "
+                    "unbounded n_trials and cut them at B (as before studies had a budget)")
+    ap.add_argument("--workers", type=int, default=4, help="simulated workers")
+    ap.add_argument("--procs", type=int, default=2, help="processes running the simulations")
+    ap.add_argument("--problems", default="sru-digits,mfh6-good,mfh6-bad")
+    ap.add_argument("--arms", default=",".join(ARM_NAMES))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
-    ap.add_argument("--strategies", default=",".join([*OURS, "optuna tpe+hyperband"]))
     args = ap.parse_args()
-    from service.drivers import DriverManager
-    from service.embedded_db import EmbeddedMongo
-    from trials.store import Store
-
-    names = args.strategies.split(",")
-    results: dict[str, list[dict]] = {n: [] for n in names}
+    problems, arms = args.problems.split(","), args.arms.split(",")
+    unknown = sorted(set(arms) - set(ARM_NAMES))
+    if unknown:
+        ap.error(f"--arms: unknown {unknown[0]!r}; known: {', '.join(ARM_NAMES)}")
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "nx") as server:
-        db = "quality"
-        store = Store.connect(server.url, db, heartbeat_interval=10)
-        store.ensure_indexes()
-        env = {**os.environ, "SRU_HPO_MONGO_URL": server.url, "SRU_HPO_DB_NAME": db,
-               "OMP_NUM_THREADS": "1", "SRU_HPO_SNAPSHOT_SECONDS": "600"}
-        workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device",
-                                     "cpu", "--poll", "0.05"], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                   for _ in range(args.workers)]
-        manager = DriverManager(store, poll=0.1, lease_seconds=30, fail_fast=0)
-        manager.resume_all()
-        try:
-            for seed in range(args.seeds):
-                for name in names:
-                    t1 = time.monotonic()
-                    r = (run_optuna(seed, args) if name.startswith("optuna")
-                         else run_ours(store, manager, name, seed, args))
-                    results[name].append(r)
-                    print(f"seed {seed} {name:22s} best {r['curve'][-1]:.4f} after "
-                          f"{len(r['curve'])} epochs ({time.monotonic() - t1:.0f} s)", flush=True)
-        finally:
-            manager.stop()
-            for w in workers:
-                w.terminate()
-                w.wait(60)
-    print(f"{args.seeds} seeds x {args.trials} configurations x at most {args.epochs} epochs; "
-          f"{time.monotonic() - t0:.0f} s in all")
-    report(results, args.out)
+    budgets = [int(b) for b in args.budgets.split(",")]
+    print(f"{len(problems)} problems x {len(arms)} arms x {args.seeds} seeds, {args.workers} "
+          f"simulated workers, budgets {budgets} R ({'cut' if args.cut else 'budgeted'} studies), "
+          f"{args.procs} processes", flush=True)
+    results = run_all(problems, arms, args.seeds, args.workers, budgets, args.procs,
+                      budgeted=not args.cut)
+    wall = time.monotonic() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search_quality.json").write_text(json.dumps(
+        {"args": {k: str(v) for k, v in vars(args).items()}, "wall_seconds": wall,
+         "runs": [asdict(r) for r in results]}))
+    from benchmarks.replay.protocol import load_problem
+
+    for name in problems:
+        budget_table(results, name, arms, budgets, load_problem(name).epochs)
+    rung_correlations(problems)
+    print()
+    for name in problems:
+        R, tag = load_problem(name).epochs, "" if name == "sru-digits" else f"[{name}] "
+        headline(results, name, R, tag)
+        best_of_ours(results, name, R, tag)
+        if name != "sru-digits":
+            versus_random(results, name, R, tag)
+    plot(results, problems, arms, args.out / "search_quality.png")
+    cpu = sum(r.seconds for r in results)
+    print(f"\nplot: {args.out / 'search_quality.png'}; runs: {args.out / 'search_quality.json'}")
+    print(f"{len(results)} runs in {wall:.0f} s ({cpu:.0f} s of simulation in {args.procs} "
+          f"processes)")
 
 
 if __name__ == "__main__":

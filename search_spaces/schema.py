@@ -325,7 +325,7 @@ def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[dict[str
 
 
 # -- built-in spaces ------------------------------------------------------------------------------
-BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits")
+BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits", "sru_digits_wide")
 
 
 def load_builtin(name: str) -> SpaceSpec:

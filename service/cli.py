@@ -308,21 +308,43 @@ def status(study_id: Annotated[str | None, typer.Argument()] = None,
         table.add_column(col, no_wrap=col == "id")
     for s in _call(client.studies):
         c, best = s["counts"], s["best"]
-        table.add_row(s["id"], s["name"][:14], s["state"], f"{c['finished']}/{s['n_trials']}",
+        table.add_row(s["id"], s["name"][:14], s["state"], _progress(s),
                       str(c["running"]), str(c["error"]),
                       f"{best['best_val_acc']:.4f}" if best else "-",
                       f"{s['test_acc']:.4f}" if s["test_acc"] is not None else "-")
     console.print(table)
 
 
+def _progress(s: dict[str, Any]) -> str:
+    """done/n for a study sized by n_trials; epochs spent/budget for one sized by compute."""
+    if s.get("budget_epochs") is not None:
+        return f"{s['epochs_spent']}/{s['budget_epochs']:.0f}ep"
+    return f"{s['counts']['finished']}/{s['n_trials']}"
+
+
 def _status_one(s: dict[str, Any]) -> None:
     c, best = s["counts"], s["best"]
     console.print(f"[bold]{s['id']}[/bold] {s['name']} · {s['model']} on {s['dataset']} · "
                   f"{s['state']} · {s['elapsed']:.0f} s")
-    console.print(f"trials: {c['finished']}/{s['n_trials']} finished (done {c['done']}, "
+    of = f"/{s['n_trials']}" if s.get("n_trials") else ""
+    console.print(f"trials: {c['finished']}{of} finished (done {c['done']}, "
                   f"error {c['error']}), running {c['running']}, new {c['new']}, pruned "
-                  f"{c['pruned']}, diverged {c['diverged']}, cancelled {c['cancelled']}; "
-                  f"{s['epochs_spent']} epochs spent")
+                  f"{c['pruned']}, diverged {c['diverged']}, cancelled {c['cancelled']}")
+    if c.get("paused") or c.get("stopped_at_rung") or s.get("promotions"):
+        console.print(f"rungs: paused {c.get('paused', 0)}, stopped at a rung "
+                      f"{c.get('stopped_at_rung', 0)}, promotions {s.get('promotions', 0)}")
+    budget = ""
+    if s.get("budget_epochs") is not None:
+        budget = (f" of a budget of {s['budget_epochs']:.0f} ({s['epochs_left']:.0f} not yet "
+                  f"committed)")
+    console.print(f"epochs: {s['epochs_spent']} spent{budget}, {s['epochs_saved']} saved "
+                  f"against running every trial to {s['trial_epochs']}")
+    fid = [f"epoch {f['epoch']}: {f['spearman']:.2f} ({f['pairs']} trials)"
+           for f in s.get("fidelity") or [] if f.get("spearman") is not None]
+    if fid:
+        console.print("rung vs top score (Spearman): " + ", ".join(fid))
+    for a in s.get("advice") or []:
+        console.print(f"[yellow]advice: {a}")
     if best:
         console.print(f"best: trial {best['tid']} val_acc {best['best_val_acc']:.4f} at epoch "
                       f"{best['best_epoch']}")

@@ -5,14 +5,12 @@ driver lease, brings its job cache up to date (only what changed since the last 
 the study one step through its states, each move a compare-and-set:
 
 1. queued -> running.
-2. running: with ASHA/Hyperband, promote every paused trial that is now in the top 1/η of its
-   rung (trials/scheduling.py). Then top the queue up to ``parallelism`` new+running jobs with
-   new configurations (service/suggest.py) while fewer than ``n_trials`` exist. If the first
-   ``SRU_HPO_FAIL_FAST_TRIALS`` finished trials all failed with the same error, the study fails
-   at once with that error.
-3. The search is over when ``n_trials`` configurations finished (with ASHA: none runs, none
-   waits in the queue and no paused one can be promoted; those still paused end as
-   ``stopped_at_rung``). The ``retrain_top_k`` best configurations are queued for
+2. running: one search pass (service/search.py: promotions, new configurations within
+   ``n_trials`` and the budget, the end of the search that takes a trial to the top). If the
+   first ``SRU_HPO_FAIL_FAST_TRIALS`` finished trials all failed with the same error, the study
+   fails at once with that error.
+3. When the search is over (trials still paused end as ``stopped_at_rung``), the
+   ``retrain_top_k`` best configurations (the highest rung reached first) are queued for
    ``retrain_epochs`` each -> retraining.
 4. retraining: when every retrain ended, the one with the best validation accuracy is tested
    once on the test set (a ``test`` job reads its checkpoint) -> completed; no retrain
@@ -32,17 +30,16 @@ import logging
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from service.search import Search
+from service.summary import error_groups, summarize
 from trials.cache import TrialCache
-from trials.scheduling import grid_of, promotions, search_rank
+from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.store import Store
 
-if TYPE_CHECKING:
-    from service.suggest import Suggester
-
-__all__ = ["StudyDriver", "make_holder", "error_groups", "spearman"]
+__all__ = ["StudyDriver", "make_holder"]
 
 log = logging.getLogger("sru_hpo.driver")
 RUNNING, RETRAINING = StudyState.RUNNING, StudyState.RETRAINING
@@ -53,28 +50,6 @@ def make_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def error_groups(docs: list[dict[str, Any]], keep: int = 5) -> list[dict[str, Any]]:
-    """Errored jobs grouped by message, most frequent first: {error, count, tids (first 10)}."""
-    groups: dict[str, list[int]] = {}
-    for d in sorted(docs, key=lambda d: d["tid"]):
-        if d["state"] == JobState.ERROR:
-            groups.setdefault(str(d.get("error") or "unknown error"), []).append(d["tid"])
-    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
-    return [{"error": e, "count": len(t), "tids": t[:10]} for e, t in ranked[:keep]]
-
-
-def spearman(xs: list[float], ys: list[float]) -> float | None:
-    """Spearman's rank correlation (scipy's), None for fewer than 3 pairs or no variation."""
-    import math
-
-    from scipy.stats import spearmanr
-
-    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return None
-    r = float(spearmanr(xs, ys).statistic)
-    return r if math.isfinite(r) else None
-
-
 class StudyDriver:
     def __init__(self, store: Store, sid: str, *, holder: str | None = None,
                  lease_seconds: float = 10.0, fail_fast: int = 3) -> None:
@@ -82,7 +57,7 @@ class StudyDriver:
         self.holder = holder or make_holder()
         self.lease_seconds, self.fail_fast = lease_seconds, fail_fast
         self.cache = TrialCache(store.jobs, sid)
-        self._suggester: Suggester | None = None
+        self.search = Search(store, sid, self.cache)
         self._summary: dict[str, Any] | None = None
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -133,29 +108,19 @@ class StudyDriver:
     def _search(self, study: dict[str, Any]) -> None:
         if self._fail_fast(study):
             return
-        promoted = self._promote(study)
-        counts = self.cache.counts()
-        created = sum(counts[s.label] for s in JobState)
-        room = min(study["parallelism"] - counts["new"] - counts["running"],  # promoted: new
-                   study["n_trials"] - created)
-        if room > 0:
-            self._suggest(study, created, room)
-        elif promoted == 0 and self._search_over(study, counts, created):
+        if self.search.step(study):
             self._start_retrain(study)
-
-    def _search_over(self, study: dict[str, Any], counts: dict[str, int], created: int) -> bool:
-        if not grid_of(study):
-            return counts["finished"] >= study["n_trials"]
-        return created >= study["n_trials"] and counts["new"] + counts["running"] == 0
 
     def _fail_fast(self, study: dict[str, Any]) -> bool:
         """The first ``fail_fast`` finished trials all errored with one message: fail the study
         with it rather than spend the rest of the budget on the same error."""
         k = self.fail_fast
+        if k < 1:
+            return False
         finished = sorted((d for d in self.cache.of_kind(JobKind.TRIAL)
                            if JobState(d["state"]).is_finished()),
                           key=lambda d: (d.get("refresh_time") or 0, d["tid"]))[:k]
-        if k < 1 or len(finished) < k or any(d["state"] != JobState.ERROR for d in finished):
+        if len(finished) < k or any(d["state"] != JobState.ERROR for d in finished):
             return False
         messages = {d.get("error") for d in finished}
         if len(messages) != 1:
@@ -166,46 +131,19 @@ class StudyDriver:
             log.warning("study %s failed fast: %s", self.sid, error)
         return True
 
-    def _promote(self, study: dict[str, Any]) -> int:
-        """ASHA: send every paused trial that is now in the top 1/η of its rung on."""
-        grid = grid_of(study)
-        if not grid:
-            return 0
-        trials = self.cache.of_kind(JobKind.TRIAL)
-        n = 0
-        for tid, limit in promotions(trials, grid, study["trial_epochs"],
-                                     study["scheduler"]["reduction"]):
-            if self.store.jobs.promote(self.sid, tid, limit):
-                n += 1
-                log.info("study %s: trial %d promoted to epoch %d", self.sid, tid, limit)
-        if n:
-            self.cache.refresh()
-        return n
-
-    def _suggest(self, study: dict[str, Any], created: int, room: int) -> None:
-        if self._suggester is None:
-            # imported on the first suggestion: hyperopt pulls in SciPy (~2 s of the API's start)
-            from service.suggest import Suggester
-
-            self._suggester = Suggester(study, self.cache)
-        for i in range(room):
-            # A cancel or delete may land while this pass inserts: look before every insert.
-            now = self.store.studies.get(self.sid)
-            if now is None or now["state"] != RUNNING:
-                return
-            self._suggester.new_trial(created + i, self.store.jobs.job_fields)
-        log.info("study %s: queued %d trial(s)", self.sid, room)
-
     # -- retrain and test -------------------------------------------------------------------------
     def _ranked(self, study: dict[str, Any]) -> list[dict[str, Any]]:
         """Search trials with a result, best first: with ASHA by the highest rung reached and
         the score there; otherwise by best validation accuracy."""
         grid, top = grid_of(study), study["trial_epochs"]
         done = [d for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] == JobState.DONE]
-        if grid:
-            return sorted(done, key=lambda d: (tuple(-x for x in search_rank(d, grid, top)),
-                                               d["tid"]))
-        return sorted(done, key=lambda d: (-float(d["result"].get("best_val_acc", 0.0)), d["tid"]))
+        return sorted(done, key=lambda d: rank_key(d, grid, top, study["seed"]), reverse=True)
+
+    def _best(self, study: dict[str, Any]) -> dict[str, Any] | None:
+        """The first of ``_ranked`` (without sorting the others)."""
+        grid, top = grid_of(study), study["trial_epochs"]
+        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] == JobState.DONE)
+        return max(done, key=lambda d: rank_key(d, grid, top, study["seed"]), default=None)
 
     def _start_retrain(self, study: dict[str, Any]) -> None:
         ranked = self._ranked(study)
@@ -263,50 +201,8 @@ class StudyDriver:
     def summary(self, study: dict[str, Any]) -> dict[str, Any]:
         """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache
         (computed once per change of the cache; the study's own fields it reads never change)."""
-        return self.cache.memoized("summary", lambda: self._summarize(study))
-
-    def _summarize(self, study: dict[str, Any]) -> dict[str, Any]:
-        trials = self.cache.of_kind(JobKind.TRIAL)
-        ranked = self._ranked(study)
-        best = ranked[0] if ranked else None
-        ran = [int((d.get("result") or {}).get("epochs_run") or 0) for d in trials
-               if d["state"] == JobState.DONE]
-        tests = self.cache.of_kind(JobKind.TEST)
-        test = tests[0] if tests else None
-        return {
-            "counts": self.cache.counts(),
-            "best": None if best is None else {
-                "tid": best["tid"], "best_val_acc": best["result"].get("best_val_acc"),
-                "best_epoch": best["result"].get("best_epoch"), "outcome": best.get("outcome"),
-                "epochs_run": best["result"].get("epochs_run"), "params": best["params"]},
-            "error_groups": error_groups(trials),
-            "epochs_spent": sum(ran),
-            "epochs_saved": sum(study["trial_epochs"] - r for r in ran),
-            "promotions": sum(int(d.get("promotions") or 0) for d in trials),
-            "retrain_state": self._retrain_state(test),
-            "test_acc": (test.get("result") or {}).get("test_acc") if test else None,
-            "rank_correlation": self._rank_correlation(),
-        }
-
-    def _retrain_state(self, test: dict[str, Any] | None) -> str:
-        retrains = self.cache.of_kind(JobKind.RETRAIN)
-        if not retrains:
-            return "pending"
-        if test is not None and JobState(test["state"]).is_terminal():
-            return JobState(test["state"]).label
-        if any(r["state"] == JobState.RUNNING for r in retrains + ([test] if test else [])):
-            return "running"
-        return "new" if any(r["state"] == JobState.NEW for r in retrains) else "running"
-
-    def _rank_correlation(self) -> float | None:
-        """Search score against retrain validation accuracy over the finished retrains."""
-        pairs = []
-        for r in self.cache.of_kind(JobKind.RETRAIN):
-            src = next((d for d in self.cache.docs.values() if d["_id"] == r.get("source")), None)
-            if r["state"] == JobState.DONE and src is not None:
-                pairs.append((float(src["result"].get("best_val_acc", 0.0)),
-                              float(r["result"].get("best_val_acc", 0.0))))
-        return spearman([p[0] for p in pairs], [p[1] for p in pairs])
+        return self.cache.memoized("summary", lambda: summarize(study, self.cache,
+                                                                 self._best(study)))
 
     def _end(self, study: dict[str, Any], frm: StudyState, to: StudyState, **fields: Any) -> bool:
         """End the study with its summary in the same write, so that no reader sees the final

@@ -25,7 +25,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
-    "Scheduler", "Importance",
+    "Scheduler", "Importance", "Budget", "RungFidelity",
 ]
 
 MAX_BODY_DEPTH = 32
@@ -97,6 +97,22 @@ class Scheduler(BaseModel):
 Pruning = Scheduler  # the old name of the field's type
 
 
+class Budget(BaseModel):
+    """The compute a study may spend on its search: training epochs of search trials, or their
+    training hours. Give one."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    epochs: int | None = Field(None, ge=1, le=100_000_000, description="epochs of search trials")
+    hours: float | None = Field(None, gt=0, le=1_000_000,
+                                description="training hours of search trials")
+
+    @model_validator(mode="after")
+    def _one(self) -> Budget:
+        if (self.epochs is None) == (self.hours is None):
+            raise ValueError("give epochs or hours")
+        return self
+
+
 class StudyCreate(BaseModel):
     """POST /studies body."""
 
@@ -108,9 +124,17 @@ class StudyCreate(BaseModel):
     space: BuiltinSpace | InlineSpace = Field(  # type: ignore[valid-type]
         description="a built-in space's name, or an inline space")
     algorithm: Literal["tpe", "random"] = "tpe"
-    n_trials: int = Field(30, ge=1, description="at most SRU_HPO_MAX_TRIALS (default 10,000)")
-    parallelism: int = Field(4, ge=1, description="trials queued or running at once; at most "
+    n_trials: int | None = Field(None, ge=1, description="configurations to try, at most "
+                                 "SRU_HPO_MAX_TRIALS (default 10,000); give n_trials, a budget "
+                                 "or both (the search ends at whichever comes first)")
+    budget: Budget | None = Field(None, description="compute the search may spend")
+    parallelism: int = Field(4, ge=1, description="trials running at once (≈ workers); at most "
                              "SRU_HPO_MAX_PARALLELISM (default 256)")
+    queue_ahead: int = Field(1, ge=0, le=256, description="configurations kept queued beyond "
+                             "parallelism, so a worker that finishes never waits for the driver")
+    random_fraction: float | None = Field(None, ge=0, le=1, description="share of TPE's "
+                                          "suggestions drawn at random (BOHB's ρ; default 1/3 "
+                                          "with asha/hyperband, 0 otherwise)")
     trial_epochs: int = Field(50, ge=1, le=10_000)
     retrain_epochs: int = Field(200, ge=1, le=100_000)
     seed: int = Field(0, ge=0, lt=2**31)
@@ -134,11 +158,26 @@ class StudyCreate(BaseModel):
         return data
 
     @model_validator(mode="after")
+    def _sized(self) -> StudyCreate:
+        if self.n_trials is None and self.budget is None:
+            raise ValueError("n_trials: give n_trials, a budget ({epochs: N} or {hours: H}), "
+                             "or both")
+        if self.budget is not None and self.budget.epochs is not None \
+                and self.budget.epochs < self.trial_epochs:
+            raise ValueError(f"budget.epochs: {self.budget.epochs} is less than trial_epochs "
+                             f"({self.trial_epochs}), so no trial could reach the top; raise "
+                             f"budget.epochs or lower trial_epochs")
+        return self
+
+    @model_validator(mode="after")
     def _rungs(self) -> StudyCreate:
         s = self.scheduler
-        if s.rule in ("asha", "hyperband") and s.min_epochs >= self.trial_epochs:
-            raise ValueError(f"scheduler.min_epochs: {s.min_epochs} must be < trial_epochs "
-                             f"({self.trial_epochs}), or no trial ever pauses at a rung")
+        if s.rule in ("asha", "hyperband") and s.min_epochs * s.reduction > self.trial_epochs:
+            raise ValueError(
+                f"scheduler.min_epochs: {s.min_epochs} × reduction {s.reduction} = "
+                f"{s.min_epochs * s.reduction} must be ≤ trial_epochs ({self.trial_epochs}): a "
+                f"rung above trial_epochs / reduction saves less than 1 − 1/reduction of a run; "
+                f"lower min_epochs or reduction, or raise trial_epochs")
         return self
 
     @field_validator("space")
@@ -159,7 +198,7 @@ class StudyCreate(BaseModel):
                 point_to_vals(spec, point)
             except SpaceError as exc:
                 raise ValueError(f"point {i}: {exc}") from None
-        if len(v) > info.data.get("n_trials", len(v)):
+        if len(v) > (info.data.get("n_trials") or len(v)):
             raise ValueError("more warm-start points than n_trials")
         return v
 
@@ -284,6 +323,13 @@ class BestTrial(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RungFidelity(BaseModel):
+    epoch: int = Field(description="the rung")
+    pairs: int = Field(description="trials with a score at this rung and at the top")
+    spearman: float | None = Field(None, description="rank correlation of the two scores "
+                                   "(None below 3 pairs)")
+
+
 class StudyPublic(BaseModel):
     id: str
     name: str
@@ -291,7 +337,10 @@ class StudyPublic(BaseModel):
     dataset: str
     algorithm: str
     space: str | dict[str, Any]
-    n_trials: int
+    n_trials: int | None = None
+    budget: Budget | None = None
+    queue_ahead: int = 1
+    random_fraction: float | None = None
     parallelism: int
     trial_epochs: int
     retrain_epochs: int
@@ -307,7 +356,16 @@ class StudyPublic(BaseModel):
     epochs_spent: int = Field(0, description="epochs trained by the search trials so far")
     epochs_saved: int = Field(0, description="epochs not trained, against running every "
                               "configuration to trial_epochs")
+    epochs_committed: int = Field(0, description="epochs trained plus the targets of queued and "
+                                  "running trials")
+    budget_epochs: float | None = Field(None, description="epochs the budget allows (hours "
+                                        "converted at the study's own pace); None: no budget")
+    epochs_left: float | None = Field(None, description="budget_epochs - epochs_committed")
     promotions: int = 0
+    fidelity: list[RungFidelity] = Field(default_factory=list, description="per rung: how "
+                                         "well its score ranks trials by their top score")
+    advice: list[str] = Field(default_factory=list, description="settings worth changing, "
+                              "from what the study measured")
     rank_correlation: float | None = Field(
         None, description="Spearman correlation of search score and retrain validation "
         "accuracy over the top-k retrains (k >= 3): the measured short-horizon bias")

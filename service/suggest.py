@@ -1,9 +1,25 @@
 """New trials for a study: warm-start points first, then TPE (or random) suggestions.
 
-With ASHA or Hyperband, TPE models the scores at one rung (trials/scheduling.py explains the
-rule): every trial's loss in the view TPE reads is its score at that rung, and trials without one
-are pending. A new configuration gets its bracket (Hyperband) and the epoch it trains to before
-its first pause.
+**What TPE sees** (BOHB's model, Falkner et al. 2018, with Optuna's constant liar):
+
+- *One rung.* With ASHA or Hyperband TPE models the scores at the highest rung (the top first)
+  with at least d + 2 observations, d the number of searched parameters; without rungs, the
+  finished trials' best validation accuracy. Only trials with a score there are observations;
+  trials that stopped below it are left out, never counted as bad.
+- *Pending trials are liars.* A trial queued or running toward that rung (or, without rungs,
+  any queued or running trial) enters with the worst observed loss (Optuna's
+  ``constant_liar``), so that parallel suggestions spread out instead of piling onto one mode;
+  hyperopt itself would give it an infinite loss, i.e. put it in the "bad" density.
+- *Start-up.* While no rung has d + 2 observations, suggestions are random (hyperopt's default
+  is 20 trials, and it counts pending ones).
+- *A random fraction.* A share ``random_fraction`` of the suggestions after the start-up is
+  random (BOHB's ρ; default 1/3 with rungs, 0 without), drawn from (seed, tid).
+
+**No duplicates.** A suggestion equal to a queued or running configuration is drawn again (up to
+10 times); only a space that small lets a duplicate through.
+
+A new configuration gets its bracket (Hyperband) and the epoch it trains to before its first
+pause, cut to what the budget has left (``max_epochs``).
 """
 
 from __future__ import annotations
@@ -18,16 +34,30 @@ from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hy
 from service import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
-from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch
+from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch, uniform_draw
 from trials.states import JobKind, JobState
 
-__all__ = ["Suggester"]
+__all__ = ["Suggester", "random_fraction", "REDRAWS"]
 
-TPE_STARTUP = 20  # hyperopt's default number of random start-up trials
+REDRAWS = 10  # draws of a suggestion that duplicates a pending configuration before giving up
+ACTIVE = (JobState.NEW, JobState.RUNNING)
 
 
 def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs a Domain
     raise RuntimeError("trials are evaluated by workers, not in the service")
+
+
+def random_fraction(study: dict[str, Any]) -> float:
+    """The study's ρ: its own, else BOHB's 1/3 with rungs and 0 without."""
+    rho = study.get("random_fraction")
+    return float(rho) if rho is not None else (1 / 3 if grid_of(study) else 0.0)
+
+
+def _score(d: dict[str, Any], epoch: int | None) -> float | None:
+    result = d.get("result") or {}
+    if epoch is None:  # no rungs: the finished trial's best validation accuracy
+        return result.get("best_val_acc") if d["state"] == JobState.DONE else None
+    return (result.get("rung_scores") or {}).get(str(epoch))
 
 
 class Suggester:
@@ -36,61 +66,100 @@ class Suggester:
         self.study, self.cache = study, cache
         self.spec = SpaceSpec.model_validate(study["space"])
         self.domain = Domain(_never_called, to_hyperopt(self.spec))
-        self.grid = grid_of(study)
+        self.grid, self.top = grid_of(study), int(study["trial_epochs"])
         sched = study.get("scheduler") or {}
-        self.rule = sched.get("rule", "off")
         self.weights = (bracket_weights(len(self.grid), sched["reduction"])
-                        if self.rule == "hyperband" else [1])
-        self.searched = sum(1 for v in self.spec.parsed.values() if hasattr(v, "type"))
+                        if sched.get("rule") == "hyperband" else [1])
+        self.n_min = sum(1 for v in self.spec.parsed.values() if hasattr(v, "type")) + 2
+        self.rho = random_fraction(study)
+        # tid -> (the cached document, the key it was viewed under, the view's document): a
+        # document is rewritten only when the cache replaced it (a refresh hands out new ones)
+        self._views: dict[int, tuple[dict[str, Any], tuple, dict[str, Any]]] = {}
 
     # -- what TPE sees -----------------------------------------------------------------------------
-    def _rung_view(self, docs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-        """Each trial's loss at the rung TPE models; trials without a score there are pending.
-        Returns the view and how many start-up trials TPE should wait for."""
-        top, n_min = self.study["trial_epochs"], self.searched + 2
-        epoch = model_epoch(docs, self.grid, top, n_min)
-        if epoch is None:
-            return docs, TPE_STARTUP
+    def model_view(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        """The trials TPE reads, each with its loss at the modelled rung (pending ones with
+        the worst observed loss); None while there are too few observations (start-up)."""
+        if self.grid:
+            epoch = model_epoch(docs, self.grid, self.top, self.n_min)
+            if epoch is None:
+                return None
+        else:
+            epoch = None
+        scores = {d["tid"]: s for d in docs if (s := _score(d, epoch)) is not None}
+        if len(scores) < self.n_min:
+            return None
+        liar = -min(scores.values())  # the worst observed loss
         view = []
         for d in docs:
-            score = ((d.get("result") or {}).get("rung_scores") or {}).get(str(epoch))
-            if score is None:
-                view.append({**d, "state": int(JobState.RUNNING), "result": {"status": "new"}})
+            if d["tid"] in scores:
+                key: tuple = (epoch, -scores[d["tid"]])
+            elif d["state"] in ACTIVE and self._headed_to(d, epoch):
+                key = (epoch, liar)
             else:
-                view.append({**d, "state": int(JobState.DONE),
-                             "result": {**d["result"], "status": "ok", "loss": -score}})
-        return view, TPE_STARTUP if epoch == self.grid[0] else n_min
+                continue
+            seen = self._views.get(d["tid"])
+            if seen is None or seen[0] is not d or seen[1] != key:
+                seen = (d, key, {**d, "state": int(JobState.DONE),
+                                 "result": {**(d.get("result") or {}), "status": "ok",
+                                            "loss": key[1]}})
+                self._views[d["tid"]] = seen
+            view.append(seen[2])
+        return view
 
-    def _trials_and_algo(self):  # noqa: ANN202
-        if self.study["algorithm"] != "tpe":
+    @staticmethod
+    def _headed_to(d: dict[str, Any], epoch: int | None) -> bool:
+        """A queued or running trial will report at ``epoch`` (its target reaches it)."""
+        return epoch is None or int(d.get("limit") or d.get("epochs") or 0) >= epoch
+
+    def _trials_and_algo(self, tid: int):  # noqa: ANN202
+        docs = self.cache.of_kind(JobKind.TRIAL)
+        view = self.model_view(docs) if self.study["algorithm"] == "tpe" else None
+        if view is None or uniform_draw(self.study["seed"], tid, 1) < self.rho:
             return MongoTrials(self.cache), rand.suggest
-        if not self.grid:
-            return MongoTrials(self.cache), tpe.suggest
-        view, startup = self._rung_view(self.cache.of_kind(JobKind.TRIAL))
-        trials = MongoTrials(self.cache, view=lambda _docs: view)
-        return trials, functools.partial(tpe.suggest, n_startup_jobs=startup)
+        return (MongoTrials(self.cache, view=lambda _docs: view),
+                functools.partial(tpe.suggest, n_startup_jobs=0))
 
     # -- one new trial ------------------------------------------------------------------------------
-    def new_trial(self, index: int, job_fields) -> None:  # noqa: ANN001
-        """Insert the ``index``-th configuration of the study (0-based)."""
+    def new_trial(self, index: int, job_fields, max_epochs: int | None = None) -> int:  # noqa: ANN001
+        """Insert the ``index``-th configuration of the study (0-based); its first segment
+        trains at most ``max_epochs`` epochs (what the budget has left). Returns the epoch
+        that segment trains to."""
         study, domain = self.study, self.domain
-        trials, algo = self._trials_and_algo()
-        (tid,) = trials.new_trial_ids(1)
+        tid = self.cache.jobs.next_tids(self.cache.exp_key, 1)[0]
+        trials, algo = self._trials_and_algo(tid)
         warm = study.get("warm_start") or []
         if index < len(warm):  # warm-start points go first, in the order given
             vals = point_to_vals(self.spec, warm[index])
             misc = {"tid": tid, "cmd": domain.cmd, "workdir": domain.workdir}
             miscs_update_idxs_vals([misc], {k: [tid] for k in vals}, vals)
             docs = trials.new_trial_docs([tid], [None], [domain.new_result()], [misc])
+            params = self._params(docs[0])
         else:
-            docs = algo([tid], domain, trials, seed=(study["seed"] * 100_003 + tid) % 2**31)
-        for doc in docs:
-            vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
-            params = flatten_sample(self.spec, space_eval(domain.expr, vals))
-            doc.update(job_fields(**self._fields(tid, params)))
+            docs, params = self._draw(tid, trials, algo)
+        fields = self._fields(tid, params, max_epochs)
+        docs[0].update(job_fields(**fields))
         trials.insert_trial_docs(docs)
+        return int(fields.get("limit") or fields["epochs"])
 
-    def _fields(self, tid: int, params: dict[str, Any]) -> dict[str, Any]:
+    def _draw(self, tid: int, trials: MongoTrials, algo) -> tuple[list[dict], dict]:  # noqa: ANN001
+        pending = [d["params"] for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] in ACTIVE]
+        base = (self.study["seed"] * 100_003 + tid) % 2**31
+        for k in range(REDRAWS):
+            docs = algo([tid], self.domain, trials, seed=(base + 7_919 * k) % 2**31)
+            params = self._params(docs[0])
+            full = {**params, "model": self.study["model"], "dataset": self.study["dataset"],
+                    "seed": self.study["seed"]}
+            if full not in pending:
+                break
+        return docs, params
+
+    def _params(self, doc: dict[str, Any]) -> dict[str, Any]:
+        vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
+        return flatten_sample(self.spec, space_eval(self.domain.expr, vals))
+
+    def _fields(self, tid: int, params: dict[str, Any], max_epochs: int | None
+                ) -> dict[str, Any]:
         study = self.study
         fields: dict[str, Any] = {
             "kind": JobKind.TRIAL.value, "epochs": study["trial_epochs"],
@@ -101,6 +170,9 @@ class Suggester:
             fields["pruning"] = {k: sched[k] for k in ("rule", "warmup", "min_trials")}
         if self.grid:
             bracket = bracket_for(tid, study["seed"], self.weights)
+            target = self.grid[bracket] if bracket < len(self.grid) else self.top
+            if max_epochs is not None:
+                target = min(target, max_epochs)
             fields.update(bracket=bracket, rungs=self.grid,
-                          limit=self.grid[bracket] if bracket < len(self.grid) else None)
+                          limit=target if target < self.top else None)
         return fields

@@ -11,8 +11,15 @@ versions that compute the same numbers on a (candidates × components) array. Th
 components is a ``cumsum`` along that axis: it adds in the same order as hyperopt's loop, so
 the result is bit for bit the same, and so are the suggestions (tests/service/test_tpe_speed.py
 compares both on random mixtures and on whole suggestions). The unquantized and empty cases
-are hyperopt's own code, untouched. ``install()`` is idempotent and is called where suggestions are
-made (service/suggest.py).
+are hyperopt's own code, untouched.
+
+It also keeps the posterior graph ``tpe.suggest`` builds: hyperopt rebuilds the same pyll graph
+(``build_posterior_wrapper``: a few hundred nodes, a fifth of a suggestion) on every call,
+although it depends only on the space, ``prior_weight`` and ``gamma``, and the observations
+enter only through the memo of each evaluation. ``install()`` wraps it to build the graph once
+per ``Domain`` and those two numbers (kept on the domain); the suggestions are the same.
+
+``install()`` is idempotent and is called where suggestions are made (service/suggest.py).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ import numpy as np
 from hyperopt import tpe
 from hyperopt.pyll import scope
 
-__all__ = ["install", "gmm1_lpdf", "lgmm1_lpdf", "ORIGINAL"]
+__all__ = ["install", "gmm1_lpdf", "lgmm1_lpdf", "posterior_once", "ORIGINAL"]
 
 #: hyperopt's own implementations, kept for the unquantized cases and for the tests
 ORIGINAL = {"GMM1_lpdf": tpe.GMM1_lpdf, "LGMM1_lpdf": tpe.LGMM1_lpdf}
+_BUILD_POSTERIOR = tpe.build_posterior_wrapper
 
 
 def _mixture_sum(w: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
@@ -88,7 +96,18 @@ def _quantized_lpdf(samples: Any, weights: Any, mus: Any, sigmas: Any, low: Any,
     return (np.log(prob) - np.log(p_accept)).reshape(samples.shape)
 
 
+def posterior_once(domain: Any, prior_weight: float, gamma: float) -> Any:
+    """hyperopt's ``build_posterior_wrapper``, built once per (domain, prior_weight, gamma)."""
+    graphs = domain.__dict__.setdefault("_sru_hpo_posteriors", {})
+    key = (float(prior_weight), float(gamma))
+    if key not in graphs:
+        graphs[key] = _BUILD_POSTERIOR(domain, prior_weight, gamma)
+    return graphs[key]
+
+
 def install() -> None:
-    """Point hyperopt's symbol table at the one-pass versions (idempotent)."""
+    """Point hyperopt's symbol table at the one-pass versions and keep its posterior graphs
+    (idempotent)."""
     scope._impls["GMM1_lpdf"] = gmm1_lpdf
     scope._impls["LGMM1_lpdf"] = lgmm1_lpdf
+    tpe.build_posterior_wrapper = posterior_once

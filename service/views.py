@@ -41,6 +41,9 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         best=summary.get("best"), retrain_state=summary.get("retrain_state", "pending"),
         test_acc=summary.get("test_acc"), epochs_spent=summary.get("epochs_spent", 0),
         epochs_saved=summary.get("epochs_saved", 0), promotions=summary.get("promotions", 0),
+        epochs_committed=summary.get("epochs_committed", 0),
+        budget_epochs=summary.get("budget_epochs"), epochs_left=summary.get("epochs_left"),
+        fidelity=summary.get("fidelity") or [], advice=summary.get("advice") or [],
         rank_correlation=summary.get("rank_correlation"),
         error_groups=summary.get("error_groups") or [],
         elapsed=max(0.0, end - doc["created"]))

@@ -53,6 +53,9 @@ class TrialCache:
         self.reads = 0  # documents fetched so far (benchmarks print it)
         self.version = 0  # bumped whenever ``docs`` changes; what ``_memo`` was computed at
         self._memo: dict[Any, Any] = {}
+        # the documents of each kind by tid, kept in tid order as they change (a refresh adds
+        # mostly new, higher tids), so ``of_kind`` does not sort the study every pass
+        self._kinds: dict[str, dict[int, dict[str, Any]]] = {}
 
     def refresh(self, full: bool = False) -> int:
         """Bring the cache up to date; returns how many documents were read."""
@@ -62,6 +65,9 @@ class TrialCache:
             fresh = {int(d["tid"]): d for d in docs}
             if fresh != self.docs:
                 self.docs = fresh
+                self._kinds = {}
+                for tid in sorted(fresh):
+                    self._file(fresh[tid])
                 self._changed()
             self._last_full = self.clock()
         else:
@@ -83,9 +89,18 @@ class TrialCache:
             tid = int(d["tid"])
             if self.docs.get(tid) != d:
                 self.docs[tid] = d
+                self._file(d)
                 changed = True
         if changed:
             self._changed()
+
+    def _file(self, d: dict[str, Any]) -> None:
+        """Put ``d`` in its kind's tid-ordered dict (a tid below the last re-sorts it)."""
+        tid, kind = int(d["tid"]), self._kinds.setdefault(str(d.get("kind")), {})
+        late = tid not in kind and kind and tid < next(reversed(kind))
+        kind[tid] = d
+        if late:
+            self._kinds[str(d.get("kind"))] = dict(sorted(kind.items()))
 
     def _changed(self) -> None:
         self.version += 1
@@ -100,9 +115,7 @@ class TrialCache:
 
     def of_kind(self, kind: JobKind) -> list[dict[str, Any]]:
         """The documents of one kind of job, by tid (a new list; the documents are shared)."""
-        return list(self.memoized(kind, lambda: sorted(
-            (d for d in self.docs.values() if d.get("kind") == kind.value),
-            key=lambda d: d["tid"])))
+        return list(self._kinds.get(kind.value, {}).values())
 
     def counts(self) -> dict[str, int]:
         return dict(self.memoized("counts", lambda: count_trials(list(self.docs.values()))))

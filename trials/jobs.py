@@ -42,15 +42,86 @@ def job_id(exp_key: str, tid: int) -> str:
     return f"{exp_key}:{tid}"
 
 
-def _cancelled(result: dict[str, Any] | None = None) -> dict[str, Any]:
+def cancelled_fields(result: dict[str, Any] | None = None) -> dict[str, Any]:
     """The fields that end a job as cancelled (``result`` keeps what it trained, if anything)."""
     return {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
             "result": {**(result or {}), "status": "fail"}}
 
 
-def _errored(reason: str, where: str | None = None) -> dict[str, Any]:
+def errored_fields(reason: str, where: str | None = None) -> dict[str, Any]:
     return {"state": int(JobState.ERROR), "outcome": Outcome.ERROR.value, "error": reason,
             "error_at": where, "result": {"status": "fail"}}
+
+
+# -- what each operation writes: shared by JobQueue and the in-memory twin (trials/memory.py), so
+# the two differ only in how they find the document, never in what they write.
+def reserve_update(owner: str, now: float, token: str, heartbeat_interval: float
+                   ) -> dict[str, Any]:
+    return {"$set": {"state": int(JobState.RUNNING), "owner": owner, "book_time": now,
+                     "refresh_time": now, "updated": now, "heartbeat": 0, "reservation": token,
+                     "heartbeat_interval": heartbeat_interval},
+            "$inc": {"attempt": 1}}
+
+
+def end_fields(fields: dict[str, Any], now: float) -> dict[str, Any]:
+    """What ends a running job: ``fields``, the snapshot detached, the stamps."""
+    return {**fields, "snapshot": None, "snapshot_epoch": 0, "refresh_time": now, "updated": now}
+
+
+def finished_fields(result: dict[str, Any], outcome: str, checkpoint: Any) -> dict[str, Any]:
+    best = float(result.get("best_val_acc", 0.0))
+    return {"state": int(JobState.DONE), "outcome": str(outcome), "checkpoint": checkpoint,
+            "score": best, "result": {**result, "status": "ok", "loss": -best}}
+
+
+def paused_fields(result: dict[str, Any], now: float) -> dict[str, Any]:
+    best = float(result.get("best_val_acc", 0.0))
+    return {"state": int(JobState.DONE), "outcome": Outcome.PAUSED.value, "score": best,
+            "result": {**result, "status": "ok", "loss": -best}, "refresh_time": now,
+            "updated": now}
+
+
+def promote_update(limit: int, now: float, priority: int) -> dict[str, Any]:
+    return {"$set": {"state": int(JobState.NEW), "outcome": None, "limit": int(limit),
+                     "owner": None, "book_time": None, "priority": int(priority), "updated": now},
+            "$inc": {"promotions": 1}}
+
+
+def stopped_at_rung_fields(now: float) -> dict[str, Any]:
+    return {"outcome": Outcome.STOPPED_AT_RUNG.value, "snapshot": None, "updated": now}
+
+
+def released_fields(now: float) -> dict[str, Any]:
+    return {"state": int(JobState.NEW), "owner": None, "book_time": None, "updated": now}
+
+
+#: Reservation order: highest priority first (promoted trials, from the highest rung down; then
+#: retrains and tests; then new trials), then the oldest, then the lowest tid.
+RESERVE_ORDER = [("priority", -1), ("created", 1), ("tid", 1)]
+PROMOTED = 2  # + the index of the rung a promoted trial leaves
+
+
+def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
+               priority: int | None = None, limit: int | None = None,
+               rungs: list[int] | None = None, bracket: int | None = None,
+               source: str | None = None) -> dict[str, Any]:
+    """The plain-JSON fields this project adds to a hyperopt trial document."""
+    if priority is None:
+        priority = 0 if kind == JobKind.TRIAL else 1
+    return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
+            "priority": priority, "retries": 0, "previous_owners": [], "heartbeat": 0,
+            "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
+            "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
+            "bracket": bracket, "promotions": 0, "source": source}
+
+
+def new_job_doc(exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
+    """A job document for a trial TPE did not suggest (a retrain, a test job)."""
+    return {"state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
+            "misc": {"tid": tid, "cmd": ["sru_hpo", str(fields.get("kind"))], "idxs": {},
+                     "vals": {}, "workdir": None},
+            "exp_key": exp_key, "owner": None, "version": 0, "book_time": None,
+            "refresh_time": None, **job_fields(**fields)}
 
 
 @dataclass
@@ -114,27 +185,11 @@ class JobQueue:
         end = int(doc["seq"])
         return list(range(end - n, end))
 
-    @staticmethod
-    def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
-                   priority: int | None = None, limit: int | None = None,
-                   rungs: list[int] | None = None, bracket: int | None = None,
-                   source: str | None = None) -> dict[str, Any]:
-        """The plain-JSON fields this project adds to a hyperopt trial document."""
-        if priority is None:
-            priority = 0 if kind == JobKind.TRIAL else 1
-        return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
-                "priority": priority, "retries": 0, "previous_owners": [], "heartbeat": 0,
-                "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
-                "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
-                "bracket": bracket, "promotions": 0, "source": source}
+    job_fields = staticmethod(job_fields)
 
     def new_job_doc(self, exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
         """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
-        return {"state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
-                "misc": {"tid": tid, "cmd": ["sru_hpo", str(fields.get("kind"))], "idxs": {},
-                         "vals": {}, "workdir": None},
-                "exp_key": exp_key, "owner": None, "version": 0, "book_time": None,
-                "refresh_time": None, **self.job_fields(**fields)}
+        return new_job_doc(exp_key, tid, **fields)
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
         """Insert complete job documents, their empty curves first: a job is reservable the
@@ -171,15 +226,9 @@ class JobQueue:
         query: dict[str, Any] = {"state": int(JobState.NEW)}
         if exp_key is not None:
             query["exp_key"] = exp_key
-        now = self.clock.now()
         doc = self._col.find_one_and_update(
-            query,
-            {"$set": {"state": int(JobState.RUNNING), "owner": owner, "book_time": now,
-                      "refresh_time": now, "updated": now, "heartbeat": 0, "reservation": token,
-                      "heartbeat_interval": self.heartbeat_interval},
-             "$inc": {"attempt": 1}},
-            sort=[("priority", DESCENDING), ("created", ASCENDING), ("tid", ASCENDING)],
-            return_document=ReturnDocument.AFTER)
+            query, reserve_update(owner, self.clock.now(), token, self.heartbeat_interval),
+            sort=RESERVE_ORDER, return_document=ReturnDocument.AFTER)
         return Job.from_doc(doc) if doc else None
 
     @staticmethod
@@ -202,11 +251,8 @@ class JobQueue:
     def _end(self, job: Job, fields: dict[str, Any]) -> bool:
         """End a running job of ours with ``fields``; its snapshot file is deleted once the
         write is in (a late writer's refused end deletes nothing)."""
-        now = self.clock.now()
         before = self._col.find_one_and_update(
-            self._mine(job),
-            {"$set": {**fields, "snapshot": None, "snapshot_epoch": 0, "refresh_time": now,
-                      "updated": now}},
+            self._mine(job), {"$set": end_fields(fields, self.clock.now())},
             projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
         if before is None:
             return False
@@ -222,10 +268,7 @@ class JobQueue:
         if checkpoint is not None:
             fid = self.files.put(CHECKPOINTS, checkpoint, exp_key=job.exp_key, tid=job.tid,
                                  attempt=job.attempt)
-        best = float(result.get("best_val_acc", 0.0))
-        ok = self._end(job, {
-            "state": int(JobState.DONE), "outcome": str(outcome), "checkpoint": fid,
-            "score": best, "result": {**result, "status": "ok", "loss": -best}})
+        ok = self._end(job, finished_fields(result, outcome, fid))
         if not ok:
             self.files.delete(CHECKPOINTS, fid)
         return ok
@@ -233,32 +276,26 @@ class JobQueue:
     def fail(self, job: Job, reason: str, where: str | None = None) -> bool:
         """End the job as error: ``reason`` is the exception's message (what the study groups
         errors by), ``where`` the last frames it came from."""
-        return self._end(job, _errored(reason, where))
+        return self._end(job, errored_fields(reason, where))
 
     def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
-        return self._end(job, _cancelled(result))
+        return self._end(job, cancelled_fields(result))
 
     def pause(self, job: Job, result: dict[str, Any]) -> bool:
         """ASHA: the job reached its rung (``job.limit``). It keeps its snapshot and waits,
         state done with outcome ``paused``, for the driver to promote it. No retry is spent."""
-        best = float(result.get("best_val_acc", 0.0))
-        now = self.clock.now()
-        res = self._col.update_one(self._mine(job), {"$set": {
-            "state": int(JobState.DONE), "outcome": Outcome.PAUSED.value, "score": best,
-            "result": {**result, "status": "ok", "loss": -best}, "refresh_time": now,
-            "updated": now}})
+        res = self._col.update_one(self._mine(job),
+                                   {"$set": paused_fields(result, self.clock.now())})
         return res.matched_count == 1
 
-    def promote(self, exp_key: str, tid: int, limit: int) -> bool:
+    def promote(self, exp_key: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
         """Send a paused trial on to ``limit`` (its next rung, or the top): back to the queue
-        ahead of new trials. Conditional on it still being paused where it was."""
+        ahead of new trials (``priority``: higher goes first). Conditional on it still being
+        paused where it was."""
         res = self._col.update_one(
             {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
              "outcome": Outcome.PAUSED.value},
-            {"$set": {"state": int(JobState.NEW), "outcome": None, "limit": int(limit),
-                      "owner": None, "book_time": None, "priority": 2,
-                      "updated": self.clock.now()},
-             "$inc": {"promotions": 1}})
+            promote_update(limit, self.clock.now(), priority))
         return res.matched_count == 1
 
     def stop_at_rung(self, exp_key: str, tid: int) -> bool:
@@ -266,8 +303,7 @@ class JobQueue:
         before = self._col.find_one_and_update(
             {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
              "outcome": Outcome.PAUSED.value},
-            {"$set": {"outcome": Outcome.STOPPED_AT_RUNG.value, "snapshot": None,
-                      "updated": self.clock.now()}},
+            {"$set": stopped_at_rung_fields(self.clock.now())},
             projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
         if before is None:
             return False
@@ -280,11 +316,10 @@ class JobQueue:
         is cancelled instead."""
         now = self.clock.now()
         if self._col.update_one({**self._mine(job), "stop": "cancel"},
-                                {"$set": {**_cancelled(), "updated": now}}).matched_count:
+                                {"$set": {**cancelled_fields(), "updated": now}}).matched_count:
             return True
-        res = self._col.update_one(self._mine(job), {
-            "$set": {"state": int(JobState.NEW), "owner": None, "book_time": None, "updated": now},
-            "$inc": {"releases": 1}})
+        res = self._col.update_one(self._mine(job), {"$set": released_fields(now),
+                                                     "$inc": {"releases": 1}})
         return res.matched_count == 1
 
     def save_snapshot(self, job: Job, data: bytes, epoch: int) -> bool:
@@ -325,7 +360,7 @@ class JobQueue:
         retries = int(doc.get("retries", 0))
         update: dict[str, Any]
         if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
-            update, outcome = {**_cancelled(), "previous_owners": history}, "cancelled"
+            update, outcome = {**cancelled_fields(), "previous_owners": history}, "cancelled"
         elif retries < self.max_retries:
             update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
                       "retries": retries + 1, "previous_owners": history,
@@ -333,7 +368,7 @@ class JobQueue:
             outcome = "requeued"
         else:
             why = f"retries exhausted ({retries} of {self.max_retries}): {reason}"
-            update, outcome = {**_errored(why), "previous_owners": history}, "error"
+            update, outcome = {**errored_fields(why), "previous_owners": history}, "error"
         res = self._col.update_one(observed, {"$set": {**update, "updated": self.clock.now()}})
         return outcome if res.matched_count == 1 else None
 
@@ -351,7 +386,7 @@ class JobQueue:
             {"$set": {"stop": "cancel", "updated": now}}).modified_count
         queued = self._col.update_many(
             {"exp_key": exp_key, "state": int(JobState.NEW)},
-            {"$set": {**_cancelled(), "updated": now}}).modified_count
+            {"$set": {**cancelled_fields(), "updated": now}}).modified_count
         return queued, running
 
     def changed(self, exp_key: str, since: float | None) -> list[dict[str, Any]]:

@@ -1,14 +1,17 @@
 """Promotion-based ASHA and asynchronous Hyperband: rungs, brackets, promotions, and which rung
 TPE models. Pure functions over plain data; the study driver (service/driver.py) applies them.
 
-**Rungs.** With ``min_epochs`` r and ``reduction`` η, the rungs are r, rη, rη², ... below
-``trial_epochs`` (the top). A trial trains up to its next rung, reports its score there (the best
-validation accuracy up to that epoch), snapshots and *pauses*: its job is released, no worker
-waits for it, and no retry is spent.
+**Rungs.** With ``min_epochs`` r and ``reduction`` η, the rungs are r, rη, rη², ... up to
+R/η, R = ``trial_epochs`` (the top): no rung lies above R/η, so every cut saves at least
+1 − 1/η of a full run (a rung at 45 of 50 would stop two thirds of its trials to save 5 epochs
+each). A trial trains up to its next rung, reports its score there (the best validation
+accuracy up to that epoch), snapshots and *pauses*: its job is released, no worker waits for it,
+and no retry is spent.
 
 **Promotion (ASHA, Li et al. 2020).** A paused trial at rung k is promoted as soon as it is
-among the best ⌊n_k / η⌋ of the n_k trials of its bracket that have a score at rung k. The
-driver checks after every change, never waiting for a rung to fill. A promoted trial resumes
+among the best ⌊n_k / η⌋ of the n_k trials of its bracket that have a score at rung k (equal
+scores ordered by a draw seeded by (seed, tid)). The driver checks after every change, never
+waiting for a rung to fill; promotions from higher rungs go first in the queue. A promoted trial resumes
 from its snapshot on any worker, with the curve it would have had if never paused. When the
 search ends, a trial still paused ends as ``stopped_at_rung`` with its best accuracy.
 
@@ -19,28 +22,32 @@ configurations to its brackets; each bracket promotes on its own.
 
 **TPE on multi-fidelity data (BOHB's rule, Falkner et al. 2018).** TPE models the scores at the
 highest rung (or the top) with at least d + 2 observations, d the number of searched
-parameters; below that, the next rung down. Scores at different rungs are never mixed in one
-model: a low rung's score says little about the top, and mixing biases the model toward
-configurations that merely start fast.
+parameters; below that, the next rung down; with none that full, suggestions are random.
+Scores at different rungs are never mixed in one model: a low rung's score says little about
+the top, and mixing biases the model toward configurations that merely start fast
+(service/suggest.py builds the view TPE reads).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["rung_epochs", "grid_of", "bracket_weights", "bracket_for", "promotions", "model_epoch",
-           "rung_scores", "search_rank"]
+__all__ = ["rung_epochs", "grid_of", "bracket_weights", "bracket_for", "promotions", "best_paused",
+           "model_epoch",
+           "rung_scores", "search_rank", "rank_key", "uniform_draw"]
 
 
 def rung_epochs(min_epochs: int, reduction: int, trial_epochs: int) -> list[int]:
-    """The rung epochs below ``trial_epochs``: min_epochs · reduction^k."""
-    out, r = [], int(min_epochs)
-    while r < trial_epochs:
+    """The rung epochs min_epochs · reduction^k that are at most trial_epochs / reduction
+    (integer arithmetic: r·η ≤ R). Their number is Hyperband's s_max = ⌊log_η(R / r)⌋."""
+    out, r, eta = [], int(min_epochs), int(reduction)
+    while r * eta <= trial_epochs:
         out.append(r)
-        r *= int(reduction)
+        r *= eta
     return out
 
 
@@ -54,10 +61,16 @@ def grid_of(study: dict[str, Any]) -> list[int]:
 
 def bracket_weights(n_rungs: int, reduction: int) -> list[int]:
     """Hyperband's configurations per bracket; bracket j starts at rung j (j = n_rungs: the
-    top, no early stop)."""
+    top, no early stop). s_max = n_rungs, which ``rung_epochs`` makes ⌊log_η(R / r)⌋."""
     s_max = n_rungs
     return [math.ceil((s_max + 1) / (s + 1) * reduction ** s)
             for s in (s_max - j for j in range(n_rungs + 1))]
+
+
+def uniform_draw(*key: int) -> float:
+    """A number in [0, 1) fixed by ``key``: the same in every process and Python version (a
+    CRC-32 of the key), so seeded choices are reproducible wherever the driver runs."""
+    return zlib.crc32(":".join(map(str, key)).encode()) / 2**32
 
 
 def bracket_for(tid: int, seed: int, weights: list[int]) -> int:
@@ -77,49 +90,88 @@ def rung_scores(curve: Iterable[Mapping[str, Any]], epochs: Iterable[int]) -> di
     return out
 
 
-def _score(doc: Mapping[str, Any], epoch: int) -> float | None:
-    return ((doc.get("result") or {}).get("rung_scores") or {}).get(str(epoch))
+def _scores(doc: Mapping[str, Any]) -> Mapping[str, float]:
+    """A trial's recorded rung scores, keyed by epoch as a string (empty when none)."""
+    return (doc.get("result") or {}).get("rung_scores") or {}
 
 
-def promotions(docs: list[dict[str, Any]], grid: list[int], top: int, reduction: int
-               ) -> list[tuple[int, int]]:
-    """(tid, next limit) for every paused trial that ASHA promotes now. ``docs``: the study's
-    search trials (with ``bracket``, ``outcome``, ``limit``, ``result.rung_scores``);
-    ``grid``: the rung epochs; ``top``: trial_epochs."""
-    out = []
+def promotions(docs: list[dict[str, Any]], grid: list[int], top: int, reduction: int,
+               seed: int = 0) -> list[tuple[int, int, int]]:
+    """(tid, rung epoch, next limit) for every paused trial that ASHA promotes now, highest
+    rung first (Li et al. promote from the top down). ``docs``: the study's search trials (with
+    ``bracket``, ``outcome``, ``limit``, ``result.rung_scores``); ``grid``: the rung epochs;
+    ``top``: trial_epochs. Equal scores are ordered by a draw from (seed, tid), not by tid.
+    Only rungs where a trial waits are ranked."""
+    nxt = dict(zip(grid, [*grid[1:], top], strict=True))
     by_bracket: dict[int, list[dict[str, Any]]] = {}
+    waiting: dict[tuple[int, int], list[int]] = {}  # (bracket, rung epoch) -> paused tids
     for d in docs:
-        by_bracket.setdefault(int(d.get("bracket") or 0), []).append(d)
-    for members in by_bracket.values():
-        for k, epoch in enumerate(grid):
-            scored = [(s, d["tid"]) for d in members if (s := _score(d, epoch)) is not None]
-            keep = len(scored) // reduction
-            if keep == 0:
-                continue
-            best = {tid for _, tid in sorted(scored, key=lambda x: (-x[0], x[1]))[:keep]}
-            nxt = grid[k + 1] if k + 1 < len(grid) else top
-            out += [(d["tid"], nxt) for d in members
-                    if d.get("outcome") == "paused" and d.get("limit") == epoch
-                    and d["tid"] in best]
+        bracket = int(d.get("bracket") or 0)
+        by_bracket.setdefault(bracket, []).append(d)
+        if d.get("outcome") == "paused" and d.get("limit") in nxt:
+            waiting.setdefault((bracket, d["limit"]), []).append(d["tid"])
+    out = []
+    for (bracket, epoch), paused in sorted(waiting.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
+        key = str(epoch)
+        scored = [(s, d["tid"]) for d in by_bracket[bracket]
+                  if (s := _scores(d).get(key)) is not None]
+        keep = len(scored) // reduction
+        if keep == 0:
+            continue
+        ranked = sorted(scored, key=lambda x: (-x[0], uniform_draw(seed, x[1])))
+        best = {tid for _, tid in ranked[:keep]}
+        out += [(tid, epoch, nxt[epoch]) for tid in paused if tid in best]
     return out
+
+
+def best_paused(docs: list[dict[str, Any]], grid: list[int], top: int, seed: int = 0
+                ) -> list[tuple[int, int, int]]:
+    """(tid, rung epoch, next limit) of the best paused trial of each rung, highest rung
+    first: what the end of a search promotes so that some trial reaches the top."""
+    nxt = dict(zip(grid, [*grid[1:], top], strict=True))
+    best: dict[int, tuple[float, float, int]] = {}
+    for d in docs:
+        epoch = d.get("limit")
+        if d.get("outcome") != "paused" or epoch not in nxt:
+            continue
+        s = _scores(d).get(str(epoch))
+        cand = (-(s if s is not None else -math.inf), uniform_draw(seed, d["tid"]), d["tid"])
+        if epoch not in best or cand < best[epoch]:
+            best[epoch] = cand
+    return [(best[e][2], e, nxt[e]) for e in sorted(best, reverse=True)]
 
 
 def model_epoch(docs: list[dict[str, Any]], grid: list[int], top: int, n_min: int
                 ) -> int | None:
     """The epoch whose scores TPE models: the highest (top first) with at least ``n_min``
-    scores, else the lowest with any; None when no trial has a score yet."""
-    counts = {e: sum(1 for d in docs if _score(d, e) is not None) for e in [*grid, top]}
-    for e in [top, *reversed(grid)]:
-        if counts[e] >= n_min:
-            return e
-    return next((e for e in [*grid, top] if counts[e]), None)
+    scores; None while no epoch has that many (TPE's start-up: random suggestions)."""
+    keys = {str(e): e for e in [*grid, top]}
+    counts = dict.fromkeys(keys.values(), 0)
+    for d in docs:
+        for k in _scores(d):
+            if k in keys:
+                counts[keys[k]] += 1
+    return next((e for e in [top, *reversed(grid)] if counts[e] >= n_min), None)
 
 
 def search_rank(doc: Mapping[str, Any], grid: list[int], top: int) -> tuple[int, float]:
     """How a configuration ranks after the search: the highest epoch it has a score at, then
     that score (so a trial stopped at a low rung never outranks one that reached the top)."""
+    scores = _scores(doc)
     for e in [top, *reversed(grid)]:
-        s = _score(doc, e)
+        s = scores.get(str(e))
         if s is not None:
             return e, s
     return 0, float((doc.get("result") or {}).get("best_val_acc") or 0.0)
+
+
+def rank_key(doc: Mapping[str, Any], grid: list[int], top: int, seed: int = 0
+             ) -> tuple[int, float, float]:
+    """How the study ranks a search trial with a result, larger first: with rungs by
+    ``search_rank``, otherwise by best validation accuracy; ties go to a draw from (seed,
+    tid). The driver retrains the first; the replay benchmark calls it the incumbent."""
+    if grid:
+        epoch, score = search_rank(doc, grid, top)
+    else:
+        epoch, score = 0, float((doc.get("result") or {}).get("best_val_acc") or 0.0)
+    return epoch, score, -uniform_draw(seed, int(doc["tid"]))

@@ -21,11 +21,19 @@ from pymongo.database import Database
 from trials.clock import ServerClock
 from trials.states import StudyState
 
-__all__ = ["StudyRepo"]
+__all__ = ["StudyRepo", "new_study_doc"]
 
 # Every study document carries ``deleted: False`` from its creation: in an update filter,
 # nx-27017 0.8.1 matches ``{"deleted": {"$ne": True}}`` against a missing field to nothing.
 _VISIBLE = {"deleted": False}
+
+
+def new_study_doc(sid: str, fields: dict[str, Any], now: float) -> dict[str, Any]:
+    """A study document as created: queued, no driver, no summary yet."""
+    return {"_id": sid, **fields, "state": StudyState.QUEUED.value, "created": now,
+            "started": None, "search_finished": None, "finished": None, "error": None,
+            "summary": None, "driver": None, "driver_until": 0.0, "deleted": False,
+            "settled": False}
 
 
 class StudyRepo:
@@ -40,10 +48,7 @@ class StudyRepo:
 
     # -- create and read -------------------------------------------------------------------------
     def create(self, sid: str, fields: dict[str, Any]) -> dict[str, Any]:
-        doc = {"_id": sid, **fields, "state": StudyState.QUEUED.value, "created": self.clock.now(),
-               "started": None, "search_finished": None, "finished": None, "error": None,
-               "summary": None, "driver": None, "driver_until": 0.0, "deleted": False,
-               "settled": False}
+        doc = new_study_doc(sid, fields, self.clock.now())
         self._col.insert_one(doc)
         return doc
 
@@ -70,6 +75,11 @@ class StudyRepo:
         for d in self._col.find(_VISIBLE, {"state": 1}):
             out[d["state"]] = out.get(d["state"], 0) + 1
         return out
+
+    def active_summaries(self) -> list[tuple[str, dict[str, Any]]]:
+        """(id, summary) of every active study (for /metrics)."""
+        q = {**_VISIBLE, "state": {"$in": StudyState.actives()}}
+        return [(d["_id"], d.get("summary") or {}) for d in self._col.find(q, {"summary": 1})]
 
     def to_drive(self) -> list[str]:
         """Studies a service should drive: active ones, and ended ones whose jobs have not all

@@ -52,4 +52,17 @@ def metrics(rt: Rt, _: Reader) -> str:
     studies = rt.store.studies.count_by_state()
     lines += [f'sru_hpo_studies{{state="{s.value}"}} {studies.get(s.value, 0)}'
               for s in StudyState]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _study_lines(rt.store.studies.active_summaries())) + "\n"
+
+
+def _study_lines(active: list[tuple[str, dict]]) -> list[str]:
+    """Per active study: epochs spent and, with a budget, epochs the budget has left."""
+    lines = ["# HELP sru_hpo_study_epochs_spent Epochs trained by an active study's search "
+             "trials.", "# TYPE sru_hpo_study_epochs_spent gauge"]
+    lines += [f'sru_hpo_study_epochs_spent{{study="{sid}"}} {int(s.get("epochs_spent") or 0)}'
+              for sid, s in active]
+    lines += ["# HELP sru_hpo_study_epochs_left Epochs an active study's budget has not yet "
+              "committed.", "# TYPE sru_hpo_study_epochs_left gauge"]
+    lines += [f'sru_hpo_study_epochs_left{{study="{sid}"}} {float(s["epochs_left"]):g}'
+              for sid, s in active if s.get("epochs_left") is not None]
+    return lines

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
              responses=responses(401, 413, 415))
 def create_study(body: StudyCreate, rt: Rt, _: Writer) -> StudyPublic:
     s = rt.settings
-    if body.n_trials > s.max_trials:
+    if body.n_trials is not None and body.n_trials > s.max_trials:
         raise unprocessable("n_trials", f"at most {s.max_trials} (SRU_HPO_MAX_TRIALS)")
     if body.parallelism > s.max_parallelism:
         raise unprocessable("parallelism", f"at most {s.max_parallelism} (SRU_HPO_MAX_PARALLELISM)")

@@ -112,7 +112,8 @@ async function viewStudies() {
     { key: "name", label: "name" }, { key: "model", label: "model" },
     { key: "dataset", label: "dataset" },
     { key: "state", label: "state", render: (s) => badge(s.state) },
-    { key: "finished", label: "finished / n", num: true, render: (s) => `${s.finished} / ${s.n_trials}` },
+    { key: "finished", label: "finished / n", num: true, render: (s) => s.budget_epochs != null
+      ? `${s.finished} · ${s.epochs_spent}/${Math.round(s.budget_epochs)} ep` : `${s.finished} / ${s.n_trials}` },
     { key: "running", label: "running", num: true }, { key: "pruned", label: "pruned", num: true },
     { key: "diverged", label: "diverged", num: true }, { key: "error", label: "error", num: true },
     { key: "bestv", label: "best val acc", num: true },
@@ -176,11 +177,12 @@ async function viewStudy(sid) {
     el("h1", {}, `${study.name} `, badge(study.state)),
     el("p", { class: "muted" }, `${study.id} · ${study.model} on ${study.dataset} · ` +
       `${study.algorithm} · scheduler ${study.scheduler.rule} · ${Math.round(study.elapsed)} s`),
-    el("p", {}, `finished ${c.finished} / ${study.n_trials} · running ${c.running} · new ${c.new} · ` +
+    el("p", {}, `finished ${c.finished}${study.n_trials ? " / " + study.n_trials : ""} · ` +
+      `running ${c.running} · new ${c.new} · ` +
       `pruned ${c.pruned} · diverged ${c.diverged} · error ${c.error} · paused ${c.paused} · ` +
       `stopped at rung ${c.stopped_at_rung} · ${study.epochs_spent} epochs spent, ` +
       `${study.epochs_saved} saved · ${study.promotions} promotions`),
-    failureBox(study));
+    budgetBar(study), fidelityBox(study), failureBox(study));
   const charts = el("div", { class: "row" },
     card("Validation accuracy per epoch", "chart-val"), card("Train loss (log)", "chart-train"),
     card("Validation loss (log)", "chart-vloss"), card("Best so far", "chart-best"),
@@ -202,6 +204,27 @@ async function viewStudy(sid) {
 
 function card(title, id, cls = "") {
   return el("div", { class: "card grow" }, el("h2", {}, title), el("div", { id, class: `chart ${cls}` }));
+}
+
+function budgetBar(study) {
+  if (study.budget_epochs == null) return null;
+  const total = Math.round(study.budget_epochs);
+  return el("div", { class: "budget", id: "budget" },
+    el("progress", { id: "budget-bar", max: String(total), value: String(study.epochs_spent) }),
+    el("span", {}, ` ${study.epochs_spent} of ${total} budget epochs spent · ` +
+      `${Math.round(study.epochs_left)} not yet committed`));
+}
+
+function fidelityBox(study) {
+  const rows = (study.fidelity || []).filter((f) => f.pairs > 0);
+  if (!rows.length && !(study.advice || []).length) return null;
+  return el("div", { class: "card", id: "fidelity" },
+    el("h2", {}, "Rungs: how well each ranks trials by their top score"),
+    el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "rung epoch"),
+      el("th", {}, "trials at rung and top"), el("th", {}, "Spearman"))),
+    el("tbody", {}, rows.map((f) => el("tr", {}, el("td", {}, String(f.epoch)),
+      el("td", {}, String(f.pairs)), el("td", {}, fmt(f.spearman, 2)))))),
+    (study.advice || []).map((a) => el("p", { class: "advice" }, a)));
 }
 
 function failureBox(study) {

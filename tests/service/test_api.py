@@ -45,11 +45,12 @@ def test_create_and_read_a_study(api):
     assert s["state"] in ("queued", "running") and s["n_trials"] == 4
     assert s["space"]["params"]["out_size"] == 8
     sid = s["id"]
-    # the driver queues `parallelism` trials (no workers here, so they stay new)
-    wait_for(lambda: c.get(f"/studies/{sid}/trials").json()["total"] == 2, 60, "two queued trials")
+    # the driver queues parallelism + queue_ahead (1) trials (no workers here: they stay new)
+    wait_for(lambda: c.get(f"/studies/{sid}/trials").json()["total"] == 3, 60,
+             "three queued trials")
     assert c.get(f"/studies/{sid}").json()["state"] == "running"
     trials = c.get(f"/studies/{sid}/trials", params={"state": "new"}).json()
-    assert trials["total"] == 2 and {t["state"] for t in trials["trials"]} == {"new"}
+    assert trials["total"] == 3 and {t["state"] for t in trials["trials"]} == {"new"}
     t0 = trials["trials"][0]
     assert t0["params"]["model"] == "sru" and t0["params"]["dataset"] == "digits"
     assert t0["params"]["out_size"] == 8 and t0["epochs"] == 2
@@ -58,10 +59,10 @@ def test_create_and_read_a_study(api):
     assert one["tid"] == t0["tid"] and one["curve"] == []
     assert c.get(f"/studies/{sid}/trials", params={"state": "done"}).json()["total"] == 0
     page = c.get(f"/studies/{sid}/trials", params={"limit": 1, "offset": 1}).json()
-    assert page["total"] == 2 and len(page["trials"]) == 1
+    assert page["total"] == 3 and len(page["trials"]) == 1
     assert c.get(f"/studies/{sid}/trials/best").json() == []
     curves = c.get(f"/studies/{sid}/curves").json()["curves"]
-    assert len(curves) == 2 and all(cv["points"] == [] for cv in curves)
+    assert len(curves) == 3 and all(cv["points"] == [] for cv in curves)
     assert c.get(f"/studies/{sid}/retrain").json()["state"] == "pending"
     assert c.get(f"/studies/{sid}/checkpoint").status_code == 404
     assert sid in [x["id"] for x in c.get("/studies").json()["studies"]]
@@ -74,11 +75,11 @@ def test_create_and_read_a_study(api):
 def test_cancel_and_delete(api, api_store):
     c = api.client()
     sid = c.post("/studies", json=STUDY).json()["id"]
-    wait_for(lambda: api_store.db.jobs.count_documents({"exp_key": sid}) == 2, 60,
+    wait_for(lambda: api_store.db.jobs.count_documents({"exp_key": sid}) == 3, 60,
              "queued trials")
     r = c.post(f"/studies/{sid}/cancel").json()
-    assert r["state"] == "cancelled" and r["queued_cancelled"] == 2
-    wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 60,
+    assert r["state"] == "cancelled" and r["queued_cancelled"] == 3
+    wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 3, 60,
              "the driver to publish the cancelled counts")
     assert c.post(f"/studies/{sid}/cancel").status_code == 409
     assert c.delete(f"/studies/{sid}").status_code == 204
@@ -146,7 +147,7 @@ _DROP = object()
      "dropout"),
     (_with(["space", "model"], "gru"), "space", "model"),
     (_with(["pruning"], {"rule": "mean"}), "scheduler", "median"),  # the field's old name
-    (_with(["scheduler"], {"rule": "asha", "min_epochs": 2}), "body", "must be < trial_epochs"),
+    (_with(["scheduler"], {"rule": "asha", "min_epochs": 2}), "body", "must be ≤ trial_epochs"),
     (_with(["scheduler"], {"rule": "hyperband", "reduction": 1}), "scheduler",
      "greater than or equal to 2"),
     ({**STUDY, "scheduler": {"rule": "off"}, "pruning": {"rule": "off"}}, "body", "not both"),

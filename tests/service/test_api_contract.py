@@ -145,7 +145,7 @@ def test_the_api_process_never_imports_torch():
     code = ("import sys, service.app, service.cli\n"
             "from service.schemas import StudyCreate\n"
             "StudyCreate.model_validate({'name': 'x', 'model': 'sru', 'dataset': 'digits', "
-            "'space': 'sru_mnist'})\n"
+            "'space': 'sru_mnist', 'n_trials': 3})\n"
             "service.app.create_app()\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

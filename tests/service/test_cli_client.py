@@ -38,7 +38,7 @@ def test_submit_status_best_curves_cancel(api, tmp_path):
     assert sid in cli("status", "--api", api.url).stdout
     out = cli("best", sid, "--api", api.url)
     assert out.returncode == 0
-    wait_for(lambda: len(api.client().get(f"/studies/{sid}/curves").json()["curves"]) == 2, 60,
+    wait_for(lambda: len(api.client().get(f"/studies/{sid}/curves").json()["curves"]) == 3, 60,
              "trials")
     png = tmp_path / "c.png"
     out = cli("curves", sid, "--png", str(png), "--api", api.url)

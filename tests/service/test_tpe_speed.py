@@ -13,11 +13,14 @@ from service import tpe_speed
 
 @pytest.fixture
 def hyperopts_own():
-    """hyperopt's loops in the symbol table for the test; whatever was there afterwards."""
+    """hyperopt's loops and graph builder for the test; whatever was there afterwards."""
     before = {k: scope._impls[k] for k in tpe_speed.ORIGINAL}
+    builder = tpe.build_posterior_wrapper
     scope._impls.update(tpe_speed.ORIGINAL)
+    tpe.build_posterior_wrapper = tpe_speed._BUILD_POSTERIOR
     yield
     scope._impls.update(before)
+    tpe.build_posterior_wrapper = builder
 
 
 def _mixture(rng: np.random.Generator, n: int, log: bool):
@@ -78,4 +81,5 @@ def test_installed_suggestions_equal_hyperopts(hyperopts_own):
     theirs = _search(3)
     tpe_speed.install()
     assert scope._impls["GMM1_lpdf"] is tpe_speed.gmm1_lpdf
+    assert tpe.build_posterior_wrapper is tpe_speed.posterior_once  # one graph per domain
     assert _search(3) == theirs  # 25 TPE suggestions over quantized, log and plain parameters

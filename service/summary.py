@@ -1,0 +1,128 @@
+"""A study's published summary, computed from the driver's job cache.
+
+The driver (service/driver.py) writes it into the study document whenever it changes, so the
+API reads a study in O(1). It holds: the counts; the best trial; the error groups; epochs spent
+and saved against running every configuration to ``trial_epochs``; promotions; the budget
+(epochs allowed, committed, left); the retrain's state and test accuracy; the top-k rank
+correlation; and the **fidelity** of each rung: Spearman's correlation between a rung's score
+and the top score over trials that reached both, with advice when rung 1 ranks trials poorly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trials.budget import Budget, trained
+from trials.cache import TrialCache
+from trials.scheduling import grid_of
+from trials.states import JobKind, JobState
+
+__all__ = ["summarize", "error_groups", "spearman", "rung_fidelity", "fidelity_advice",
+           "ADVICE_PAIRS", "ADVICE_BELOW"]
+
+ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs
+
+
+def error_groups(docs: list[dict[str, Any]], keep: int = 5) -> list[dict[str, Any]]:
+    """Errored jobs grouped by message, most frequent first: {error, count, tids (first 10)}."""
+    groups: dict[str, list[int]] = {}
+    for d in sorted((d for d in docs if d["state"] == JobState.ERROR), key=lambda d: d["tid"]):
+        groups.setdefault(str(d.get("error") or "unknown error"), []).append(d["tid"])
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    return [{"error": e, "count": len(t), "tids": t[:10]} for e, t in ranked[:keep]]
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (scipy's), None for fewer than 3 pairs or no variation."""
+    from scipy.stats import spearmanr
+
+    if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    r = float(spearmanr(xs, ys).statistic)
+    return r if math.isfinite(r) else None
+
+
+def rung_fidelity(trials: list[dict[str, Any]], grid: list[int], top: int
+                  ) -> list[dict[str, Any]]:
+    """Per rung: {epoch, pairs, spearman}: how well the rung's score ranks the trials that
+    also reached the top by their top score (None below 3 pairs)."""
+    out = []
+    for epoch in grid:
+        pairs = [(s[str(epoch)], s[str(top)]) for d in trials
+                 if str(epoch) in (s := (d.get("result") or {}).get("rung_scores") or {})
+                 and str(top) in s]
+        out.append({"epoch": epoch, "pairs": len(pairs),
+                    "spearman": spearman([a for a, _ in pairs], [b for _, b in pairs])})
+    return out
+
+
+def fidelity_advice(fidelity: list[dict[str, Any]]) -> list[str]:
+    if not fidelity:
+        return []
+    first = fidelity[0]
+    rho = first["spearman"]
+    if rho is None or first["pairs"] < ADVICE_PAIRS or rho >= ADVICE_BELOW:
+        return []
+    return [f"rung 1 (epoch {first['epoch']}) ranks trials poorly: Spearman {rho:.2f} with the "
+            f"top score over {first['pairs']} trials; raise scheduler.min_epochs"]
+
+
+def _best_fields(best: dict[str, Any] | None) -> dict[str, Any] | None:
+    if best is None:
+        return None
+    r = best["result"]
+    return {"tid": best["tid"], "best_val_acc": r.get("best_val_acc"),
+            "best_epoch": r.get("best_epoch"), "outcome": best.get("outcome"),
+            "epochs_run": r.get("epochs_run"), "params": best["params"]}
+
+
+def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | None
+              ) -> dict[str, Any]:
+    """The summary of ``study`` from its ``cache``; ``best``: the trial the driver ranks
+    first."""
+    trials = cache.of_kind(JobKind.TRIAL)
+    grid, top = grid_of(study), int(study["trial_epochs"])
+    ran = [trained(d) for d in trials if d["state"] == JobState.DONE]
+    budget = Budget.of(study, trials, grid)
+    tests = cache.of_kind(JobKind.TEST)
+    test = tests[0] if tests else None
+    fidelity = rung_fidelity(trials, grid, top)
+    return {
+        "counts": cache.counts(),
+        "best": _best_fields(best),
+        "error_groups": error_groups(trials),
+        "epochs_spent": sum(ran),
+        "epochs_saved": sum(top - r for r in ran),
+        "epochs_committed": budget.committed,
+        "budget_epochs": budget.limit if budget.bounded else None,
+        "epochs_left": budget.left if budget.bounded else None,
+        "promotions": sum(int(d.get("promotions") or 0) for d in trials),
+        "retrain_state": retrain_state(cache.of_kind(JobKind.RETRAIN), test),
+        "test_acc": (test.get("result") or {}).get("test_acc") if test else None,
+        "rank_correlation": rank_correlation(cache),
+        "fidelity": fidelity,
+        "advice": fidelity_advice(fidelity),
+    }
+
+
+def retrain_state(retrains: list[dict[str, Any]], test: dict[str, Any] | None) -> str:
+    if not retrains:
+        return "pending"
+    if test is not None and JobState(test["state"]).is_terminal():
+        return JobState(test["state"]).label
+    if any(r["state"] == JobState.RUNNING for r in retrains + ([test] if test else [])):
+        return "running"
+    return "new" if any(r["state"] == JobState.NEW for r in retrains) else "running"
+
+
+def rank_correlation(cache: TrialCache) -> float | None:
+    """Search score against retrain validation accuracy over the finished retrains."""
+    by_id = {d["_id"]: d for d in cache.of_kind(JobKind.TRIAL)}
+    pairs = []
+    for r in cache.of_kind(JobKind.RETRAIN):
+        src = by_id.get(r.get("source"))
+        if r["state"] == JobState.DONE and src is not None:
+            pairs.append((float(src["result"].get("best_val_acc", 0.0)),
+                          float(r["result"].get("best_val_acc", 0.0))))
+    return spearman([p[0] for p in pairs], [p[1] for p in pairs])

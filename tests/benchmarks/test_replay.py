@@ -1,0 +1,102 @@
+"""The replay benchmark's simulator takes the decisions the real service takes.
+
+A tiny table is made by the real trainer (every configuration of a small discrete space, so the
+nearest-neighbour look-up is exact). The same study then runs twice: for real (the real driver
+threads in this process, one real ``sru-hpo worker`` process training on the embedded database)
+and simulated (the real driver over the in-memory store, a simulated worker replaying the
+table). One worker and ``parallelism`` 1 make the real run's order deterministic. Both must
+suggest the same configurations in the same order, promote the same trials to the same rungs,
+end every trial the same way, and retrain the same configuration.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from benchmarks.make_table import build_table
+from benchmarks.replay.ours import Simulation, study_fields
+from benchmarks.replay.problems import TableProblem
+from benchmarks.replay.spaces import finish, searched
+from search_spaces.schema import SpaceSpec
+from service.drivers import DriverManager
+from tests.conftest import proc_env, read_log, wait_for
+from trials.states import JobKind
+from trials.store import Store
+
+pytestmark = pytest.mark.slow
+
+SPACE = {"model": "sru", "params": {
+    "phi_size": {"type": "choice", "options": [8, 16]},
+    "r_size": {"type": "choice", "options": [0, 8]},
+    "lr": {"type": "choice", "options": [0.003, 0.01, 0.03]},
+    "out_size": 8, "alphas": [0.0, 0.9], "batch_size": 64}}
+EPOCHS = 4
+ARMS = {
+    "asha": ({"algorithm": "tpe", "scheduler": {"rule": "asha", "min_epochs": 1, "reduction": 2}},
+             14),
+    "tpe": ({"algorithm": "tpe", "scheduler": {"rule": "off"}}, 23),  # 3 past the start-up
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory):
+    spec = SpaceSpec.model_validate(SPACE)
+    names = list(searched(spec))
+    configs = [finish(spec, dict(zip(names, idx, strict=True)))
+               for idx in itertools.product(*(range(len(spec.parsed[n].options)) for n in names))]
+    out = tmp_path_factory.mktemp("table") / "tiny.json.gz"
+    return build_table(spec.model_dump(), configs, [0], EPOCHS, out, procs=2, log=lambda *a, **k: None)
+
+
+def _decisions(trials: list[dict], retrains: list[dict]) -> dict:
+    by_id = {t["_id"]: t["tid"] for t in trials}
+    return {
+        "trials": [(t["tid"], {k: v for k, v in t["params"].items() if k in SPACE["params"]},
+                    t["outcome"], t.get("promotions", 0), t.get("limit"),
+                    t["result"].get("epochs_run"),
+                    {k: round(v, 4) for k, v in (t["result"].get("rung_scores") or {}).items()})
+                   for t in sorted(trials, key=lambda t: t["tid"])],
+        "retrained": sorted(by_id[r["source"]] for r in retrains),
+    }
+
+
+def _real(mongo_url: str, db_name: str, spawn, fields: dict) -> dict:
+    store = Store.connect(mongo_url, db_name, heartbeat_interval=3)
+    store.ensure_indexes()
+    store.studies.create("real", fields)
+    manager = DriverManager(store, poll=0.05, lease_seconds=30, fail_fast=0)
+    manager.resume_all()
+    worker = spawn(["worker", "--device", "cpu", "--poll", "0.05"], proc_env(mongo_url, db_name),
+                   name="worker")
+    try:
+        wait_for(lambda: store.studies.get("real")["state"] not in ("queued", "running"), 300,
+                 f"the real search to end; worker log:\n{read_log(worker)[-2000:]}")
+    finally:
+        manager.stop()
+    jobs = store.jobs.page("real", state=None, kind=None, by_score=False, offset=0, limit=1000)
+    return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
+                      [j for j in jobs if j["kind"] == JobKind.RETRAIN])
+
+
+def _simulated(problem: TableProblem, fields: dict) -> dict:
+    sim = Simulation(problem, fields, workers=1, budget=10**9, seed=0).run()
+    jobs = sim.store.jobs.changed("sim", None)
+    return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
+                      [j for j in jobs if j["kind"] == JobKind.RETRAIN])
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_simulated_and_real_runs_take_the_same_decisions(arm, tiny_table, mongo_url, db_name,
+                                                         spawn):
+    problem = TableProblem(tiny_table, name="tiny")
+    settings, n_trials = ARMS[arm]
+    fields = study_fields(problem, settings, workers=1, seed=0, n_trials=n_trials)
+    real = _real(mongo_url, db_name, spawn, fields)
+    simulated = _simulated(problem, fields)
+    assert len(real["trials"]) == n_trials and len(real["retrained"]) == 1
+    if arm == "asha":  # the scenario exercises what it is meant to
+        assert any(t[3] for t in real["trials"]) and any(t[2] == "stopped_at_rung"
+                                                         for t in real["trials"])
+    assert simulated == real

@@ -1,0 +1,203 @@
+"""The search phase in-process against the real test database, workers played by the test:
+the queue kept ahead of the workers, TPE's constant liar, promotion order, budgets, and the end of
+a search that always takes a trial to the top (service/search.py, service/suggest.py)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+import pytest
+
+from service.driver import StudyDriver
+from service.suggest import Suggester
+from tests.service.test_driver import make_study
+from trials.budget import Budget
+from trials.scheduling import grid_of, rung_scores
+from trials.states import JobKind, JobState, StudyState
+
+DISCRETE = {"model": "sru", "params": {  # 8 configurations
+    "phi_size": {"type": "choice", "options": [8, 16]},
+    "r_size": {"type": "choice", "options": [0, 2]},
+    "lr": {"type": "choice", "options": [0.001, 0.01]},
+    "out_size": 8, "alphas": [0.0, 0.5], "batch_size": 256}}
+
+
+def acc(tid: int, epoch: int) -> float:
+    """A made-up learning curve: trials differ by tid, and all improve with epochs."""
+    return round(0.3 + 0.5 * ((tid * 7919) % 13) / 13 + 0.01 * epoch, 4)
+
+
+def work(store, sid: str, owner: str = "w:1:cpu:x"):  # noqa: ANN201
+    """Play a worker for one job: reserve it, train to its limit (or the top), pause or finish
+    with the fields the real worker reports. None when the queue is empty."""
+    job = store.jobs.reserve(owner, token=uuid.uuid4().hex, exp_key=sid)
+    if job is None:
+        return None
+    stop = job.limit if job.pauses else job.epochs
+    curve = [{"epoch": e, "val_acc": acc(job.tid, e)} for e in range(1, stop + 1)]
+    result = {"best_val_acc": curve[-1]["val_acc"], "best_epoch": stop, "epochs_run": stop,
+              "resumed_from": job.snapshot_epoch, "seconds": 0.1 * stop}
+    if job.rungs:
+        result["rung_scores"] = rung_scores(curve, [*job.rungs, job.epochs])
+    if job.pauses:
+        assert store.jobs.pause(job, result)
+    else:
+        assert store.jobs.finish(job, result, "ok")
+    return job
+
+
+def run_to_the_end(store, sid: str, budget: float | None = None, passes: int = 400) -> None:
+    d = StudyDriver(store, sid, fail_fast=0)
+    for _ in range(passes):
+        d.step()
+        if budget is not None:
+            committed = Budget.of(store.studies.get(sid), d.cache.of_kind(JobKind.TRIAL),
+                                  grid_of(store.studies.get(sid))).committed
+            assert committed <= budget  # never more work than the budget pays for
+        if store.studies.get(sid)["state"] != StudyState.RUNNING:
+            return
+        work(store, sid)
+    raise AssertionError("the search did not end")
+
+
+def trials_of(db, sid: str) -> list[dict]:
+    return list(db.jobs.find({"exp_key": sid, "kind": "trial"}).sort("tid"))
+
+
+def test_the_queue_holds_a_trial_ahead_of_the_workers(store, db):
+    sid = make_study(store, parallelism=2, queue_ahead=1, n_trials=10)
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    assert db.jobs.count_documents({"exp_key": sid, "state": int(JobState.NEW)}) == 3
+    a = store.jobs.reserve("w:1", token="a", exp_key=sid)
+    b = store.jobs.reserve("w:2", token="b", exp_key=sid)
+    assert store.jobs.finish(a, {"best_val_acc": 0.5, "epochs_run": 2}, "ok")
+    # the worker that finished finds its next trial queued, with no driver pass in between
+    c = store.jobs.reserve("w:1", token="c", exp_key=sid)
+    assert c is not None and c.tid not in (a.tid, b.tid)
+    d.step()  # the driver tops the queue up again: 2 running + 1 ahead
+    assert db.jobs.count_documents({"exp_key": sid, "state": int(JobState.NEW)}) == 1
+    assert db.jobs.count_documents({"exp_key": sid, "state": int(JobState.RUNNING)}) == 2
+
+
+def test_four_workers_get_distinct_configurations_and_tpe_sees_liars(store, db):
+    sid = make_study(store, space=DISCRETE, parallelism=4, queue_ahead=1, n_trials=40)
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    for _ in range(5):  # the start-up: d + 2 = 5 finished observations (3 searched params)
+        work(store, sid)
+        d.step()
+    running = [store.jobs.reserve(f"w:{i}", token=f"r{i}", exp_key=sid) for i in range(4)]
+    d.step()
+    pending = [t for t in trials_of(db, sid) if t["state"] in (JobState.NEW, JobState.RUNNING)]
+    assert len(pending) == 5 and all(running)
+    keys = [tuple(sorted((k, str(v)) for k, v in t["params"].items())) for t in pending]
+    assert len(set(keys)) == len(keys)  # no configuration queued twice while pending
+    view = Suggester(store.studies.get(sid), d.cache).model_view(d.cache.of_kind(JobKind.TRIAL))
+    assert view is not None
+    observed = [v["result"]["loss"] for v in view if v["tid"] not in {p["tid"] for p in pending}]
+    liars = [v["result"]["loss"] for v in view if v["tid"] in {p["tid"] for p in pending}]
+    assert len(liars) == 5 and set(liars) == {max(observed)}  # the worst loss, not infinity
+
+
+def test_tpe_waits_for_d_plus_2_finished_observations_not_counting_pending(store):
+    sid = make_study(store, space=DISCRETE, parallelism=4, n_trials=40)
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    s = Suggester(store.studies.get(sid), d.cache)
+    assert s.n_min == 5 and s.model_view(d.cache.of_kind(JobKind.TRIAL)) is None  # 5 pending
+    for _ in range(4):
+        work(store, sid)
+        d.step()
+    assert s.model_view(d.cache.of_kind(JobKind.TRIAL)) is None  # 4 finished + pending
+    work(store, sid)
+    d.cache.refresh()
+    assert s.model_view(d.cache.of_kind(JobKind.TRIAL)) is not None
+
+
+def _pause(store, job, scores: dict[int, float]) -> None:
+    assert store.jobs.pause(job, {"best_val_acc": max(scores.values()), "epochs_run": job.limit,
+                                  "rung_scores": {str(e): v for e, v in scores.items()}})
+
+
+def test_promotions_from_a_higher_rung_are_reserved_first(store, db):
+    sid = make_study(store, parallelism=12, queue_ahead=0, n_trials=30, trial_epochs=27,
+                     scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    reserve = lambda n: [store.jobs.reserve(f"w:{n}:{i}", token=f"{n}{i}", exp_key=sid)  # noqa: E731
+                         for i in range(n)]
+    for i, job in enumerate(reserve(9)):
+        _pause(store, job, {1: 0.1 + 0.01 * i})
+    d.step()  # rung 1: the best 3 of 9 go on to 3
+    promoted = reserve(3)
+    assert {j.limit for j in promoted} == {3}
+    for i, job in enumerate(reserve(3)):  # three more reach rung 1, better than everyone
+        _pause(store, job, {1: 0.9 + 0.01 * i})
+    for i, job in enumerate(promoted):
+        _pause(store, job, {1: 0.2, 3: 0.5 + 0.1 * i})
+    d.step()  # rung 3: the best of 3 goes on to 9; rung 1: the three new ones go on to 3
+    waiting = sorted((t["priority"], t["limit"]) for t in trials_of(db, sid)
+                     if t["state"] == JobState.NEW and t["promotions"])
+    assert waiting == [(2, 3), (2, 3), (2, 3), (3, 9)]
+    assert store.jobs.reserve("w:x", token="x", exp_key=sid).limit == 9  # the higher rung first
+
+
+def test_a_small_asha_study_still_ends_with_a_trial_at_the_top(store, db):
+    """n_trials 6, rungs 1/3, top 9: two promotions to 3, none to 9 by the ASHA rule; the end of
+    the search promotes the best paused trial until one reaches 9, and that one is retrained."""
+    sid = make_study(store, parallelism=2, n_trials=6, trial_epochs=9,
+                     scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
+    run_to_the_end(store, sid)
+    ts = trials_of(db, sid)
+    assert len(ts) == 6 and max(t["result"]["epochs_run"] for t in ts) == 9
+    retrain = db.jobs.find_one({"exp_key": sid, "kind": "retrain"})
+    source = db.jobs.find_one({"_id": retrain["source"]})
+    assert source["result"]["epochs_run"] == 9
+
+
+@pytest.mark.parametrize("rule", ["asha", "hyperband"])
+def test_a_budget_is_never_exceeded_and_its_end_goes_to_the_top(store, db, rule):
+    sid = make_study(store, parallelism=3, n_trials=None, budget={"epochs": 100},
+                     trial_epochs=9, scheduler={"rule": rule, "min_epochs": 1, "reduction": 3})
+    run_to_the_end(store, sid, budget=100)
+    ts = trials_of(db, sid)
+    spent = sum(t["result"].get("epochs_run") or 0 for t in ts)
+    assert 100 - 9 <= spent <= 100  # (almost) all of it spent, never more
+    assert any(t["result"].get("epochs_run") == 9 for t in ts)
+    summary = store.studies.get(sid)["summary"]
+    assert summary["budget_epochs"] == 100 and summary["epochs_spent"] == spent
+    assert len(ts) > 100 / 9  # the saving went to more configurations
+
+
+def test_a_budget_without_rungs_starts_only_whole_trials(store, db):
+    sid = make_study(store, parallelism=2, n_trials=None, budget={"epochs": 25},
+                     trial_epochs=4)
+    run_to_the_end(store, sid, budget=25)
+    ts = trials_of(db, sid)
+    assert len(ts) == 6 and all(t["result"]["epochs_run"] == 4 for t in ts)  # 6 x 4 <= 25
+
+
+def test_budget_and_n_trials_end_at_whichever_comes_first(store, db):
+    sid = make_study(store, parallelism=2, n_trials=3, budget={"epochs": 1000}, trial_epochs=4)
+    run_to_the_end(store, sid)
+    assert len(trials_of(db, sid)) == 3
+
+
+def test_summary_reports_rung_fidelity_and_advice(store, db):
+    sid = make_study(store, parallelism=2, n_trials=40, trial_epochs=9,
+                     scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    # trials whose rung-1 score is the reverse of their top score
+    for tid in itertools.islice(itertools.count(), 12):
+        job = store.jobs.reserve("w:1", token=f"f{tid}", exp_key=sid)
+        scores = {"1": 0.9 - 0.01 * tid, "3": 0.5, "9": 0.5 + 0.01 * tid}
+        store.jobs.finish(job, {"best_val_acc": scores["9"], "epochs_run": 9,
+                                "rung_scores": scores}, "ok")
+        d.step()
+    s = store.studies.get(sid)["summary"]
+    first = s["fidelity"][0]
+    assert first["epoch"] == 1 and first["pairs"] >= 8 and first["spearman"] < -0.9
+    assert s["advice"] and "raise scheduler.min_epochs" in s["advice"][0]
