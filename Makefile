@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean gpu-check
+.PHONY: install test demo bench table lint clean gpu-check
 
 # pip byte-compiles at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on our CI
 # machines) an uncompiled torch is compiled again by every process that imports it.
@@ -26,12 +26,22 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sru-hpo demo
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps 'dehb==0.1.2'  # its numpy<2 pin is not needed
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/cell_speed.py
 	$(BIN)/python benchmarks/lifecycle.py
 	$(BIN)/python benchmarks/api_scale.py
 	$(BIN)/python benchmarks/curve_writes.py
 	$(BIN)/python benchmarks/search_quality.py
+
+# the learning-curve table of the replay benchmark (about 1.5 hours on 2 cores; resumes)
+table: $(STAMP)
+	$(BIN)/python benchmarks/make_table.py
 
 # one prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU)
 gpu-check: $(STAMP)

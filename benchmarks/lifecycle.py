@@ -2,13 +2,15 @@
 
 **What is timed on each side** (from one start signal until the last trial is finished):
 
-- every trial is suggested by TPE over the whole history (20 random start-up trials on both
-  sides), its parameters written, taken by one of ``--procs`` worker processes, given
+- every trial is suggested by TPE over the whole history (d + 2 = 11 random start-up trials on
+  both sides, d = the 9 searched parameters: sru-hpo's rule, and Optuna's ``n_startup_trials``
+  set to match), its parameters written, taken by one of ``--procs`` worker processes, given
   ``--points`` curve points (intermediate values), and finished with a result;
 - the objective is the same cheap function of the parameters (no training), over the same
   ``sru_mnist`` space;
 - sru-hpo: the real study driver (``service.driver.StudyDriver`` under the real
-  ``DriverManager``) in this process, on the embedded nx-27017 (or ``SRU_HPO_MONGO_URL``);
+  ``DriverManager``) in this process, on the embedded nx-27017 (or ``SRU_HPO_MONGO_URL``), the
+  study's queue kept ``queue_ahead`` (1, the default) trials ahead of the workers;
   ``--procs`` worker processes that reserve, claim the curve, add points and finish through the
   same store calls the real worker makes (``workers/trial.py``), but skip torch training;
 - Optuna: ``--procs`` processes each running ``study.optimize`` (TPESampler, ``n_startup_trials``
@@ -18,7 +20,8 @@ It prints trials/s for each and ``ratio lifecycle sru-hpo/optuna-sqlite = X`` tw
 service's default polls (driver 0.5 s, worker backoff 5 ms -> 0.5 s) and with fast polls (0.01 s).
 
 Then the cost of **one suggestion** with 100, 1,000 and 3,000 finished trials in the history:
-``StudyDriver.step()`` (lease, incremental refresh, TPE, insert) against Optuna's ``study.ask()``
+``StudyDriver.step()`` (lease, incremental refresh, TPE, insert; ``queue_ahead`` 0, so that each
+pass makes exactly one suggestion) against Optuna's ``study.ask()``
 (SQLite and in memory), on the same space, printed as ``ratio suggest@3000 sru-hpo/optuna-sqlite``.
 
     python benchmarks/lifecycle.py [--trials 300] [--procs 2] [--points 5] [--quick]
@@ -39,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STARTUP = 20
+STARTUP = 11  # d + 2 for the 9 searched parameters of sru_mnist (sru-hpo's start-up rule)
 SPACE = "sru_mnist"
 
 
@@ -225,7 +228,7 @@ def suggest_sru(url: str, n: int, reps: int) -> float:
     spec = load_builtin(SPACE)
     body = StudyCreate.model_validate({"name": "s", "model": "sru", "dataset": "digits",
                                        "space": SPACE, "n_trials": n + reps + 5,
-                                       "parallelism": 1, "trial_epochs": 5,
+                                       "parallelism": 1, "queue_ahead": 0, "trial_epochs": 5,
                                        "retrain_epochs": 1})
     fields = body.model_dump()
     fields["space"] = spec.model_dump()

@@ -155,6 +155,8 @@ def rung_correlations(problems: list[str]) -> None:
           "the true quality:")
     for name in problems:
         p = load_problem(name)
+        if hasattr(p, "describe"):
+            print(f"  {name}: {p.describe()}")
         configs = ([row["params"] for row in p.rows] if hasattr(p, "rows")
                    else sample_params(p.spec, 200, seed=7))
         corr = spearman_by_rung(p, configs, [1, 3, 9, 27])

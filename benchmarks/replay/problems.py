@@ -12,9 +12,10 @@ A *problem* answers two questions for a configuration (trial parameters) and a t
 tabulated neighbour (distance in the unit cube, log scale where the space is log; a different
 choice counts as a whole unit), as Syne Tune's tabulated blackboxes do with a 1-nearest-neighbour
 surrogate. The trial sees that row's run of training seed ``seed % n_seeds``; its quality is the
-validation accuracy at the end of the other seed(s)' run (epoch R, or the last epoch before it
-diverged), averaged, so a configuration picked for a lucky seed is scored without that luck (a
-table of one seed, as in the tests, scores the seed it saw).
+validation accuracy at the end of the other seed(s)' run (the mean over its last 3 epochs,
+R - 2..R, or the last 3 before it diverged: one epoch's accuracy jitters by a few points), so a
+configuration picked for a lucky seed is scored without that luck (a table of one seed, as in
+the tests, scores the seed it saw).
 
 ``MFHartmannProblem`` is the multi-fidelity Hartmann-6 function (Kandasamy et al. 2017, p. 18)
 from the ``mfhpo-benchmark-api`` package: epoch e of R evaluates it at fidelity z = e/R, with the
@@ -45,6 +46,7 @@ __all__ = ["Run", "Problem", "TableProblem", "MFHartmannProblem", "load_table", 
 
 TABLES = Path(__file__).resolve().parents[1] / "tables"
 DIVERGE_SECONDS = 0.05  # virtual time of the epoch a run diverges in (the table has no time)
+FINAL_EPOCHS = 3  # a run's final quality: the mean validation accuracy of its last 3 epochs
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,10 @@ class TableProblem:
         coords = [coordinates(self.spec, r["params"]) for r in self.rows]
         self._nums = np.array([c[0] for c in coords], dtype=float)
         self._cats = np.array([c[1] for c in coords], dtype=float)
-        # final[row, s]: validation accuracy at the end of seed s's run
-        self.final = np.array([[r["val_acc"][-1] if r["val_acc"] else 0.0 for r in row["runs"]]
-                               for row in self.rows])
+        # final[row, s]: validation accuracy at the end of seed s's run (the mean of its last
+        # FINAL_EPOCHS epochs, which damps the epoch-to-epoch jitter; 0 for a run with none)
+        self.final = np.array([[float(np.mean(r["val_acc"][-FINAL_EPOCHS:])) if r["val_acc"]
+                                else 0.0 for r in row["runs"]] for row in self.rows])
         self._memo: dict[str, int] = {}
 
     @classmethod
@@ -122,6 +125,20 @@ class TableProblem:
 
     def optimum(self, seed: int) -> float:
         return float(self._quality_of_row(np.arange(len(self.rows)), seed).max())
+
+    def describe(self) -> str:
+        """The spread of final qualities against the noise of one training seed."""
+        final = self.final  # (rows, seeds)
+        noise = float(np.std(final[:, 0] - final[:, 1]) / np.sqrt(2)) if self.n_seeds > 1 else 0
+        runs = [r for row in self.rows for r in row["runs"]]
+        diverged = sum(r["status"] == "diverged" for r in runs) / len(runs)
+        wall = sum(r.get("wall") or sum(r["seconds"]) for r in runs)
+        top = np.sort(final.mean(1))[::-1]
+        return (f"{len(self.rows)} configurations x {self.n_seeds} seeds x {self.epochs} epochs "
+                f"({wall / 3600:.2f} core-hours to make); final validation accuracy: spread "
+                f"(sd over configurations of the seed mean) {final.mean(1).std():.3f}, noise "
+                f"(sd of one seed) {noise:.3f}; best {top[0]:.3f}, 10th best {top[9]:.3f}, median "
+                f"{np.median(top):.3f}; {diverged:.0%} of runs diverged")
 
 
 #: MFHartmann6's x0..x5, carried by six SRU parameters whose ranges hold [0, 1] (or nearly).

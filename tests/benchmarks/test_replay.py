@@ -100,3 +100,33 @@ def test_simulated_and_real_runs_take_the_same_decisions(arm, tiny_table, mongo_
         assert any(t[3] for t in real["trials"]) and any(t[2] == "stopped_at_rung"
                                                          for t in real["trials"])
     assert simulated == real
+
+
+def test_the_committed_table_is_the_one_the_readme_describes():
+    problem = TableProblem.load()
+    t = problem.table
+    assert len(problem.rows) >= 200 and problem.n_seeds >= 2 and problem.epochs >= 27
+    assert t["space_name"] == "sru_digits_wide" and t["command"].startswith("python benchmarks/")
+    for row in problem.rows:
+        for run in row["runs"]:
+            n = len(run["val_acc"])
+            assert n == problem.epochs or run["status"] == "diverged"
+            assert len(run["seconds"]) == len(run["val_loss"]) == n
+    # configurations differ by far more than one training seed's noise
+    spread = problem.final.mean(1).std()
+    noise = (problem.final[:, 0] - problem.final[:, 1]).std() / 2**0.5
+    assert spread > 2 * noise
+
+
+def test_a_budgeted_simulated_study_spends_its_budget_and_reaches_the_top():
+    from benchmarks.replay.problems import MFHartmannProblem
+
+    problem = MFHartmannProblem(0.1)
+    arm = {"algorithm": "tpe", "scheduler": {"rule": "asha", "min_epochs": 1, "reduction": 3}}
+    fields = study_fields(problem, arm, workers=4, seed=3, n_trials=None,
+                          budget={"epochs": 10 * problem.epochs})
+    sim = Simulation(problem, fields, workers=4, budget=10**9, seed=3).run()
+    spent = sum(t["result"].get("epochs_run") or 0 for t in sim.trials)
+    assert spent == sim.loop.spent and 10 * 27 - 27 <= spent <= 10 * 27
+    assert max(t["result"].get("epochs_run") or 0 for t in sim.trials) == problem.epochs
+    assert len(sim.trials) > 30 and sim.incumbent.quality is not None

@@ -103,3 +103,32 @@ def test_promotions_survive_killing_the_api_and_a_worker(mongo_url, tmp_path, sp
         assert kinds.count("retrain") == 1 and kinds.count("test") == 1
     finally:
         stop(api.proc)
+
+
+def test_a_budgeted_study_stops_at_its_budget_with_real_workers(mongo_url, tmp_path, spawn):
+    """budget {epochs: 30}, no n_trials: the workers train at most 30 search epochs in all
+    (counted from the curves they wrote), and the study still ends with a trial at the top."""
+    api = make_api(mongo_url, tmp_path, SRU_HPO_SNAPSHOT_SECONDS="600")
+    c = api.client()
+    try:
+        workers(spawn, api, 2)
+        study = {**ASHA, "n_trials": None, "budget": {"epochs": 30}, "retrain_top_k": 1}
+        r = c.post("/studies", json=study)
+        assert r.status_code == 201, r.text
+        sid = r.json()["id"]
+        s = wait_state(c, sid, ("completed", "failed"), 600)
+        assert s["state"] == "completed", s
+        ts = trials_of(c, sid)
+        trained = sum(len(curve_of(c, sid, t["tid"])) for t in ts)
+        assert trained == s["epochs_spent"] and 30 - 9 <= trained <= 30
+        assert any(t["epochs_run"] == 9 for t in ts) and len(ts) > 30 // 9
+        assert s["budget_epochs"] == 30 and s["epochs_left"] >= 0
+        check_no_epoch_twice(c, sid, ts)
+        m = c.get("/metrics").text
+        assert "sru_hpo_study_epochs_spent" in m
+        bad = c.post("/studies", json={**study, "budget": {"epochs": 5}})  # < trial_epochs
+        assert bad.status_code == 422 and "budget.epochs" in bad.text
+        unsized = c.post("/studies", json={k: v for k, v in study.items() if k != "budget"})
+        assert unsized.status_code == 422 and "n_trials" in unsized.text
+    finally:
+        stop(api.proc)

@@ -28,7 +28,8 @@ SPACE = {"model": "sru", "params": {
     "alphas": {"type": "choice", "options": [[0.0, 0.5, 0.9], [0.0, 0.9, 0.99]]},
     "lr": {"type": "loguniform", "low": 3e-3, "high": 3e-2}, "batch_size": 64}}
 FINISHED = {"name": "sru-digits", "model": "sru", "dataset": "digits", "space": SPACE,
-            "n_trials": 12, "parallelism": 2, "trial_epochs": 6, "retrain_epochs": 8, "seed": 2,
+            "n_trials": 12, "budget": {"epochs": 72}, "parallelism": 2, "trial_epochs": 6,
+            "retrain_epochs": 8, "seed": 2,
             "scheduler": {"rule": "median", "warmup": 2, "min_trials": 3}}
 FAILED = {"name": "paper-sru", "model": "sru", "dataset": "mnist", "space": "sru_mnist",
           "n_trials": 30, "parallelism": 2, "trial_epochs": 50, "retrain_epochs": 200}
@@ -121,6 +122,8 @@ def test_the_study_page_draws_every_trial_and_the_analysis(page, site):
     page.wait_for_selector("#chart-parcoords .parcoords")
     assert page.eval_on_selector("#chart-parcoords", "el => el.data[0].type") == "parcoords"
     assert page.inner_text("#test-acc") not in ("", "–")  # the retrain's one test accuracy
+    bar = page.locator("#budget-bar")  # a budgeted study shows its progress
+    assert bar.get_attribute("max") == "72" and int(bar.get_attribute("value")) <= 72
     page.click("#trials tbody tr")  # a row opens the trial's curve and JSON
     page.wait_for_selector("#chart-trial .scatterlayer")
     page.screenshot(path=str(site["shots"] / "study.png"), full_page=True)

@@ -111,9 +111,10 @@ def test_cancel_stops_queued_and_running_trials(mongo_url, tmp_path, spawn):
                              c.get(f"/studies/{sid}/curves").json()["curves"]),
                  180, "a running trial with a curve")
         r = c.post(f"/studies/{sid}/cancel", json={}).json()
-        assert r["queued_cancelled"] == 1 and r["running_stopping"] == 1
-        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 2, 120,
-                 "both trials cancelled")
+        # parallelism 2 + queue_ahead 1 queued, one worker: two queued, one running
+        assert r["queued_cancelled"] == 2 and r["running_stopping"] == 1
+        wait_for(lambda: c.get(f"/studies/{sid}").json()["counts"]["cancelled"] == 3, 120,
+                 "all three trials cancelled")
         s = c.get(f"/studies/{sid}").json()
         assert s["state"] == "cancelled" and s["counts"]["running"] == 0
         trials = c.get(f"/studies/{sid}/trials").json()["trials"]
