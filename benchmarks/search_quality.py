@@ -7,7 +7,8 @@ seeds: benchmarks/make_table.py); ``mfh6-good`` and ``mfh6-bad``, MFHartmann6 wi
 0.1) and bad (bias 3.0) low-fidelity rank correlation.
 
 **Arms**: random; TPE; TPE + median rule (warm-up 3); TPE + ASHA (min_epochs 1, η 3); TPE +
-Hyperband (same rungs), all through the real study driver (benchmarks/replay/ours.py); Optuna
+Hyperband (same rungs); TPE + ASHA with min_epochs 3 (``tpe+asha-r3``, what the fidelity advice
+suggests on the SRU table), all through the real study driver (benchmarks/replay/ours.py); Optuna
 TPESampler + HyperbandPruner and DEHB through ask/tell (benchmarks/replay/external.py). Every
 arm searches the same space with ``--workers`` simulated workers on a virtual clock whose epochs
 take the table's time.
@@ -57,7 +58,7 @@ from benchmarks.replay.protocol import (  # noqa: E402
     wilcoxon,
 )
 
-OURS = ["random", "tpe", "tpe+median", "tpe+asha", "tpe+hyperband"]
+OURS = ["random", "tpe", "tpe+median", "tpe+asha", "tpe+hyperband", "tpe+asha-r3"]
 HEADLINE = 30  # B = 30 R
 
 
@@ -165,6 +166,8 @@ def rung_correlations(problems: list[str]) -> None:
 
 
 def plot(results: list[Result], problems: list[str], arms: list[str], path: Path) -> None:
+    """Regret of the incumbent (optimum - true quality; log scale) against epochs: the median
+    and inter-quartile band over seeds, of each arm's largest run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -176,30 +179,44 @@ def plot(results: list[Result], problems: list[str], arms: list[str], path: Path
     fig, axes = plt.subplots(1, len(problems), figsize=(6 * len(problems), 4.6), squeeze=False)
     for ax, name in zip(axes[0], problems, strict=True):
         R = load_problem(name).epochs
-        runs_all = [r for r in results if r.problem == name]
-        top = max(r.spent for r in runs_all)
+        top = max(r.spent for r in results if r.problem == name)
         xs = np.unique(np.geomspace(R / 3, top, 60).round())
+        floor = 1e-3 if name == "sru-digits" else 1e-2
         for arm in arms:
             runs = largest(results, name, arm)
             if not runs:
                 continue
-            ys = np.array([[r.at(x) if r.at(x) is not None else np.nan for x in xs] for r in runs])
+            ys = np.array([[max(floor, r.optimum - q) if (q := r.at(x)) is not None else np.nan
+                            for x in xs] for r in runs])
             lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
-            line, = ax.plot(xs / R, mid, label=arm, lw=2.2 if arm == "tpe+asha" else 1.3)
-            ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.12)
-        ax.axhline(statistics.median(r.optimum for r in runs_all), color="k", ls=":", lw=1,
-                   label="optimum")
+            line, = ax.plot(xs / R, mid, label=arm, lw=2.4 if arm.startswith("tpe+asha") else 1.3)
+            ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.10)
         for b in (10, 30, 100):
-            ax.axvline(b, color="0.8", lw=0.8)
+            ax.axvline(b, color="0.75", lw=0.8)
         ax.set_xscale("log")
+        ax.set_yscale("log")
         ax.set_xlabel("cumulative epochs / R (log scale; R = 27)")
-        ax.set_ylabel("incumbent's true quality (median, IQR band)")
+        ax.set_ylabel(f"regret of the incumbent (median, IQR band; floor {floor:g})")
         ax.set_title(name)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def load_runs(paths: list[Path], problems: list[str], arms: list[str]) -> list[Result]:
+    """Saved runs of ``arms`` on ``problems``, each (problem, arm) from the first file that has
+    it (e.g. this project's arms before a change, the outside arms from a run after it)."""
+    out: list[Result] = []
+    taken: set[tuple[str, str]] = set()
+    for path in paths:
+        runs = [Result(**{**r, "trace": [tuple(x) for x in r["trace"]]})
+                for r in json.loads(path.read_text())["runs"]]
+        here = {(r.problem, r.arm) for r in runs if r.problem in problems and r.arm in arms}
+        out += [r for r in runs if (r.problem, r.arm) in here - taken]
+        taken |= here
+    return out
 
 
 def main() -> None:
@@ -213,6 +230,9 @@ def main() -> None:
     ap.add_argument("--problems", default="sru-digits,mfh6-good,mfh6-bad")
     ap.add_argument("--arms", default=",".join(ARM_NAMES))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks")
+    ap.add_argument("--runs", default="", help="report on the runs saved in these "
+                    "search_quality.json files (comma-separated) instead of running; an arm's "
+                    "runs are taken from the first file that has them")
     args = ap.parse_args()
     problems, arms = args.problems.split(","), args.arms.split(",")
     unknown = sorted(set(arms) - set(ARM_NAMES))

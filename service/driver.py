@@ -52,13 +52,19 @@ def make_holder() -> str:
 
 class StudyDriver:
     def __init__(self, store: Store, sid: str, *, holder: str | None = None,
-                 lease_seconds: float = 10.0, fail_fast: int = 3) -> None:
+                 lease_seconds: float = 10.0, fail_fast: int = 3,
+                 publish_every: float = 0.0) -> None:
+        """``publish_every``: seconds (server clock) between summary writes while the study
+        runs; a pass between them skips the summary, the final state is always written with
+        its own (the service uses 1 s: a summary is O(trials) to compute)."""
         self.store, self.sid = store, sid
         self.holder = holder or make_holder()
         self.lease_seconds, self.fail_fast = lease_seconds, fail_fast
+        self.publish_every = publish_every
         self.cache = TrialCache(store.jobs, sid)
         self.search = Search(store, sid, self.cache)
         self._summary: dict[str, Any] | None = None
+        self._published = -float("inf")  # server time of the last summary write
 
     # -- one pass ----------------------------------------------------------------------------------
     def step(self) -> bool:
@@ -80,7 +86,8 @@ class StudyDriver:
         elif state == RETRAINING:
             self._retrain(study)
         done = self._settled(study)
-        self._publish(study)
+        if done or self.store.clock.now() - self._published >= self.publish_every:
+            self._publish(study)
         return done
 
     def _settled(self, study: dict[str, Any]) -> bool:
@@ -215,6 +222,7 @@ class StudyDriver:
 
     def _publish(self, study: dict[str, Any]) -> None:
         summary = self.summary(study)
+        self._published = self.store.clock.now()
         if summary != self._summary or summary != study.get("summary"):
             if self.store.studies.write_summary(self.sid, self.holder, summary):
                 self._summary = summary

@@ -23,6 +23,7 @@ __all__ = ["DriverManager"]
 
 log = logging.getLogger("sru_hpo.driver")
 WATCH_MIN = 0.01
+PUBLISH_EVERY = 1.0  # seconds between a running study's summary writes (the end: at once)
 
 
 class DriverManager:
@@ -68,7 +69,8 @@ class DriverManager:
                 self._wake[sid].set()
                 return
             driver = StudyDriver(self.store, sid, holder=self.holder,
-                                 lease_seconds=self.lease_seconds, fail_fast=self.fail_fast)
+                                 lease_seconds=self.lease_seconds, fail_fast=self.fail_fast,
+                                 publish_every=PUBLISH_EVERY)
             self._wake[sid] = threading.Event()
             t = threading.Thread(target=self._drive, args=(driver,), name=f"study-{sid}",
                                  daemon=True)

@@ -4,12 +4,15 @@
 
 - *One rung.* With ASHA or Hyperband TPE models the scores at the highest rung (the top first)
   with at least d + 2 observations, d the number of searched parameters; without rungs, the
-  finished trials' best validation accuracy. Only trials with a score there are observations;
-  trials that stopped below it are left out, never counted as bad.
+  finished trials' best validation accuracy. Scores of different rungs are never mixed.
+- *Trials cut below that rung count as bad.* A trial that ASHA stopped (or keeps paused) below
+  the modelled rung lost at a lower rung; it enters with the worst observed loss. BOHB leaves
+  such trials out; measured on the replay benchmark that threw away what the cut had learnt
+  (TPE + ASHA's median regret at 30 R on MFHartmann6: 1.47 left out, 0.71 counted as bad).
 - *Pending trials are liars.* A trial queued or running toward that rung (or, without rungs,
-  any queued or running trial) enters with the worst observed loss (Optuna's
-  ``constant_liar``), so that parallel suggestions spread out instead of piling onto one mode;
-  hyperopt itself would give it an infinite loss, i.e. put it in the "bad" density.
+  any queued or running trial) enters with the worst observed loss too (Optuna's
+  ``constant_liar``), so that parallel suggestions spread out instead of piling onto one mode.
+  Neither kind gets hyperopt's infinite loss: losses stay finite numbers.
 - *Start-up.* While no rung has d + 2 observations, suggestions are random (hyperopt's default
   is 20 trials, and it counts pending ones).
 - *A random fraction.* A share ``random_fraction`` of the suggestions after the start-up is
@@ -78,8 +81,9 @@ class Suggester:
 
     # -- what TPE sees -----------------------------------------------------------------------------
     def model_view(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-        """The trials TPE reads, each with its loss at the modelled rung (pending ones with
-        the worst observed loss); None while there are too few observations (start-up)."""
+        """The trials TPE reads, each with its loss at the modelled rung (pending ones and those
+        cut below it with the worst observed loss); None while there are too few observations
+        (start-up)."""
         if self.grid:
             epoch = model_epoch(docs, self.grid, self.top, self.n_min)
             if epoch is None:
@@ -94,8 +98,10 @@ class Suggester:
         for d in docs:
             if d["tid"] in scores:
                 key: tuple = (epoch, -scores[d["tid"]])
-            elif d["state"] in ACTIVE and self._headed_to(d, epoch):
-                key = (epoch, liar)
+            elif d["state"] in ACTIVE and not self._headed_to(d, epoch):
+                continue  # on its way to a lower rung: nothing is known about it yet
+            elif d["state"] in ACTIVE or (epoch is not None and d["state"] == JobState.DONE):
+                key = (epoch, liar)  # pending toward the rung, or cut below it
             else:
                 continue
             seen = self._views.get(d["tid"])

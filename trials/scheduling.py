@@ -30,6 +30,7 @@ the top, and mixing biases the model toward configurations that merely start fas
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import zlib
@@ -67,6 +68,7 @@ def bracket_weights(n_rungs: int, reduction: int) -> list[int]:
             for s in (s_max - j for j in range(n_rungs + 1))]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # promotions and rankings draw the same keys every pass
 def uniform_draw(*key: int) -> float:
     """A number in [0, 1) fixed by ``key``: the same in every process and Python version (a
     CRC-32 of the key), so seeded choices are reproducible wherever the driver runs."""

@@ -5,7 +5,7 @@
 cache, TPE or random suggestions, ASHA/Hyperband promotions, the median rule's settings) drive
 it, as the service's driver thread does: one pass when the run starts, one after every trial
 that pauses or finishes, and one whenever a worker finds the queue empty (a real idle worker
-nudges the drivers).
+nudges the drivers); the summary is written at most once a (virtual) second, as the service's.
 
 Each simulated worker does what ``workers/trial.py`` does with a reserved job, in the same order,
 through the same store calls, with training replaced by the problem's learning curve:
@@ -34,6 +34,7 @@ from benchmarks.replay.clock import IDLE, EventLoop, Worker
 from benchmarks.replay.incumbent import Incumbent
 from benchmarks.replay.problems import DIVERGE_SECONDS, Problem
 from service.driver import StudyDriver
+from service.drivers import PUBLISH_EVERY
 from service.schemas import StudyCreate
 from trials.jobs import Job
 from trials.memory import ManualClock, MemoryStore
@@ -54,6 +55,9 @@ ARMS: dict[str, dict[str, Any]] = {
                                                    "reduction": 3}},
     "tpe+hyperband": {"algorithm": "tpe", "scheduler": {"rule": "hyperband", "min_epochs": 1,
                                                         "reduction": 3}},
+    # what the fidelity advice suggests on the SRU table: a first rung at epoch 3, not 1
+    "tpe+asha-r3": {"algorithm": "tpe", "scheduler": {"rule": "asha", "min_epochs": 3,
+                                                      "reduction": 3}},
 }
 
 
@@ -77,7 +81,7 @@ class Simulation:
         self.clock = ManualClock(1_000_000.0)
         self.store = MemoryStore(self.clock)
         self.store.studies.create(SID, fields)
-        self.driver = StudyDriver(self.store, SID, fail_fast=0)
+        self.driver = StudyDriver(self.store, SID, fail_fast=0, publish_every=PUBLISH_EVERY)
         self.loop = EventLoop(self.clock, budget)
         self.incumbent = Incumbent(problem, seed, lambda: self.loop.spent)
         self.grid, self.top = grid_of(fields), int(fields["trial_epochs"])

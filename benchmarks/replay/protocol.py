@@ -32,10 +32,10 @@ from typing import Any
 __all__ = ["Result", "ARM_NAMES", "run_all", "load_problem", "regret_at", "epochs_to", "wilcoxon",
            "iqr", "runs_at", "largest"]
 
-ARM_NAMES = ["random", "tpe", "tpe+median", "tpe+asha", "tpe+hyperband", "optuna tpe+hyperband",
-             "dehb"]
+ARM_NAMES = ["random", "tpe", "tpe+median", "tpe+asha", "tpe+hyperband", "tpe+asha-r3",
+             "optuna tpe+hyperband", "dehb"]
 # the slowest first, so that two processes finish together
-_COST = {"tpe+asha": 6, "tpe+hyperband": 3, "dehb": 3, "tpe+median": 2}
+_COST = {"tpe+asha": 6, "tpe+hyperband": 3, "dehb": 3, "tpe+median": 2, "tpe+asha-r3": 2}
 
 
 @dataclass
