@@ -4,7 +4,10 @@ A tiny table is made by the real trainer (every configuration of a small discret
 nearest-neighbour look-up is exact). The same study then runs twice: for real (the real driver
 threads in this process, one real ``sru-hpo worker`` process training on the embedded database)
 and simulated (the real driver over the in-memory store, a simulated worker replaying the
-table). One worker and ``parallelism`` 1 make the real run's order deterministic. Both must
+table). One worker, ``parallelism`` 1 and ``queue_ahead`` 0 make the real run's order
+deterministic: only one trial is ever queued or running, so every decision the driver takes
+sees every result (with a trial queued ahead, the real worker could finish its next rung before
+the driver's next pass on a loaded machine, and the driver would decide on more). Both must
 suggest the same configurations in the same order, promote the same trials to the same rungs,
 end every trial the same way, and retrain the same configuration.
 """
@@ -92,7 +95,8 @@ def test_simulated_and_real_runs_take_the_same_decisions(arm, tiny_table, mongo_
                                                          spawn):
     problem = TableProblem(tiny_table, name="tiny")
     settings, n_trials = ARMS[arm]
-    fields = study_fields(problem, settings, workers=1, seed=0, n_trials=n_trials)
+    fields = study_fields(problem, settings, workers=1, seed=0, n_trials=n_trials,
+                          queue_ahead=0)
     real = _real(mongo_url, db_name, spawn, fields)
     simulated = _simulated(problem, fields)
     assert len(real["trials"]) == n_trials and len(real["retrained"]) == 1
