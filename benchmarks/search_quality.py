@@ -27,9 +27,19 @@ lines ``ratio epochs asha/tpe = X``, ``ratio regret asha/optuna-hyperband = Y`` 
 ``ratio regret asha/dehb = Z`` (sru-digits, B = 30 R), then the same per MFHartmann problem, and
 for the best of this project's arms.
 
+**The real objective** (``--real``, instead of the above; benchmarks/replay/real.py): the arms
+``--real-arms`` (default tpe, tpe+asha) trained for real by 2 worker processes on the embedded
+database, ``--real-seeds`` (default 5) paired seeds, one budget ``--real-budget`` R (default
+10). It prints each arm's median incumbent score at B/9, B/3 and B, the retrain's test accuracy,
+and the share of the log-budget range [R/3, B] where TPE+ASHA's median anytime curve is at or
+above plain TPE's; plot ``search_quality_real.png``, runs ``search_quality_real.json``. About
+2.5 minutes a run on 2 cores (25 minutes with the defaults).
+
     python benchmarks/search_quality.py [--seeds 20] [--budgets 10,30,100] [--workers 4]
         [--procs 2] [--cut]
         [--problems sru-digits,mfh6-good,mfh6-bad] [--arms ...] [--out benchmarks]
+    python benchmarks/search_quality.py --real [--real-arms tpe,tpe+asha] [--real-seeds 5]
+        [--real-budget 10]
 """
 
 from __future__ import annotations
@@ -205,6 +215,74 @@ def plot(results: list[Result], problems: list[str], arms: list[str], path: Path
     plt.close(fig)
 
 
+def real_objective(arms: list[str], seeds: int, budget_r: int, out: Path) -> None:
+    """The arms on real training (benchmarks/replay/real.py), reported and plotted."""
+    import tempfile
+
+    from benchmarks.replay.problems import TableProblem
+    from benchmarks.replay.real import PROBLEM, RealFleet
+
+    problem = TableProblem.load()
+    R, results = problem.epochs, []
+    B = budget_r * R
+    print(f"real objective: {arms} x {seeds} seeds, budget {B} epochs, 2 worker processes")
+    with tempfile.TemporaryDirectory() as tmp, RealFleet(Path(tmp), workers=2) as fleet:
+        for seed in range(seeds):
+            for arm in arms:
+                r = fleet.run(problem, arm, seed, B)
+                results.append(r)
+                print(f"  {arm} seed {seed}: {r.extra['state']}, {r.spent} epochs, {r.configs} "
+                      f"configurations, incumbent score {r.at(B)}, test acc "
+                      f"{r.extra['test_acc']}, {r.seconds:.0f} s", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "search_quality_real.json").write_text(json.dumps([asdict(r) for r in results]))
+    print("arm          | median incumbent score at B/9, B/3, B | median test acc (retrain)")
+    for arm in arms:
+        runs = [r for r in results if r.arm == arm]
+        at = [statistics.median(r.at(x) or 0.0 for r in runs) for x in (B / 9, B / 3, B)]
+        tests = [r.extra["test_acc"] for r in runs if r.extra["test_acc"] is not None]
+        print(f"{arm:12s} | " + ", ".join(f"{a:.4f}" for a in at)
+              + f" | {statistics.median(tests) if tests else math.nan:.4f}")
+    if {"tpe", "tpe+asha"} <= set(arms):
+        xs = [R / 3 * (3 * budget_r) ** (i / 59) for i in range(60)]
+
+        def mid(arm: str, x: float) -> float:
+            return statistics.median(r.at(x) or 0.0 for r in results if r.arm == arm)
+
+        share = sum(mid("tpe+asha", x) >= mid("tpe", x) for x in xs) / len(xs)
+        print(f"share of the log-budget range [R/3, B] where tpe+asha's median anytime curve "
+              f">= tpe's = {share:.2f}")
+    plot_real(results, arms, R, out / "search_quality_real.png", PROBLEM)
+
+
+def plot_real(results: list[Result], arms: list[str], R: int, path: Path, title: str) -> None:
+    """The incumbent's own validation score (median and IQR over seeds) against epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    top = max(r.budget for r in results)
+    xs = np.unique(np.geomspace(R / 3, top, 60).round())
+    fig, ax = plt.subplots(figsize=(6, 4.6))
+    for arm in arms:
+        ys = np.array([[q if (q := r.at(x)) is not None else np.nan for x in xs]
+                       for r in results if r.arm == arm])
+        lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
+        line, = ax.plot(xs / R, mid, label=arm, lw=2.4 if arm.startswith("tpe+asha") else 1.3)
+        ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.12)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"cumulative epochs / R (log scale; R = {R})")
+    ax.set_ylabel("incumbent's validation accuracy (median, IQR band)")
+    ax.set_title(f"{title}: real training, 2 workers")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def load_runs(paths: list[Path], problems: list[str], arms: list[str]) -> list[Result]:
     """Saved runs of ``arms`` on ``problems``, each (problem, arm) from the first file that has
     it (e.g. this project's arms before a change, the outside arms from a run after it)."""
@@ -233,7 +311,19 @@ def main() -> None:
     ap.add_argument("--runs", default="", help="report on the runs saved in these "
                     "search_quality.json files (comma-separated) instead of running; an arm's "
                     "runs are taken from the first file that has them")
+    ap.add_argument("--real", action="store_true", help="run the real-objective comparison "
+                    "(real training, 2 workers) instead of the simulated protocol")
+    ap.add_argument("--real-arms", default="tpe,tpe+asha")
+    ap.add_argument("--real-seeds", type=int, default=5)
+    ap.add_argument("--real-budget", type=int, default=10, help="B, in units of R")
     args = ap.parse_args()
+    if args.real:
+        real_arms = args.real_arms.split(",")
+        bad = sorted(set(real_arms) - set(OURS))
+        if bad:
+            ap.error(f"--real-arms: unknown {bad[0]!r}; known: {', '.join(OURS)}")
+        real_objective(real_arms, args.real_seeds, args.real_budget, args.out)
+        return
     problems, arms = args.problems.split(","), args.arms.split(",")
     unknown = sorted(set(arms) - set(ARM_NAMES))
     if unknown:

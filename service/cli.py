@@ -181,12 +181,19 @@ def demo(
     trials: Annotated[int, typer.Option(min=1, help="search trials")] = DEMO_STUDY["n_trials"],
     retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO_STUDY["retrain_epochs"],
     scheduler: Annotated[str, typer.Option(help="median | asha | off")] = "median",
+    budget: Annotated[int | None, typer.Option(
+        min=1, help="size the search by this many trial epochs instead of --trials")] = None,
 ) -> None:
     """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
     import os
 
     if scheduler not in DEMO_SCHEDULERS:
         raise typer.BadParameter(f"one of {', '.join(DEMO_SCHEDULERS)}", param_hint="--scheduler")
+    if budget is not None and budget < DEMO_STUDY["trial_epochs"]:
+        raise typer.BadParameter(f"at least trial_epochs ({DEMO_STUDY['trial_epochs']})",
+                                 param_hint="--budget")
+    sizing = ({"n_trials": trials} if budget is None else
+              {"n_trials": None, "budget": {"epochs": budget}})
 
     from service.embedded_db import free_port, port_is_free
     from service.launcher import Cluster, GiveUp, stop_signals
@@ -201,12 +208,12 @@ def demo(
     try:
         _start_cluster(cluster)
         client = _client(cluster.api_url, settings.api_token)
-        study = _call(client.submit, {**DEMO_STUDY, "n_trials": trials,
-                                      "retrain_epochs": retrain_epochs,
+        study = _call(client.submit, {**DEMO_STUDY, **sizing, "retrain_epochs": retrain_epochs,
                                       "scheduler": DEMO_SCHEDULERS[scheduler]})
-        console.print(f"API {cluster.api_url} · study {study['id']}: {trials} SRU trials on "
-                      f"digits with {workers} workers, then a {retrain_epochs}-epoch retrain")
-        progress = _Progress(client, study, trials, retrain_epochs)
+        size = f"{trials} SRU trials" if budget is None else f"SRU trials for {budget} epochs"
+        console.print(f"API {cluster.api_url} · study {study['id']}: {size} on digits "
+                      f"({scheduler}) with {workers} workers, then a {retrain_epochs}-epoch retrain")
+        progress = _Progress(client, study, retrain_epochs)
         cluster.supervise(stop, tick=2.0, while_running=progress.update)
         if stop.is_set():
             console.print("interrupted")
@@ -222,15 +229,18 @@ def demo(
 class _Progress:
     """The demo's progress line: printed when it changes; False once the study ended."""
 
-    def __init__(self, client, study: dict[str, Any], trials: int, retrain_epochs: int) -> None:  # noqa: ANN001
+    def __init__(self, client, study: dict[str, Any], retrain_epochs: int) -> None:  # noqa: ANN001
         self.client, self.study = client, study
-        self.trials, self.retrain_epochs = trials, retrain_epochs
+        self.retrain_epochs = retrain_epochs
         self.t0, self.last = time.monotonic(), ""
 
     def update(self) -> bool:
         s = self.study = _call(self.client.study, self.study["id"])
         c, best = s["counts"], s["best"]
-        line = (f"{s['state']:10s} finished {c['finished']}/{self.trials} "
+        line = (f"{s['state']:10s} finished {c['finished']}"
+                + (f"/{s['n_trials']}" if s.get("n_trials") else "")
+                + f", epochs {s['epochs_spent']}"
+                + (f"/{s['budget_epochs']}" if s.get("budget_epochs") else "") + " "
                 f"(running {c['running']}, pruned {c['pruned']}, diverged {c['diverged']}, "
                 f"error {c['error']})" + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
         if s["state"] == "retraining":
@@ -266,6 +276,8 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
     for k, v in sorted(retrain["params"].items()):
         table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     console.print(table)
+    console.print(f"search: {study['counts']['finished']} trials, {study['epochs_spent']} epochs "
+                  f"({study['epochs_saved']} saved by the scheduler)")
     console.print(f"search best val_acc {study['best']['best_val_acc']:.4f} (trial "
                   f"{study['best']['tid']}); retrain best val_acc {retrain['best_val_acc']:.4f} "
                   f"at epoch {retrain['best_epoch']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.replay.problems import Problem
 
-__all__ = ["Incumbent"]
+__all__ = ["Incumbent", "quality_at"]
 
 
 class Incumbent:
@@ -38,9 +38,14 @@ class Incumbent:
 
     def at(self, epochs: float) -> float | None:
         """The incumbent's quality once ``epochs`` were spent (None: nothing finished yet)."""
-        q = None
-        for spent, quality in self.trace:
-            if spent > epochs:
-                break
-            q = quality
-        return q
+        return quality_at(self.trace, epochs)
+
+
+def quality_at(trace: list[tuple[int, float]], epochs: float) -> float | None:
+    """The value of an anytime curve (a step function of epochs spent) at ``epochs``."""
+    q = None
+    for spent, quality in trace:
+        if spent > epochs:
+            break
+        q = quality
+    return q

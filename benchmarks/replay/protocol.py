@@ -52,12 +52,9 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def at(self, epochs: float) -> float | None:
-        q = None
-        for spent, quality in self.trace:
-            if spent > epochs:
-                break
-            q = quality
-        return q
+        from benchmarks.replay.incumbent import quality_at
+
+        return quality_at(self.trace, epochs)
 
 
 def _problems() -> dict[str, Callable[[], Any]]:

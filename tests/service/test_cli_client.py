@@ -112,6 +112,15 @@ def test_demo_runs_a_small_study_to_the_end(tmp_path):
     assert list((tmp_path / "demo").glob("*.pt"))
 
 
+def test_demo_refuses_a_budget_smaller_than_one_trial_and_starts_nothing(tmp_path):
+    import os
+
+    env = {**os.environ, "SRU_HPO_HOME": str(tmp_path), "SRU_HPO_PORT": str(free_port())}
+    out = cli("demo", "--budget", "3", env=env, timeout=60)
+    assert out.returncode == 2 and "--budget" in out.stderr and "trial_epochs" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "db").exists()
+
+
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
     import os
 
