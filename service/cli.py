@@ -24,12 +24,14 @@ ApiOpt = Annotated[str | None, typer.Option("--api", envvar="SRU_HPO_API_URL",
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOKEN",
                                               help="bearer token for write endpoints")]
 
+#: The demo study: a budgeted ASHA search (README "Measured" compares it with the median rule at
+#: the same budget; the replay benchmark with everything else).
 DEMO_STUDY: dict[str, Any] = {
     "name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
-    "algorithm": "tpe", "n_trials": 12, "parallelism": 2, "trial_epochs": 10,
+    "algorithm": "tpe", "budget": {"epochs": 100}, "parallelism": 2, "trial_epochs": 10,
     "retrain_epochs": 150, "seed": 0,
 }
-#: The demo's schedulers (README "Measured" compares them on the demo study).
+#: The demo's schedulers.
 DEMO_SCHEDULERS: dict[str, dict[str, Any]] = {
     "median": {"rule": "median", "warmup": 3, "min_trials": 3},
     "asha": {"rule": "asha", "min_epochs": 1, "reduction": 3},
@@ -178,22 +180,21 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
 @app.command()
 def demo(
     workers: Annotated[int, typer.Option(min=1)] = 2,
-    trials: Annotated[int, typer.Option(min=1, help="search trials")] = DEMO_STUDY["n_trials"],
+    budget: Annotated[int, typer.Option(min=1, help="trial epochs the search may spend")
+                      ] = DEMO_STUDY["budget"]["epochs"],
+    trials: Annotated[int | None, typer.Option(
+        min=1, help="at most this many configurations as well (whichever ends first)")] = None,
     retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO_STUDY["retrain_epochs"],
-    scheduler: Annotated[str, typer.Option(help="median | asha | off")] = "median",
-    budget: Annotated[int | None, typer.Option(
-        min=1, help="size the search by this many trial epochs instead of --trials")] = None,
+    scheduler: Annotated[str, typer.Option(help="asha | median | off")] = "asha",
 ) -> None:
     """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
     import os
 
     if scheduler not in DEMO_SCHEDULERS:
         raise typer.BadParameter(f"one of {', '.join(DEMO_SCHEDULERS)}", param_hint="--scheduler")
-    if budget is not None and budget < DEMO_STUDY["trial_epochs"]:
+    if budget < DEMO_STUDY["trial_epochs"]:
         raise typer.BadParameter(f"at least trial_epochs ({DEMO_STUDY['trial_epochs']})",
                                  param_hint="--budget")
-    sizing = ({"n_trials": trials} if budget is None else
-              {"n_trials": None, "budget": {"epochs": budget}})
 
     from service.embedded_db import free_port, port_is_free
     from service.launcher import Cluster, GiveUp, stop_signals
@@ -208,9 +209,10 @@ def demo(
     try:
         _start_cluster(cluster)
         client = _client(cluster.api_url, settings.api_token)
-        study = _call(client.submit, {**DEMO_STUDY, **sizing, "retrain_epochs": retrain_epochs,
+        study = _call(client.submit, {**DEMO_STUDY, "budget": {"epochs": budget},
+                                      "n_trials": trials, "retrain_epochs": retrain_epochs,
                                       "scheduler": DEMO_SCHEDULERS[scheduler]})
-        size = f"{trials} SRU trials" if budget is None else f"SRU trials for {budget} epochs"
+        size = f"SRU trials for {budget} epochs" + (f" (at most {trials})" if trials else "")
         console.print(f"API {cluster.api_url} · study {study['id']}: {size} on digits "
                       f"({scheduler}) with {workers} workers, then a {retrain_epochs}-epoch retrain")
         progress = _Progress(client, study, retrain_epochs)
@@ -240,8 +242,9 @@ class _Progress:
         line = (f"{s['state']:10s} finished {c['finished']}"
                 + (f"/{s['n_trials']}" if s.get("n_trials") else "")
                 + f", epochs {s['epochs_spent']}"
-                + (f"/{s['budget_epochs']}" if s.get("budget_epochs") else "") + " "
-                f"(running {c['running']}, pruned {c['pruned']}, diverged {c['diverged']}, "
+                + (f"/{s['budget_epochs']:.0f}" if s.get("budget_epochs") else "") + " "
+                f"(running {c['running']}, paused {c.get('paused', 0)}, stopped at a rung "
+                f"{c.get('stopped_at_rung', 0)}, pruned {c['pruned']}, diverged {c['diverged']}, "
                 f"error {c['error']})" + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
         if s["state"] == "retraining":
             curve = _call(self.client.retrain, s["id"])["curve"]
