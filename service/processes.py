@@ -24,11 +24,11 @@ __all__ = ["spawn", "pid_alive", "terminate"]
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with(parent: int) -> Callable[[], None]:
+def _die_with(parent: int, sig: int) -> Callable[[], None]:
     def preexec() -> None:  # runs in the child between fork and exec
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         except (OSError, AttributeError):
             return
         if os.getppid() != parent:  # the parent died before prctl took effect
@@ -38,14 +38,16 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 
 def spawn(cmd: list[str], *, log: Path, env: dict[str, str] | None = None,
-          cwd: str | Path | None = None) -> subprocess.Popen:
+          cwd: str | Path | None = None, death_signal: int = signal.SIGTERM) -> subprocess.Popen:
     """Start ``cmd`` in its own session (a terminal's Ctrl-C reaches only the parent, which
-    stops the children in order), output appended to ``log``, dying with this process."""
+    stops the children in order), output appended to ``log``, dying with this process: the
+    kernel sends it ``death_signal`` when this process dies (SIGTERM lets a worker release its
+    job; SIGKILL is for a child whose graceful exit can hang, see ``embedded_db``)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=_die_with(os.getpid()))
+                                preexec_fn=_die_with(os.getpid(), death_signal))
 
 
 def pid_alive(pid: int) -> bool:
