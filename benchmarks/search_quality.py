@@ -33,7 +33,7 @@ database, ``--real-seeds`` (default 5) paired seeds, one budget ``--real-budget`
 10). It prints each arm's median incumbent score at B/9, B/3 and B, the retrain's test accuracy,
 and the share of the log-budget range [R/3, B] where TPE+ASHA's median anytime curve is at or
 above plain TPE's; plot ``search_quality_real.png``, runs ``search_quality_real.json``. About
-2.5 minutes a run on 2 cores (25 minutes with the defaults).
+3 minutes a run on 2 cores (1,915 s for the defaults' 10 runs on 2026-12-02).
 
     python benchmarks/search_quality.py [--seeds 20] [--budgets 10,30,100] [--workers 4]
         [--procs 2] [--cut]
@@ -52,6 +52,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -198,9 +199,7 @@ def plot(results: list[Result], problems: list[str], arms: list[str], path: Path
                 continue
             ys = np.array([[max(floor, r.optimum - q) if (q := r.at(x)) is not None else np.nan
                             for x in xs] for r in runs])
-            lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
-            line, = ax.plot(xs / R, mid, label=arm, lw=2.4 if arm.startswith("tpe+asha") else 1.3)
-            ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.10)
+            _median_band(ax, xs / R, ys, arm, alpha=0.10)
         for b in (10, 30, 100):
             ax.axvline(b, color="0.75", lw=0.8)
         ax.set_xscale("log")
@@ -213,6 +212,16 @@ def plot(results: list[Result], problems: list[str], arms: list[str], path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _median_band(ax: Any, xs: Any, ys: Any, arm: str, alpha: float) -> None:
+    """One arm's median over seeds (the rows of ``ys``) with its inter-quartile band; the
+    TPE + ASHA arms drawn thicker."""
+    import numpy as np
+
+    lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
+    line, = ax.plot(xs, mid, label=arm, lw=2.4 if arm.startswith("tpe+asha") else 1.3)
+    ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=alpha)
 
 
 def real_objective(arms: list[str], seeds: int, budget_r: int, out: Path) -> None:
@@ -269,9 +278,7 @@ def plot_real(results: list[Result], arms: list[str], R: int, path: Path, title:
     for arm in arms:
         ys = np.array([[q if (q := r.at(x)) is not None else np.nan for x in xs]
                        for r in results if r.arm == arm])
-        lo, mid, hi = np.nanpercentile(ys, [25, 50, 75], axis=0)
-        line, = ax.plot(xs / R, mid, label=arm, lw=2.4 if arm.startswith("tpe+asha") else 1.3)
-        ax.fill_between(xs / R, lo, hi, color=line.get_color(), alpha=0.12)
+        _median_band(ax, xs / R, ys, arm, alpha=0.12)
     ax.set_xscale("log")
     ax.set_xlabel(f"cumulative epochs / R (log scale; R = {R})")
     ax.set_ylabel("incumbent's validation accuracy (median, IQR band)")

@@ -110,8 +110,8 @@ class EmbeddedMongo:
         cmd = [sys.executable, "-m", "nx_27017.nx_27017", "--data-dir", str(self.folder),
                "--host", "127.0.0.1", "--port", str(self.port),
                "--log-file", str(self.folder / "nx-27017.log"), "--pid-file", str(self.pid_file)]
-        # SIGKILL when this process dies: nx-27017's own SIGTERM exit sometimes hung for over a
-        # minute on a loaded machine (tests/service/test_supervisor.py: a killed serve), leaving
+        # SIGKILL when this process dies: sent SIGTERM, an nx-27017 was sometimes still alive a
+        # minute after its serve was killed on a loaded machine (tests/service/test_supervisor.py),
         # an orphan; SQLite's journal makes a kill safe, and the next start reclaims the pid file
         proc = self.proc = spawn(cmd, log=self.folder / "nx-27017.out", death_signal=signal.SIGKILL)
         deadline = time.monotonic() + timeout

@@ -10,9 +10,10 @@ epochs spent so far: the anytime curve.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from benchmarks.replay.problems import Problem
+if TYPE_CHECKING:
+    from benchmarks.replay.problems import Problem
 
 __all__ = ["Incumbent", "quality_at"]
 

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchmarks.replay.incumbent import quality_at
+
 __all__ = ["Result", "ARM_NAMES", "run_all", "load_problem", "regret_at", "epochs_to", "wilcoxon",
            "iqr", "runs_at", "largest"]
 
@@ -52,8 +54,6 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def at(self, epochs: float) -> float | None:
-        from benchmarks.replay.incumbent import quality_at
-
         return quality_at(self.trace, epochs)
 
 

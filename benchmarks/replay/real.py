@@ -18,11 +18,11 @@ by the maximum it is; the unbiased number is each run's end point, the retrain's
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from benchmarks.replay.ours import ARMS, study_fields
 from benchmarks.replay.problems import TableProblem
@@ -48,7 +48,7 @@ class RealFleet:
         self.folder, self.workers = folder, workers
         self.db_name = f"real_{uuid.uuid4().hex[:8]}"
         self.server: EmbeddedMongo | None = None
-        self.procs: list[Any] = []
+        self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> RealFleet:
         self.server = EmbeddedMongo(self.folder / "nx").start()
@@ -78,12 +78,13 @@ class RealFleet:
         sid = f"{arm.replace('+', '-')}-{seed}-{uuid.uuid4().hex[:6]}"
         self.store.studies.create(sid, fields)
         self.manager.start(sid)
+        ranking = (grid_of(fields), int(fields["trial_epochs"]), int(fields["seed"]))
         t0 = time.monotonic()
         trace: list[tuple[int, float]] = []
         while True:
             study = self.store.studies.get(sid)
             state = study["state"]
-            spent, quality = self._sample(sid, fields)
+            spent, quality, configs = self._sample(sid, ranking)
             if quality is not None and (not trace or quality != trace[-1][1]):
                 trace.append((spent, quality))
             if state not in (StudyState.QUEUED, StudyState.RUNNING, StudyState.RETRAINING):
@@ -92,22 +93,17 @@ class RealFleet:
                 raise RuntimeError(f"study {sid} still {state} after {RUN_TIMEOUT:.0f} s; worker "
                                    f"logs in {self.folder}")
             time.sleep(SAMPLE_EVERY)
-        return Result(PROBLEM, arm, seed, trace, budget, 1.0, spent, len(self._trials(sid)),
+        return Result(PROBLEM, arm, seed, trace, budget, 1.0, spent, configs,
                       time.monotonic() - t0,
                       {"test_acc": (study.get("summary") or {}).get("test_acc"), "state": state})
 
-    def _trials(self, sid: str) -> list[dict[str, Any]]:
-        return self.store.jobs.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
-                                    offset=0, limit=100_000)
-
-    def _sample(self, sid: str, fields: dict[str, Any]) -> tuple[int, float | None]:
-        """(epochs the search trials trained so far, the incumbent's own score)."""
-        trials = self._trials(sid)
+    def _sample(self, sid: str, ranking: tuple[list[int], int, int]
+                ) -> tuple[int, float | None, int]:
+        """(epochs the search trials trained so far, the incumbent's own score, trials)."""
+        trials = self.store.jobs.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
+                                      offset=0, limit=100_000)
         curves = self.store.curves.of_jobs([t["_id"] for t in trials])
         spent = sum(len(points) for points in curves.values())
-        grid, top, seed = grid_of(fields), int(fields["trial_epochs"]), int(fields["seed"])
-        scored = [t for t in trials if (t.get("result") or {}).get("status") == "ok"]
-        if not scored:
-            return spent, None
-        best = max(scored, key=lambda t: rank_key(t, grid, top, seed))
-        return spent, float(rank_key(best, grid, top, seed)[1])
+        keys = [rank_key(t, *ranking) for t in trials
+                if (t.get("result") or {}).get("status") == "ok"]
+        return spent, (float(max(keys)[1]) if keys else None), len(trials)
