@@ -337,16 +337,19 @@ def main() -> None:
         ap.error(f"--arms: unknown {unknown[0]!r}; known: {', '.join(ARM_NAMES)}")
     t0 = time.monotonic()
     budgets = [int(b) for b in args.budgets.split(",")]
-    print(f"{len(problems)} problems x {len(arms)} arms x {args.seeds} seeds, {args.workers} "
-          f"simulated workers, budgets {budgets} R ({'cut' if args.cut else 'budgeted'} studies), "
-          f"{args.procs} processes", flush=True)
-    results = run_all(problems, arms, args.seeds, args.workers, budgets, args.procs,
-                      budgeted=not args.cut)
-    wall = time.monotonic() - t0
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_quality.json").write_text(json.dumps(
-        {"args": {k: str(v) for k, v in vars(args).items()}, "wall_seconds": wall,
-         "runs": [asdict(r) for r in results]}))
+    if args.runs:  # report on saved runs: nothing is run, no runs file is written
+        results = load_runs([Path(p) for p in args.runs.split(",")], problems, arms)
+    else:
+        print(f"{len(problems)} problems x {len(arms)} arms x {args.seeds} seeds, {args.workers} "
+              f"simulated workers, budgets {budgets} R "
+              f"({'cut' if args.cut else 'budgeted'} studies), {args.procs} processes", flush=True)
+        results = run_all(problems, arms, args.seeds, args.workers, budgets, args.procs,
+                          budgeted=not args.cut)
+        (args.out / "search_quality.json").write_text(json.dumps(
+            {"args": {k: str(v) for k, v in vars(args).items()},
+             "wall_seconds": time.monotonic() - t0, "runs": [asdict(r) for r in results]}))
+    wall = time.monotonic() - t0
     from benchmarks.replay.protocol import load_problem
 
     for name in problems:
