@@ -33,7 +33,7 @@ import socket
 from typing import Any
 
 from service.search import Search
-from service.summary import error_groups, summarize
+from service.summary import error_groups, raised, summarize
 from trials.cache import TrialCache
 from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
@@ -48,6 +48,11 @@ ACTIVE = (JobState.NEW, JobState.RUNNING)
 
 def make_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _rankable(d: dict[str, Any]) -> bool:
+    """A search trial that may be the best: done, and not infeasible (it has no score)."""
+    return d["state"] == JobState.DONE and d.get("outcome") != Outcome.INFEASIBLE
 
 
 class StudyDriver:
@@ -127,7 +132,7 @@ class StudyDriver:
         finished = sorted((d for d in self.cache.of_kind(JobKind.TRIAL)
                            if JobState(d["state"]).is_finished()),
                           key=lambda d: (d.get("refresh_time") or 0, d["tid"]))[:k]
-        if len(finished) < k or any(d["state"] != JobState.ERROR for d in finished):
+        if len(finished) < k or not all(raised(d) for d in finished):
             return False
         messages = {d.get("error") for d in finished}
         if len(messages) != 1:
@@ -143,13 +148,13 @@ class StudyDriver:
         """Search trials with a result, best first: with ASHA by the highest rung reached and
         the score there; otherwise by best validation accuracy."""
         grid, top = grid_of(study), study["trial_epochs"]
-        done = [d for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] == JobState.DONE]
+        done = [d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d)]
         return sorted(done, key=lambda d: rank_key(d, grid, top, study["seed"]), reverse=True)
 
     def _best(self, study: dict[str, Any]) -> dict[str, Any] | None:
         """The first of ``_ranked`` (without sorting the others)."""
         grid, top = grid_of(study), study["trial_epochs"]
-        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] == JobState.DONE)
+        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d))
         return max(done, key=lambda d: rank_key(d, grid, top, study["seed"]), default=None)
 
     def _start_retrain(self, study: dict[str, Any]) -> None:

@@ -141,6 +141,9 @@ class StudyCreate(BaseModel):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     warm_start: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
                                              description="configurations evaluated first")
+    trial_timeout: float | None = Field(None, gt=0, le=30 * 86400, description="seconds of "
+                                        "training after which a trial ends as timeout "
+                                        "(never retried; TPE sees what it reached)")
     retrain_top_k: int = Field(1, ge=1, le=10, description="retrain the k best configurations "
                                "(in parallel when workers allow), keep the best on validation, "
                                "and evaluate only that one on the test set")
@@ -220,6 +223,8 @@ class Counts(BaseModel):
     cancelled: int = 0
     pruned: int = 0
     diverged: int = 0
+    infeasible: int = 0
+    timeout: int = 0
     stopped_at_rung: int = 0
     paused: int = 0
     finished: int = Field(0, description="done + error: what counts toward n_trials")
@@ -250,6 +255,12 @@ class TrialPublic(BaseModel):
     seconds: float | None = None
     error: str | None = None
     error_at: str | None = None
+    failure_class: str | None = Field(None, description="infrastructure | configuration, "
+                                      "when the trial ended failed")
+    failures: dict[str, int] = Field(default_factory=dict, description="infrastructure "
+                                     "failures it was retried after, by kind")
+    peak_rss_mb: float | None = None
+    peak_gpu_mb: float | None = None
     curve: list[dict[str, Any]] | None = None
 
 
@@ -321,6 +332,21 @@ class BestTrial(BaseModel):
     epochs_run: int | None = None
     outcome: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    peak_rss_mb: float | None = Field(None, description="the trainer's peak resident memory "
+                                      "while it trained this configuration (MiB)")
+    peak_gpu_mb: float | None = Field(None, description="torch.cuda.max_memory_allocated "
+                                      "while it trained (MiB; None on CPU)")
+
+
+class Failures(BaseModel):
+    """Failures by class: infrastructure ones are retried, configuration ones never."""
+
+    infrastructure: int = Field(0, description="runs lost to the fleet (each retry spent, and "
+                                "the last of a job whose retries ran out)")
+    configuration: int = Field(0, description="trials whose parameters failed: diverged, "
+                               "infeasible, timeout")
+    by_kind: dict[str, int] = Field(default_factory=dict, description="lost, stalled, crashed, "
+                                    "oom, cuda; diverged, infeasible, timeout")
 
 
 class RungFidelity(BaseModel):
@@ -376,6 +402,8 @@ class StudyPublic(BaseModel):
     elapsed: float = Field(description="seconds from creation to finish (or now)")
     error: str | None = None
     error_groups: list[ErrorGroup] = Field(default_factory=list)
+    failures: Failures = Field(default_factory=Failures)
+    trial_timeout: float | None = None
 
 
 class StudyList(BaseModel):

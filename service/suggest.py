@@ -13,6 +13,8 @@
   any queued or running trial) enters with the worst observed loss too (Optuna's
   ``constant_liar``), so that parallel suggestions spread out instead of piling onto one mode.
   Neither kind gets hyperopt's infinite loss: losses stay finite numbers.
+- *Infeasible trials count as bad.* A trial whose parameters made the model raise enters with
+  the worst observed loss, so TPE moves away from its region instead of ignoring it.
 - *Start-up.* While no rung has d + 2 observations, suggestions are random (hyperopt's default
   is 20 trials, and it counts pending ones).
 - *A random fraction.* A share ``random_fraction`` of the suggestions after the start-up is
@@ -38,7 +40,7 @@ from service import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
 from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch, uniform_draw
-from trials.states import JobKind, JobState
+from trials.states import JobKind, JobState, Outcome
 
 __all__ = ["Suggester", "random_fraction", "REDRAWS"]
 
@@ -57,6 +59,8 @@ def random_fraction(study: dict[str, Any]) -> float:
 
 
 def _score(d: dict[str, Any], epoch: int | None) -> float | None:
+    if d.get("outcome") == Outcome.INFEASIBLE:  # no score: it enters as the worst observed
+        return None
     result = d.get("result") or {}
     if epoch is None:  # no rungs: the finished trial's best validation accuracy
         return result.get("best_val_acc") if d["state"] == JobState.DONE else None
@@ -100,8 +104,9 @@ class Suggester:
                 key: tuple = (epoch, -scores[d["tid"]])
             elif d["state"] in ACTIVE and not self._headed_to(d, epoch):
                 continue  # on its way to a lower rung: nothing is known about it yet
-            elif d["state"] in ACTIVE or (epoch is not None and d["state"] == JobState.DONE):
-                key = (epoch, liar)  # pending toward the rung, or cut below it
+            elif d["state"] in ACTIVE or (d["state"] == JobState.DONE and (
+                    epoch is not None or d.get("outcome") == Outcome.INFEASIBLE)):
+                key = (epoch, liar)  # pending toward the rung, cut below it, or infeasible
             else:
                 continue
             seen = self._views.get(d["tid"])
@@ -171,6 +176,8 @@ class Suggester:
             "kind": JobKind.TRIAL.value, "epochs": study["trial_epochs"],
             "params": {**params, "model": study["model"], "dataset": study["dataset"],
                        "seed": study["seed"]}}
+        if study.get("trial_timeout"):
+            fields["timeout"] = float(study["trial_timeout"])
         sched = study.get("scheduler") or {}
         if sched.get("rule") == "median":
             fields["pruning"] = {k: sched[k] for k in ("rule", "warmup", "min_trials")}

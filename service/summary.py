@@ -16,18 +16,25 @@ from typing import Any
 from trials.budget import Budget, trained
 from trials.cache import TrialCache
 from trials.scheduling import grid_of
-from trials.states import JobKind, JobState
+from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
 
-__all__ = ["summarize", "error_groups", "spearman", "rung_fidelity", "fidelity_advice",
+__all__ = ["summarize", "error_groups", "failure_counts", "raised", "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
 ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs
 
 
+def raised(d: dict[str, Any]) -> bool:
+    """The job ended on an error message: state error, or an infeasible trial (the model
+    raised for its parameters)."""
+    return d["state"] == JobState.ERROR or d.get("outcome") == Outcome.INFEASIBLE
+
+
 def error_groups(docs: list[dict[str, Any]], keep: int = 5) -> list[dict[str, Any]]:
-    """Errored jobs grouped by message, most frequent first: {error, count, tids (first 10)}."""
+    """Errored and infeasible jobs grouped by message, most frequent first: {error, count,
+    tids (first 10)}."""
     groups: dict[str, list[int]] = {}
-    for d in sorted((d for d in docs if d["state"] == JobState.ERROR), key=lambda d: d["tid"]):
+    for d in sorted((d for d in docs if raised(d)), key=lambda d: d["tid"]):
         groups.setdefault(str(d.get("error") or "unknown error"), []).append(d["tid"])
     ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
     return [{"error": e, "count": len(t), "tids": t[:10]} for e, t in ranked[:keep]]
@@ -74,7 +81,25 @@ def _best_fields(best: dict[str, Any] | None) -> dict[str, Any] | None:
     r = best["result"]
     return {"tid": best["tid"], "best_val_acc": r.get("best_val_acc"),
             "best_epoch": r.get("best_epoch"), "outcome": best.get("outcome"),
-            "epochs_run": r.get("epochs_run"), "params": best["params"]}
+            "epochs_run": r.get("epochs_run"), "params": best["params"],
+            "peak_rss_mb": r.get("peak_rss_mb"), "peak_gpu_mb": r.get("peak_gpu_mb")}
+
+
+def failure_counts(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Failures by class (trials/states.py): every infrastructure failure a job was retried
+    after (or ran out of retries on), and the trials whose parameters failed."""
+    by_kind: dict[str, int] = {}
+    for d in docs:
+        for kind, n in (d.get("failures") or {}).items():
+            by_kind[kind] = by_kind.get(kind, 0) + int(n)
+    infrastructure = sum(by_kind.values())
+    configuration = 0
+    for d in docs:
+        if d.get("outcome") in CONFIGURATION_OUTCOMES:
+            by_kind[d["outcome"]] = by_kind.get(d["outcome"], 0) + 1
+            configuration += 1
+    return {"infrastructure": infrastructure, "configuration": configuration,
+            "by_kind": by_kind}
 
 
 def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | None
@@ -92,6 +117,7 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
         "counts": cache.counts(),
         "best": _best_fields(best),
         "error_groups": error_groups(trials),
+        "failures": failure_counts(trials + cache.of_kind(JobKind.RETRAIN) + tests),
         "epochs_spent": sum(ran),
         "epochs_saved": sum(top - r for r in ran),
         "epochs_committed": budget.committed,

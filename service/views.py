@@ -29,7 +29,8 @@ def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None)
         previous_owners=doc.get("previous_owners") or [], owner=doc.get("owner"),
         book_time=doc.get("book_time"), refresh_time=doc.get("refresh_time"),
         seconds=res.get("seconds"), error=doc.get("error"), error_at=doc.get("error_at"),
-        curve=curve)
+        failure_class=doc.get("failure_class"), failures=doc.get("failures") or {},
+        peak_rss_mb=res.get("peak_rss_mb"), peak_gpu_mb=res.get("peak_gpu_mb"), curve=curve)
 
 
 def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
@@ -46,4 +47,4 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         fidelity=summary.get("fidelity") or [], advice=summary.get("advice") or [],
         rank_correlation=summary.get("rank_correlation"),
         error_groups=summary.get("error_groups") or [],
-        elapsed=max(0.0, end - doc["created"]))
+        failures=summary.get("failures") or {}, elapsed=max(0.0, end - doc["created"]))

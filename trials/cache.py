@@ -20,14 +20,15 @@ from trials.states import FINISHED, JobKind, JobState, Outcome
 
 __all__ = ["TrialCache", "count_trials"]
 
-COUNTED_OUTCOMES = (Outcome.PRUNED.value, Outcome.DIVERGED.value, Outcome.STOPPED_AT_RUNG.value)
+COUNTED_OUTCOMES = (Outcome.PRUNED.value, Outcome.DIVERGED.value, Outcome.STOPPED_AT_RUNG.value,
+                    Outcome.INFEASIBLE.value, Outcome.TIMEOUT.value)
 _LABELS = {int(s): s.label for s in JobState}  # counted per document: plain lookups
 _OUTCOME_KEYS = {**{o: o for o in COUNTED_OUTCOMES}, Outcome.PAUSED.value: "paused"}
 
 
 def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     """Search trials by state label (new, running, done, error, cancelled), by the outcomes
-    done hides (pruned, diverged, stopped_at_rung, and ``paused``: ASHA, waiting at a rung),
+    done hides (pruned, diverged, infeasible, timeout, stopped_at_rung, and ``paused``: ASHA, waiting at a rung),
     and ``finished`` (done + error)."""
     counts = dict.fromkeys([s.label for s in JobState] + list(COUNTED_OUTCOMES)
                            + ["paused", "finished"], 0)

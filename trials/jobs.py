@@ -27,7 +27,7 @@ from pymongo.database import Database
 from trials.clock import ServerClock
 from trials.curves import CurveStore
 from trials.files import CHECKPOINTS, SNAPSHOTS, FileStore
-from trials.states import JobKind, JobState, Outcome
+from trials.states import CONFIGURATION_OUTCOMES, FailureClass, JobKind, JobState, Outcome
 
 __all__ = ["Job", "JobQueue", "job_id", "SLIM"]
 
@@ -35,7 +35,7 @@ __all__ = ["Job", "JobQueue", "job_id", "SLIM"]
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
         "book_time": 1, "refresh_time": 1, "version": 1, "kind": 1, "params": 1, "outcome": 1,
         "error": 1, "epochs": 1, "updated": 1, "retries": 1, "limit": 1, "bracket": 1,
-        "promotions": 1, "source": 1}
+        "promotions": 1, "source": 1, "failures": 1, "failure_class": 1}
 
 
 def job_id(exp_key: str, tid: int) -> str:
@@ -48,9 +48,34 @@ def cancelled_fields(result: dict[str, Any] | None = None) -> dict[str, Any]:
             "result": {**(result or {}), "status": "fail"}}
 
 
-def errored_fields(reason: str, where: str | None = None) -> dict[str, Any]:
+def errored_fields(reason: str, where: str | None = None,
+                   failure_class: FailureClass = FailureClass.CONFIGURATION) -> dict[str, Any]:
     return {"state": int(JobState.ERROR), "outcome": Outcome.ERROR.value, "error": reason,
-            "error_at": where, "result": {"status": "fail"}}
+            "error_at": where, "result": {"status": "fail"}, "failure_class": failure_class.value}
+
+
+def requeue_update(doc: dict[str, Any], kind: str, reason: str, max_retries: int, now: float
+                   ) -> tuple[dict[str, Any], str]:
+    """What an infrastructure failure of the running job ``doc`` writes (``kind``: lost,
+    stalled, crashed, oom, cuda): back to new with a retry spent (it resumes from its
+    snapshot), cancelled when its study asked it to stop, or error when its retries are spent.
+    Returns (the update, "requeued" | "cancelled" | "error")."""
+    history = list(doc.get("previous_owners") or []) + [doc.get("owner")]
+    retries = int(doc.get("retries", 0))
+    count = {"$inc": {f"failures.{kind}": 1}}
+    if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
+        fields, outcome = {**cancelled_fields(), "previous_owners": history}, "cancelled"
+    elif retries < max_retries:
+        fields = {"state": int(JobState.NEW), "owner": None, "book_time": None,
+                  "retries": retries + 1, "previous_owners": history,
+                  "last_requeue_reason": f"{kind}: {reason}"}
+        outcome = "requeued"
+    else:
+        why = f"retries exhausted ({retries} of {max_retries}): {kind}: {reason}"
+        fields = {**errored_fields(why, failure_class=FailureClass.INFRASTRUCTURE),
+                  "previous_owners": history}
+        outcome = "error"
+    return {"$set": {**fields, "updated": now}, **count}, outcome
 
 
 # -- what each operation writes: shared by JobQueue and the in-memory twin (trials/memory.py), so
@@ -69,9 +94,16 @@ def end_fields(fields: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 def finished_fields(result: dict[str, Any], outcome: str, checkpoint: Any) -> dict[str, Any]:
+    """A finished training. An infeasible one (the parameters made the model raise) has no score
+    and TPE's loss 0: no accuracy, the worst there is (trials/states.py)."""
     best = float(result.get("best_val_acc", 0.0))
-    return {"state": int(JobState.DONE), "outcome": str(outcome), "checkpoint": checkpoint,
-            "score": best, "result": {**result, "status": "ok", "loss": -best}}
+    infeasible = outcome == Outcome.INFEASIBLE
+    fields = {"state": int(JobState.DONE), "outcome": str(outcome), "checkpoint": checkpoint,
+              "score": None if infeasible else best,
+              "result": {**result, "status": "ok", "loss": 0.0 if infeasible else -best}}
+    if outcome in CONFIGURATION_OUTCOMES:
+        fields["failure_class"] = FailureClass.CONFIGURATION.value
+    return fields
 
 
 def paused_fields(result: dict[str, Any], now: float) -> dict[str, Any]:
@@ -104,15 +136,17 @@ PROMOTED = 2  # + the index of the rung a promoted trial leaves
 def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
                priority: int | None = None, limit: int | None = None,
                rungs: list[int] | None = None, bracket: int | None = None,
-               source: str | None = None) -> dict[str, Any]:
-    """The plain-JSON fields this project adds to a hyperopt trial document."""
+               source: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+    """The plain-JSON fields this project adds to a hyperopt trial document (``timeout``: the
+    study's trial_timeout, seconds of training)."""
     if priority is None:
         priority = 0 if kind == JobKind.TRIAL else 1
     return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
             "priority": priority, "retries": 0, "previous_owners": [], "heartbeat": 0,
             "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
             "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
-            "bracket": bracket, "promotions": 0, "source": source}
+            "bracket": bracket, "promotions": 0, "source": source, "timeout": timeout,
+            "failures": {}}
 
 
 def new_job_doc(exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
@@ -142,6 +176,7 @@ class Job:
     limit: int | None = None  # ASHA: train up to this rung epoch, then pause
     rungs: list[int] | None = None  # ASHA: the rung epochs whose scores the result records
     source: str | None = None  # a test job: the id of the retrain job whose checkpoint it tests
+    timeout: float | None = None  # the study's trial_timeout: seconds of training at most
 
     @property
     def pauses(self) -> bool:
@@ -154,7 +189,8 @@ class Job:
                    epochs=int(doc["epochs"]), owner=doc["owner"], attempt=int(doc["attempt"]),
                    pruning=doc.get("pruning"), snapshot=doc.get("snapshot"),
                    snapshot_epoch=int(doc.get("snapshot_epoch") or 0), limit=doc.get("limit"),
-                   rungs=doc.get("rungs"), source=doc.get("source"))
+                   rungs=doc.get("rungs"), source=doc.get("source"),
+                   timeout=doc.get("timeout"))
 
 
 class JobQueue:
@@ -278,6 +314,24 @@ class JobQueue:
         errors by), ``where`` the last frames it came from."""
         return self._end(job, errored_fields(reason, where))
 
+    def infeasible(self, job: Job, result: dict[str, Any], reason: str,
+                   where: str | None = None) -> bool:
+        """The model raised for this trial's parameters: done with outcome infeasible and the
+        exception's message (never retried; TPE sees it as the worst observation)."""
+        return self._end(job, {**finished_fields(result, Outcome.INFEASIBLE.value, None),
+                               "error": reason, "error_at": where})
+
+    def retry(self, job: Job, kind: str, reason: str) -> str | None:
+        """An infrastructure failure of our running job (the trainer stalled, crashed, ran out
+        of memory): requeue it with a retry spent, as the stale sweep does for a lost worker
+        (see :func:`requeue_update`). None when the job is no longer ours."""
+        doc = self._col.find_one(self._mine(job), {"retries": 1, "previous_owners": 1,
+                                                   "stop": 1, "owner": 1})
+        if doc is None:
+            return None
+        update, outcome = requeue_update(doc, kind, reason, self.max_retries, self.clock.now())
+        return outcome if self._col.update_one(self._mine(job), update).matched_count else None
+
     def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
         return self._end(job, cancelled_fields(result))
 
@@ -356,20 +410,8 @@ class JobQueue:
         "cancelled", "error", or None when something else changed it first (race-safe)."""
         observed = {"_id": doc["_id"], "state": int(JobState.RUNNING), "attempt": doc["attempt"],
                     "heartbeat": doc.get("heartbeat", 0)}
-        history = list(doc.get("previous_owners") or []) + [doc["owner"]]
-        retries = int(doc.get("retries", 0))
-        update: dict[str, Any]
-        if doc.get("stop") == "cancel":  # its study was cancelled: do not run it again
-            update, outcome = {**cancelled_fields(), "previous_owners": history}, "cancelled"
-        elif retries < self.max_retries:
-            update = {"state": int(JobState.NEW), "owner": None, "book_time": None,
-                      "retries": retries + 1, "previous_owners": history,
-                      "last_requeue_reason": reason}
-            outcome = "requeued"
-        else:
-            why = f"retries exhausted ({retries} of {self.max_retries}): {reason}"
-            update, outcome = {**errored_fields(why), "previous_owners": history}, "error"
-        res = self._col.update_one(observed, {"$set": {**update, "updated": self.clock.now()}})
+        update, outcome = requeue_update(doc, "lost", reason, self.max_retries, self.clock.now())
+        res = self._col.update_one(observed, update)
         return outcome if res.matched_count == 1 else None
 
     # -- the study's side -----------------------------------------------------------------------------

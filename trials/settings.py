@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(
         None, description="an id /healthz reports, so a launcher knows it reached its own API")
     driver_poll: float = Field(0.5, gt=0, description="seconds between study-driver passes")
+    stall_timeout: float = Field(
+        300.0, gt=0, description="a trial whose trainer makes no progress for this many seconds "
+        "(or 20 × its mean step time, if longer) is killed and retried (reason stalled)")
     snapshot_seconds: float = Field(
         60.0, ge=0, description="a running trial saves its training state this often (resume)")
 

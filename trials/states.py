@@ -5,6 +5,15 @@ training ended is its ``outcome``. Pruned, diverged and stopped-at-rung trials a
 ``result.status == "ok"`` and ``loss = -best validation accuracy reached`` so that TPE learns
 from them (a diverged trial usually scores near chance and teaches TPE to avoid its region).
 
+**Failure classes** (:class:`FailureClass`). *Infrastructure*: the run was lost through no fault
+of its parameters (its worker or host vanished: ``lost``; its trainer made no progress:
+``stalled``; the trainer died: ``crashed``; out of memory: ``oom``; a CUDA fault: ``cuda``). The
+job is requeued with a retry spent and resumes from its snapshot; counted per kind in the job's
+``failures``. *Configuration*: the parameters themselves failed. ``diverged`` (NaN/inf or
+exploding loss; TPE sees the best accuracy it reached, usually chance), ``infeasible`` (the model
+raised for these parameters; TPE sees loss 0, no accuracy, the worst there is) and ``timeout``
+(trained past the study's ``trial_timeout``; TPE sees what it reached). Never retried.
+
 "Finished" has one meaning here: a search trial in a state that counts toward the study's
 ``n_trials`` (:data:`FINISHED`: done or error). Cancelled jobs are terminal but do not count.
 """
@@ -13,7 +22,8 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["JobState", "Outcome", "JobKind", "StudyState", "FINISHED", "TERMINAL"]
+__all__ = ["JobState", "Outcome", "JobKind", "StudyState", "FailureClass", "FINISHED", "TERMINAL",
+           "CONFIGURATION_OUTCOMES", "INFRASTRUCTURE_KINDS"]
 
 
 class JobState(IntEnum):
@@ -46,8 +56,21 @@ class Outcome(StrEnum):
     PAUSED = "paused"  # ASHA: waiting at a rung to be promoted (state done for now)
     STOPPED_AT_RUNG = "stopped_at_rung"  # ASHA: paused at a rung and never promoted
     DIVERGED = "diverged"  # NaN/inf or exploding loss
+    INFEASIBLE = "infeasible"  # the model raised for these parameters (never retried)
+    TIMEOUT = "timeout"  # trained past the study's trial_timeout
     ERROR = "error"  # an exception in training, or retries exhausted
     CANCELLED = "cancelled"  # its study was cancelled
+
+
+class FailureClass(StrEnum):
+    INFRASTRUCTURE = "infrastructure"  # retried from the snapshot
+    CONFIGURATION = "configuration"  # the parameters failed: never retried
+
+
+#: Outcomes that are configuration failures (state done: TPE learns from them).
+CONFIGURATION_OUTCOMES = frozenset({Outcome.DIVERGED, Outcome.INFEASIBLE, Outcome.TIMEOUT})
+#: The kinds of infrastructure failure a job's ``failures`` counts.
+INFRASTRUCTURE_KINDS = ("lost", "stalled", "crashed", "oom", "cuda")
 
 
 class JobKind(StrEnum):

@@ -142,6 +142,7 @@ def worker_command(
     worker = Worker(store, device=device, max_jobs=max_jobs, burst=burst, study=study, poll=poll,
                     db_timeout=settings.connect_timeout, db_url=settings.mongo_url,
                     snapshot_every=settings.snapshot_seconds,
-                    slots_per_gpu=slots_per_gpu or settings.gpu_slots)
+                    slots_per_gpu=slots_per_gpu or settings.gpu_slots,
+                    stall_timeout=settings.stall_timeout)
     worker.install_signal_handlers()
     worker.run()

@@ -155,13 +155,15 @@ def train(
     resume: bytes | None = None,
     on_snapshot: Callable[[bytes, int], None] | None = None,
     snapshot_every: float = 60.0,
+    on_step: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train ``params`` for ``epochs`` epochs; see the module docstring.
 
     ``on_snapshot(bytes, epoch)`` receives the whole training state (weights, optimizer, RNGs, curve,
     best weights) after an epoch when ``snapshot_every`` seconds have passed since the last one,
     and when ``should_stop`` ends the run; ``resume=`` those bytes continues from that epoch
-    exactly as if the run had not been interrupted (same curve on CPU).
+    exactly as if the run had not been interrupted (same curve on CPU). ``on_step()`` is called
+    after every optimizer step and every validation pass (the trainer's progress counter).
     """
     if epochs < 1:
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
@@ -210,11 +212,15 @@ def train(
             if p["clip_norm"] > 0:  # after backward, before the step
                 nn.utils.clip_grad_norm_(model.parameters(), p["clip_norm"])
             opt.step()
+            if on_step is not None:
+                on_step()
             loss_sum += value * len(idx)
             seen += len(idx)
         if result.status == "diverged":
             break
         val_loss, val_acc = evaluate(model, splits.val)
+        if on_step is not None:
+            on_step()
         if not math.isfinite(val_loss):
             result.status, result.reason = "diverged", f"validation loss {val_loss} at epoch {epoch}"
             break

@@ -4,11 +4,15 @@
 
 1. **resume**: load the job's snapshot (if a requeued or released job has one) and claim the
    curve for this reservation, keeping the points the snapshot covers;
-2. **train** (workers/train.py, where an epoch is handled) with a heartbeat thread; after every
-   epoch write the point, and stop when the worker is signalled, the job is lost or cancelled,
-   or the pruner says so; every ``SRU_HPO_SNAPSHOT_SECONDS`` save the training state;
-3. **report**: finish (ok / pruned / diverged, with the retrain's checkpoint), cancel, release
-   back to the queue, or drop everything when the job is no longer ours.
+2. **train** in the worker's trainer child (workers/trainer.py; workers/train.py is where an
+   epoch is handled) with a heartbeat thread here; after every epoch write the point, and stop
+   when the worker is signalled, the job is lost or cancelled, or the pruner says so; every
+   ``SRU_HPO_SNAPSHOT_SECONDS`` save the training state. The trainer's watchdog ends a run that
+   makes no progress (``stalled``) or trains past the study's ``trial_timeout``;
+3. **report**: finish (ok / pruned / diverged / timeout, with the retrain's checkpoint), cancel,
+   release back to the queue, drop everything when the job is no longer ours; an infrastructure
+   failure (stalled, crashed trainer, out of memory, CUDA fault) is requeued with a retry spent,
+   an exception the model raised for these parameters ends the trial ``infeasible``.
 
 Every write is conditional on the job still being this reservation's (trials/jobs.py), so a
 worker that stalled and lost its job writes nothing when it wakes up.
@@ -16,22 +20,19 @@ worker that stalled and lost its job writes nothing when it wakes up.
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trials.connection import DatabaseUnavailable
 from trials.jobs import Job
 from trials.pruning import make_pruner
 from trials.scheduling import rung_scores
 from trials.states import JobKind, Outcome
-from workers.train import TrainResult, evaluate, get_data, load_checkpoint, train
+from workers.trainer import Ending, Watchdog
 
 if TYPE_CHECKING:
     from workers.worker import Worker
@@ -91,6 +92,7 @@ class TrialRun:
         self.curve: list[dict[str, Any]] = []  # this trial's points so far (for the pruner)
         self.why: str | None = None  # why training stopped early: signal|lost|cancel|pruned|...
         self.hb: Heartbeat | None = None
+        self.watchdog: Watchdog | None = None  # the trainer's progress, while a run is on
 
     def db(self, fn, what: str):  # noqa: ANN001, ANN201 - the worker's retrying wrapper
         return self.worker.db(fn, what)
@@ -147,8 +149,11 @@ class TrialRun:
     def _beat(self) -> None:  # in the heartbeat thread: stay listed as live, keep the GPU lease
         w = self.worker
         epoch = self.curve[-1]["epoch"] if self.curve else 0
+        wd = self.watchdog
+        progress = {"steps": wd.steps, "idle_seconds": round(wd.idle, 1),
+                    "stall_after": round(wd.stall_after)} if wd is not None else {}
         self.store.workers.touch(w.owner, {"exp_key": self.job.exp_key, "tid": self.job.tid,
-                                           "kind": self.job.kind, "epoch": epoch})
+                                           "kind": self.job.kind, "epoch": epoch, **progress})
         self.store.leases.refresh(w.owner)
 
     # -- the whole run ------------------------------------------------------------------------------
@@ -175,53 +180,102 @@ class TrialRun:
         with tempfile.TemporaryDirectory(prefix="sru-hpo-ckpt-") as tmp:
             # the retrain's best weights go to a file (train's checkpoint_path), then to GridFS
             ckpt = Path(tmp) / "best.pt" if job.kind == JobKind.RETRAIN else None
-            try:
-                result = train(
-                    job.params, epochs=job.epochs, device=self.worker.device,
-                    checkpoint_path=ckpt, on_epoch=self.on_epoch, should_stop=self.should_stop,
-                    resume=resume, on_snapshot=self.on_snapshot,
-                    snapshot_every=self.worker.snapshot_every)
-            except DatabaseUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bad trial must not kill the worker
-                self._report_exception(exc)
-                return
-            self._report(result, ckpt)
+            ending = self._in_trainer(("train", {
+                "params": job.params, "epochs": job.epochs, "resume": resume,
+                "checkpoint": str(ckpt) if ckpt is not None else None,
+                "snapshot_every": self.worker.snapshot_every}))
+            if ending.how == "done":
+                self._report(ending.result, ckpt)
+            elif ending.how == "raised" and ending.failure is None:
+                self._infeasible(ending)
+            else:
+                self._after_failure(ending)
+
+    def _in_trainer(self, request: tuple) -> Ending:
+        """Run ``request`` in the worker's trainer child under a fresh watchdog (a trial's
+        timeout counts the seconds it trained in earlier segments too)."""
+        timeout = self.job.timeout if self.job.kind == JobKind.TRIAL else None
+        self.watchdog = Watchdog(self.worker.stall_timeout, timeout,
+                                 trained=sum(float(p.get("seconds", 0.0)) for p in self.curve))
+        return self.worker.trainer.run(request, self._on_message, self.watchdog)
+
+    def _on_message(self, msg: tuple) -> bool | None:
+        """The trainer's epoch, snapshot and ask messages (workers/trainer.py)."""
+        if msg[0] == "epoch":
+            self.on_epoch(msg[1])
+        elif msg[0] == "snapshot":
+            self.on_snapshot(msg[1], msg[2])
+        elif msg[0] == "ask":
+            return self.should_stop()
+        return None
 
     # -- 3. report ----------------------------------------------------------------------------------
-    def _report_exception(self, exc: BaseException) -> None:
-        summary = "".join(traceback.format_exception_only(exc)).strip()
-        tb = traceback.extract_tb(exc.__traceback__)[-3:]
-        where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in tb)
-        log.error("job %s failed: %s (at %s)", self.job.id, summary, where)
-        self.db(lambda: self.store.jobs.fail(self.job, summary, where), "fail")
+    def _after_failure(self, ending: Ending) -> None:
+        """The trainer failed through no fault of the parameters (or a timeout ended a trial):
+        an infrastructure failure is retried (trials/states.py), a timeout is a result."""
+        job = self.job
+        if ending.how == "timeout":
+            self._finish(self._reached(), Outcome.TIMEOUT, None)
+            return
+        kind = {"stalled": "stalled", "died": "crashed"}.get(ending.how) or ending.failure
+        reason = ending.reason + (f" (at {ending.where})" if ending.where else "")
+        outcome = self.db(lambda: self.store.jobs.retry(job, str(kind), reason), "retry")
+        log.error("job %s: %s: %s; %s", job.id, kind, reason, outcome or "no longer ours")
+        if outcome is not None:
+            self.db(self.store.studies.nudge, "nudge")
+
+    def _infeasible(self, ending: Ending) -> None:
+        """The model raised for these parameters: a trial ends infeasible (never retried; TPE
+        sees the worst loss); a retrain or test job ends as error."""
+        job = self.job
+        log.error("job %s failed: %s (at %s)", job.id, ending.reason, ending.where)
+        if job.kind == JobKind.TRIAL:
+            self.db(lambda: self.store.jobs.infeasible(job, self._reached(), ending.reason,
+                                                       ending.where), "infeasible")
+            self.db(self.store.studies.nudge, "nudge")
+        else:
+            self.db(lambda: self.store.jobs.fail(job, ending.reason, ending.where), "fail")
+
+    def _reached(self) -> dict[str, Any]:
+        """The result of a run that ended without the trainer's own report: what its curve
+        reached."""
+        best = max(self.curve, key=lambda p: p["val_acc"], default=None)
+        payload: dict[str, Any] = {
+            "best_val_acc": best["val_acc"] if best else 0.0, "best_epoch": best["epoch"] if best
+            else 0, "epochs_run": self.curve[-1]["epoch"] if self.curve else 0,
+            "seconds": sum(float(p.get("seconds", 0.0)) for p in self.curve),
+            "device": self.worker.label, "seed": self.job.params.get("seed")}
+        if self.job.rungs:
+            payload["rung_scores"] = rung_scores(self.curve, [*self.job.rungs, self.job.epochs])
+        return payload
 
     def _test(self) -> None:
         """The one evaluation on the test set: the chosen retrain's checkpoint, loaded as
-        tensors only."""
+        tensors only, in the trainer."""
         job = self.job
         source = self.db(lambda: self.store.jobs.by_id(job.source or ""), "test source")
         data = self.db(lambda: self.store.jobs.load_checkpoint(source), "checkpoint") \
             if source else None
-        try:
-            if data is None:
-                raise FileNotFoundError(f"the checkpoint of {job.source} is gone")
-            model, payload = load_checkpoint(io.BytesIO(data), self.worker.device)
-            test_loss, test_acc = evaluate(model, get_data(job.params["dataset"],
-                                                           self.worker.device).test)
-        except Exception as exc:  # noqa: BLE001 - reported on the job, the worker goes on
-            self._report_exception(exc)
+        if data is None:
+            self.db(lambda: self.store.jobs.fail(job, f"the checkpoint of {job.source} is gone"),
+                    "fail")
             return
-        result = {"test_acc": test_acc, "test_loss": test_loss, "best_val_acc": payload["val_acc"],
-                  "best_epoch": payload["epoch"], "epochs_run": 0, "device": self.worker.label}
+        ending = self._in_trainer(("test", {"checkpoint": data,
+                                            "dataset": job.params["dataset"]}))
+        if ending.how == "raised" and ending.failure is None:
+            self._infeasible(ending)
+            return
+        if ending.how != "done":
+            self._after_failure(ending)
+            return
+        result = {**ending.result, "device": self.worker.label}
         if self.db(lambda: self.store.jobs.finish(job, result, Outcome.OK.value), "finish"):
             self.db(self.store.studies.nudge, "nudge")
-            log.info("job %s: test accuracy %.4f of %s", job.id, test_acc, job.source)
+            log.info("job %s: test accuracy %.4f of %s", job.id, result["test_acc"], job.source)
 
-    def _report(self, result: TrainResult, ckpt: Path | None) -> None:
+    def _report(self, result: dict[str, Any], ckpt: Path | None) -> None:
         job, why = self.job, self.why
-        payload = {k: v for k, v in result.to_dict().items() if k != "curve"}
-        payload["device"] = self.worker.label
+        payload = {**result, "device": self.worker.label}
         if job.rungs:  # ASHA: the score at every rung reached, and at the top
             payload["rung_scores"] = rung_scores(self.curve, [*job.rungs, job.epochs])
         if why == "rung":
@@ -239,11 +293,14 @@ class TrialRun:
             reason = f"heartbeat thread failed: {self.hb.failed!r}" if self.hb else "heartbeat"
             self.db(lambda: self.store.jobs.fail(job, reason), "fail")
         else:  # finished: ok or diverged as train() says; "stopped" here can only be the pruner
-            outcome = Outcome.PRUNED if why == "pruned" else Outcome(result.status)
-            data = ckpt.read_bytes() if ckpt is not None and ckpt.exists() else None
-            if data is not None:
-                payload["checkpoint_bytes"] = len(data)
-            if self.db(lambda: self.store.jobs.finish(job, payload, outcome.value, data),
-                       "finish"):
-                self.db(self.store.studies.nudge, "nudge")
-                log.info("job %s %s: best val_acc %.4f", job.id, outcome, result.best_val_acc)
+            outcome = Outcome.PRUNED if why == "pruned" else Outcome(result["status"])
+            self._finish(payload, outcome, ckpt)
+
+    def _finish(self, payload: dict[str, Any], outcome: Outcome, ckpt: Path | None) -> None:
+        job = self.job
+        data = ckpt.read_bytes() if ckpt is not None and ckpt.exists() else None
+        if data is not None:
+            payload["checkpoint_bytes"] = len(data)
+        if self.db(lambda: self.store.jobs.finish(job, payload, outcome.value, data), "finish"):
+            self.db(self.store.studies.nudge, "nudge")
+            log.info("job %s %s: best val_acc %.4f", job.id, outcome, payload["best_val_acc"])

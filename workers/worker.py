@@ -1,5 +1,9 @@
 """The worker process: one flat loop — reserve a job, run it (workers/trial.py), repeat.
 
+The worker holds the job (reservation, heartbeat, every database call); the training itself
+runs in its trainer child (workers/trainer.py), started at the first job and reused, so a hung,
+crashed or out-of-memory trial ends only its job, never the worker.
+
 ``sru-hpo worker [--device cuda:0|cpu|auto] [--slots-per-gpu N] [--max-jobs N] [--burst]
 [--study ID] [--poll S]``
 
@@ -33,6 +37,7 @@ from trials.requeue import StaleJobSweeper
 from trials.store import Store
 from workers.gpu import claim_device, configure_process
 from workers.train import pick_device
+from workers.trainer import Trainer
 from workers.trial import TrialRun
 
 __all__ = ["Worker"]
@@ -46,7 +51,7 @@ class Worker:
     def __init__(self, store: Store, *, device: str = "auto", max_jobs: int | None = None,
                  burst: bool = False, study: str | None = None, poll: float = 0.5,
                  db_timeout: float = 30.0, db_url: str = "", snapshot_every: float = 60.0,
-                 slots_per_gpu: int = 1) -> None:
+                 slots_per_gpu: int = 1, stall_timeout: float = 300.0) -> None:
         self.store = store
         self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
         self.db_timeout, self.db_url = db_timeout, db_url
@@ -61,6 +66,8 @@ class Worker:
             self.device = pick_device(device)
             self.owner = make_owner(str(self.device))
         configure_process(self.device)
+        self.stall_timeout = stall_timeout
+        self.trainer = Trainer(str(self.device))  # the child that trains (workers/trainer.py)
         self.sweeper = StaleJobSweeper(store.jobs)
         self.stop_requested = False
         self.jobs_done = 0
@@ -137,6 +144,7 @@ class Worker:
         self.db(lambda: self.store.workers.remove_stale(), "workers")
 
     def _leave(self) -> None:
+        self.trainer.close()
         try:
             self.store.workers.unregister(self.owner)
             self.store.leases.release(self.owner)

@@ -201,3 +201,31 @@ def test_summary_reports_rung_fidelity_and_advice(store, db):
     first = s["fidelity"][0]
     assert first["epoch"] == 1 and first["pairs"] >= 8 and first["spearman"] < -0.9
     assert s["advice"] and "raise scheduler.min_epochs" in s["advice"][0]
+
+
+def test_an_infeasible_trial_is_seen_by_tpe_as_the_worst_and_is_never_the_best(store, db):
+    """The model raised for a trial's parameters: TPE sees it with the worst observed loss
+    (never as pending, never left out), and neither the summary nor the retrain picks it."""
+    sid = make_study(store, space=DISCRETE, parallelism=1, queue_ahead=0, n_trials=7)
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    bad = store.jobs.reserve("w:1", token="bad", exp_key=sid)
+    assert store.jobs.infeasible(bad, {"best_val_acc": 0.99, "epochs_run": 1},
+                                 "RuntimeError: shapes do not match", "sru.py:1 in forward")
+    for _ in range(6):
+        d.step()
+        work(store, sid)
+    d.step()
+    d.cache.refresh()
+    docs = d.cache.of_kind(JobKind.TRIAL)
+    view = Suggester(store.studies.get(sid), d.cache).model_view(docs)
+    assert view is not None
+    losses = {v["tid"]: v["result"]["loss"] for v in view}
+    assert losses[bad.tid] == max(losses.values()) and losses[bad.tid] < 0  # finite, the worst
+    summary = store.studies.get(sid)["summary"]
+    assert summary["best"]["tid"] != bad.tid and summary["counts"]["infeasible"] == 1
+    assert summary["failures"]["configuration"] == 1
+    assert summary["failures"]["by_kind"] == {"infeasible": 1}
+    assert summary["error_groups"][0]["tids"] == [bad.tid]
+    retrained = db.jobs.find_one({"exp_key": sid, "kind": "retrain"})
+    assert retrained is not None and retrained["source"] not in (None, bad.id)

@@ -140,16 +140,21 @@ def test_sigterm_puts_the_job_back_at_once(store, db, spawn, mongo_url, db_name)
     assert db.workers.count_documents({}) == 0
 
 
-def test_training_exception_marks_error_and_the_worker_goes_on(store, db, spawn, mongo_url,
-                                                                db_name):
+def test_a_configuration_error_ends_the_trial_infeasible_and_the_worker_goes_on(
+        store, db, spawn, mongo_url, db_name):
+    """The model raised for these parameters: infeasible (a configuration failure), never
+    retried, TPE's worst loss; the next job runs in the same trainer."""
     bad = enqueue(store, params={**TINY, "phi_size": -4}, epochs=1)
     good = enqueue(store, params=TINY, epochs=1)
     w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
     assert w.wait(180) == 0, read_log(w)
     d = doc(db, bad)
-    assert d["state"] == JobState.ERROR and "ParamError: phi_size" in d["error"]
-    assert d["result"]["status"] == "fail" and "params.py" in d["error_at"]
+    assert d["state"] == JobState.DONE and d["outcome"] == "infeasible"
+    assert "ParamError: phi_size" in d["error"] and "params.py" in d["error_at"]
+    assert d["failure_class"] == "configuration" and d["retries"] == 0 and d["attempt"] == 1
+    assert d["result"]["loss"] == 0.0 and d["score"] is None
     assert doc(db, good)["state"] == JobState.DONE
+    assert read_log(w).count("trainer ") == 1  # "trainer N started": one child for both jobs
 
 
 def test_cancel_stops_a_running_job_after_its_epoch(store, db, spawn, mongo_url, db_name):
