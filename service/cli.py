@@ -344,7 +344,13 @@ def _status_one(s: dict[str, Any]) -> None:
     of = f"/{s['n_trials']}" if s.get("n_trials") else ""
     console.print(f"trials: {c['finished']}{of} finished (done {c['done']}, "
                   f"error {c['error']}), running {c['running']}, new {c['new']}, pruned "
-                  f"{c['pruned']}, diverged {c['diverged']}, cancelled {c['cancelled']}")
+                  f"{c['pruned']}, diverged {c['diverged']}, infeasible {c.get('infeasible', 0)}, "
+                  f"timeout {c.get('timeout', 0)}, cancelled {c['cancelled']}")
+    f = s.get("failures") or {}
+    if f.get("infrastructure") or f.get("configuration"):
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted((f.get("by_kind") or {}).items()))
+        console.print(f"failures: infrastructure {f['infrastructure']} (retried), configuration "
+                      f"{f['configuration']} (never retried): {kinds}")
     if c.get("paused") or c.get("stopped_at_rung") or s.get("promotions"):
         console.print(f"rungs: paused {c.get('paused', 0)}, stopped at a rung "
                       f"{c.get('stopped_at_rung', 0)}, promotions {s.get('promotions', 0)}")
@@ -361,8 +367,11 @@ def _status_one(s: dict[str, Any]) -> None:
     for a in s.get("advice") or []:
         console.print(f"[yellow]advice: {a}")
     if best:
+        memory = (f", peak memory {best['peak_rss_mb']:.0f} MiB"
+                  if best.get("peak_rss_mb") is not None else "") + (
+            f" (GPU {best['peak_gpu_mb']:.0f} MiB)" if best.get("peak_gpu_mb") is not None else "")
         console.print(f"best: trial {best['tid']} val_acc {best['best_val_acc']:.4f} at epoch "
-                      f"{best['best_epoch']}")
+                      f"{best['best_epoch']}{memory}")
         console.print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items())
                                        if k not in ("model", "dataset", "seed")))
     console.print(f"retrain: {s['retrain_state']}" + (

@@ -179,7 +179,8 @@ async function viewStudy(sid) {
       `${study.algorithm} · scheduler ${study.scheduler.rule} · ${Math.round(study.elapsed)} s`),
     el("p", {}, `finished ${c.finished}${study.n_trials ? " / " + study.n_trials : ""} · ` +
       `running ${c.running} · new ${c.new} · ` +
-      `pruned ${c.pruned} · diverged ${c.diverged} · error ${c.error} · paused ${c.paused} · ` +
+      `pruned ${c.pruned} · diverged ${c.diverged} · infeasible ${c.infeasible} · ` +
+      `timeout ${c.timeout} · error ${c.error} · paused ${c.paused} · ` +
       `stopped at rung ${c.stopped_at_rung} · ${study.epochs_spent} epochs spent, ` +
       `${study.epochs_saved} saved · ${study.promotions} promotions`),
     budgetBar(study), fidelityBox(study), failureBox(study));
@@ -227,10 +228,19 @@ function fidelityBox(study) {
     (study.advice || []).map((a) => el("p", { class: "advice" }, a)));
 }
 
+function failureLine(f) {
+  if (!f || (!f.infrastructure && !f.configuration)) return null;
+  const kinds = Object.entries(f.by_kind || {}).map(([k, n]) => `${k} ${n}`).join(", ");
+  return el("div", { id: "failure-classes" },
+    `failures: infrastructure ${f.infrastructure} (retried), configuration ` +
+    `${f.configuration} (never retried)` + (kinds ? ` · ${kinds}` : ""));
+}
+
 function failureBox(study) {
-  if (!study.error && !study.error_groups.length) return null;
+  const classes = failureLine(study.failures);
+  if (!study.error && !study.error_groups.length && !classes) return null;
   return el("div", { class: "error-box", id: "study-error" },
-    study.error ? el("div", {}, el("b", {}, "why it failed: "), study.error) : null,
+    study.error ? el("div", {}, el("b", {}, "why it failed: "), study.error) : null, classes,
     study.error_groups.length ? el("div", {}, "errors by message:") : null,
     study.error_groups.map((g) => el("div", {}, `${g.count} trial(s), e.g. ${g.tids.join(", ")}: ${g.error}`)));
 }
@@ -476,6 +486,16 @@ async function viewCompare() {
 }
 
 // -- workers ------------------------------------------------------------------------------------
+const STUCK_SECONDS = 60; // a trainer this long without a step is shown as stuck
+
+function progressCell(w) {
+  const j = w.job;
+  if (!j || j.steps === undefined) return "–";
+  const stuck = j.idle_seconds >= STUCK_SECONDS;
+  return el("span", { class: stuck ? "stuck" : "" }, `${j.steps} steps, last ${Math.round(j.idle_seconds)} s ago` +
+    (stuck ? ` · stuck (killed and retried at ${j.stall_after} s)` : ""));
+}
+
 async function viewWorkers() {
   const ws = await api("/workers");
   const now = Date.now() / 1000;
@@ -484,6 +504,7 @@ async function viewWorkers() {
     { key: "job", label: "study / trial / epoch", render: (w) => (w.job
       ? el("span", {}, link(`/?study=${w.job.exp_key}`, w.job.exp_key), ` / ${w.job.tid} (${w.job.kind}) / ${w.job.epoch ?? "–"}`)
       : "idle") },
+    { key: "progress", label: "training progress", render: progressCell },
     { key: "jobs_done", label: "jobs done", num: true },
     { key: "last_seen", label: "last heartbeat", num: true,
       render: (w) => `${Math.max(0, Math.round(now - w.last_seen))} s ago` }],
