@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("train")(train_command)
 app.command("worker")(worker_command)
 console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
 
 ApiOpt = Annotated[str | None, typer.Option("--api", envvar="SRU_HPO_API_URL",
                                             help="API base URL [default: http://127.0.0.1:8000]")]
@@ -62,7 +66,8 @@ def _call(fn, *args: Any) -> Any:  # noqa: ANN001
                 console.print(f"  [red]{line}")
         else:
             console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) else 1) from None
+        raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) or 300 <= exc.status < 400
+                         else 1) from None
 
 
 def _field_errors(errors: list[dict[str, Any]]) -> list[str]:
@@ -88,9 +93,30 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _usage_error(param: str, message: str) -> NoReturn:
+    """Bad input on the command line: one line naming the argument or flag, exit 2."""
+    err_console.print(f"[red]error:[/red] {param}: {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+STUDY_ID = re.compile(r"[0-9A-Za-z]{1,64}")  # ids are 12 hex digits; any prefix of one works
+
+
 def _sid(client, study_id: str) -> str:  # noqa: ANN001
-    """The whole id for a unique prefix (status prints whole ids; any prefix works)."""
+    """The whole id for a unique prefix (status prints whole ids; any prefix works). Anything
+    that is not letters and digits is refused here, before it becomes part of a URL path."""
+    if not STUDY_ID.fullmatch(study_id):
+        _usage_error("STUDY_ID", f"{study_id!r} is not a study id (letters and digits, as "
+                     "`sru-hpo status` lists them)")
     return _call(client.resolve, study_id)
+
+
+def _writing(param: str, path: Path, write: Callable[[], T]) -> T:
+    """``write()``, with a path that can not be written reported as one line naming ``param``."""
+    try:
+        return write()
+    except OSError as exc:
+        _usage_error(param, f"can not write {path}: {exc.strerror or exc}")
 
 
 # -- servers ----------------------------------------------------------------------------------------
@@ -302,9 +328,21 @@ def submit(
     try:
         body = yaml.safe_load(study_file.read_text())
     except yaml.YAMLError as exc:
-        raise typer.BadParameter(f"not valid YAML/JSON: {exc}", param_hint="STUDY_FILE") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        _usage_error("STUDY_FILE", f"not valid YAML/JSON{where}: {problem}")
+    except (OSError, UnicodeDecodeError) as exc:
+        _usage_error("STUDY_FILE", f"can not read {study_file}: {exc}")
     if not isinstance(body, dict):
-        raise typer.BadParameter("must hold a mapping (the study)", param_hint="STUDY_FILE")
+        _usage_error("STUDY_FILE", "must hold a mapping (the study)")
+    try:
+        json.dumps(body, allow_nan=False)
+    except ValueError:
+        _usage_error("STUDY_FILE", "holds NaN or infinity (.nan/.inf), which a study can not "
+                     "carry; write a number")
+    except TypeError as exc:
+        _usage_error("STUDY_FILE", f"holds a value JSON can not carry: {exc}")
     study = _call(_client(api, token).submit, body)
     console.print(f"study {study['id']} ({study['name']}) {study['state']}")
 
@@ -409,6 +447,8 @@ def curves(study_id: str,
            png: Annotated[Path | None, typer.Option(help="write a plot of every curve here")] = None,
            api: ApiOpt = None, token: TokenOpt = None) -> None:
     """Learning curves of every trial (and the retrain)."""
+    if png is not None and not png.parent.is_dir():
+        _usage_error("--png", f"can not write {png}: {png.parent} is not a folder")
     client = _client(api, token)
     sid = _sid(client, study_id)
     data = _call(client.curves, sid)
@@ -424,7 +464,8 @@ def curves(study_id: str,
         from service.report import plot_curves
 
         study = _call(client.study, sid)
-        plot_curves(data, png, f"study {sid}", study["best"]["tid"] if study["best"] else None)
+        best_tid = study["best"]["tid"] if study["best"] else None
+        _writing("--png", png, lambda: plot_curves(data, png, f"study {sid}", best_tid))
         console.print(f"plot written to {png}")
 
 
@@ -437,7 +478,8 @@ def report(study_id: str,
     from service.report import write_report
 
     client = _client(api, token)
-    files = _call(write_report, client, _sid(client, study_id), out)
+    sid = _sid(client, study_id)
+    files = _writing("--out", out, lambda: _call(write_report, client, sid, out))
     for f in files:
         console.print(f"wrote {f}")
 

@@ -28,6 +28,9 @@ class ApiClient:
             r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.url}: {exc}") from exc
+        if 300 <= r.status_code < 400:  # no route redirects: the path was not a study's
+            raise ApiError(r.status_code, f"{path} is not an API route (redirected to "
+                                          f"{r.headers.get('location')})")
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail")

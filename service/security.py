@@ -16,6 +16,7 @@ Origin and Content-Type, hence this small middleware.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -32,12 +33,18 @@ WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 OPEN_PATHS = ("/healthz",)
 
 
-def _host_only(value: str) -> str:
-    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``[::1]``."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value.split("]", 1)[0] + "]"
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+_HOST = re.compile(r"(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_host(value: str) -> tuple[str, int | None] | None:
+    """A plain ``host[:port]`` (a name, an IPv4 address or a bracketed IPv6 one) as (host,
+    port); None for anything else (``[::1]evil.example``, a user part, a path, two ports)."""
+    m = _HOST.fullmatch(value.strip().lower())
+    if m is None or (m["port"] is not None and not 0 < int(m["port"]) < 65536):
+        return None
+    return m["name"], int(m["port"]) if m["port"] is not None else None
 
 
 class RequestGuard:
@@ -50,22 +57,36 @@ class RequestGuard:
         self.hosts = names | {settings.host.lower()}
 
     def _allowed(self, host: str) -> bool:
-        return self.any_host or _host_only(host) in self.hosts
+        parsed = parse_host(host)
+        return parsed is not None and (self.any_host or parsed[0] in self.hosts)
+
+    def _same_port(self, origin: str, host: str) -> bool:
+        """The Origin names the port this request reached (a page served on another local port
+        is another origin): the Host's port, or the scheme's default when it has none."""
+        url, reached = urlsplit(origin), parse_host(host)
+        try:
+            port = url.port or DEFAULT_PORTS.get(url.scheme)
+        except ValueError:
+            return False
+        return reached is not None and port == (reached[1] or DEFAULT_PORTS.get(url.scheme))
 
     def _refusal(self, scope: Scope) -> tuple[int, str] | None:
         if scope["path"] in OPEN_PATHS:
             return None
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        if not self._allowed(headers.get("host", "")):
-            return 403, (f"Host {headers.get('host', '')!r} is not allowed; add it to "
-                         "SRU_HPO_ALLOWED_HOSTS")
+        host = headers.get("host", "")
+        if not self._allowed(host):
+            return 403, (f"Host {host!r} is not allowed; it must be a plain host[:port] named "
+                         "in SRU_HPO_ALLOWED_HOSTS")
         if scope["method"] not in WRITE_METHODS:
             return None
         origin = headers.get("origin")
-        if origin and origin != "null" and not self._allowed(urlsplit(origin).netloc):
-            return 403, f"Origin {origin!r} is not allowed; add its host to SRU_HPO_ALLOWED_HOSTS"
         if origin == "null":
             return 403, "Origin 'null' is not allowed"
+        if origin and not self.any_host and not (
+                self._allowed(urlsplit(origin).netloc) and self._same_port(origin, host)):
+            return 403, (f"Origin {origin!r} is not allowed: it must be this server's own "
+                         "host and port, with the host in SRU_HPO_ALLOWED_HOSTS")
         ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/json" and "authorization" not in headers:
             return 415, ("a state-changing request needs Content-Type: application/json or an "

@@ -126,6 +126,33 @@ def test_a_foreign_host_header_is_refused(api):
     assert httpx.get(f"{api.url}/healthz", headers={"Host": "probe:8000"}, timeout=30).status_code == 200
 
 
+@pytest.mark.parametrize("host", ["[::1]evil.example", "127.0.0.1@evil.example",
+                                  "localhost:8000:1", "localhost/x", "[::1]:99999", ""])
+def test_a_host_that_is_not_a_plain_host_and_port_is_refused(api, host):
+    """``[::1]evil.example`` used to pass: the check took everything up to ']' as the host."""
+    r = httpx.get(f"{api.url}/studies", headers={"Host": host}, timeout=30)
+    assert r.status_code in (400, 403), (host, r.status_code)  # 400: refused by the HTTP parser
+    assert httpx.get(f"{api.url}/studies", headers={"Host": "[::1]:8000"},
+                     timeout=30).status_code == 200
+
+
+def test_an_origin_on_another_local_port_can_not_write(api):
+    """The Origin check compares the port too: a page another local server serves (here on
+    port 1) is another origin, even with the JSON content type a form can not send."""
+    port = int(api.url.rsplit(":", 1)[1])
+    other = 1 if port != 1 else 2
+    with api.client() as c:
+        before = len(c.get("/studies?limit=1000").json()["studies"])
+        for origin in (f"http://127.0.0.1:{other}", "http://127.0.0.1",
+                       f"https://127.0.0.1:{port}"):
+            r = c.post("/studies", json=STUDY, headers={"Origin": origin})
+            assert r.status_code == 403 and "port" in r.json()["detail"], origin
+        assert len(c.get("/studies?limit=1000").json()["studies"]) == before  # nothing stored
+        r = c.post("/studies", json=STUDY, headers={"Origin": f"http://localhost:{port}",
+                                                    "Host": f"localhost:{port}"})
+        assert r.status_code == 201, r.text
+
+
 def test_a_read_token_protects_every_read(mongo_url, tmp_path):
     a = make_api(mongo_url, tmp_path, SRU_HPO_READ_TOKEN="r34d")
     try:

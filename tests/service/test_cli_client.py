@@ -130,3 +130,38 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
     assert out.returncode == 2
     assert "SRU_HPO_API_TOKEN" in out.stderr and "SRU_HPO_HOST" in out.stderr
     assert not (tmp_path / "db").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "yaml", "healthz", "cancel", "best", "curves",
+                                  "report-proc", "report-file", "png"])
+def test_bad_command_line_input_is_one_line_and_exit_2(api, tmp_path, case):
+    """Each of these used to end in a traceback (or a usage box); now one line naming the
+    argument or flag, exit 2, and nothing stored."""
+    import yaml
+
+    sid = api.client().post("/studies", json={**STUDY, "name": "cli-edges"}).json()["id"]
+    before = len(api.client().get("/studies?limit=1000").json()["studies"])
+    study = tmp_path / "s.yaml"
+    regular = tmp_path / "a-file"
+    regular.write_text("x")
+    if case in ("nan", "inf"):
+        study.write_text(yaml.safe_dump({**STUDY, "random_fraction": 0.5}).replace(
+            "random_fraction: 0.5", f"random_fraction: .{case}"))
+    elif case == "yaml":
+        study.write_text("name: [unclosed\nmodel: sru\n")
+    args, param = {
+        "nan": (["submit", str(study)], "STUDY_FILE"), "inf": (["submit", str(study)], "STUDY_FILE"),
+        "yaml": (["submit", str(study)], "STUDY_FILE"),
+        "healthz": (["status", "../healthz"], "STUDY_ID"), "cancel": (["cancel", ""], "STUDY_ID"),
+        "best": (["best", ""], "STUDY_ID"), "curves": (["curves", "?x=1"], "STUDY_ID"),
+        "report-proc": (["report", sid, "--out", "/proc/sru-hpo-report"], "--out"),
+        "report-file": (["report", sid, "--out", str(regular / "sub")], "--out"),
+        "png": (["curves", sid, "--png", "/nonexistent/dir/x.png"], "--png"),
+    }[case]
+    out = cli(*args, "--api", api.url, "--token", TOKEN)
+    text = (out.stdout + out.stderr).strip()
+    assert out.returncode == 2, text
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert param in text, text
+    assert len(api.client().get("/studies?limit=1000").json()["studies"]) == before
+    assert api.client().get(f"/studies/{sid}").json()["state"] != "cancelled"
