@@ -34,6 +34,7 @@ from typing import Any
 
 from service.search import Search
 from service.summary import error_groups, raised, summarize
+from trials.budget import trained
 from trials.cache import TrialCache
 from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
@@ -51,8 +52,14 @@ def make_holder() -> str:
 
 
 def _rankable(d: dict[str, Any]) -> bool:
-    """A search trial that may be the best: done, and not infeasible (it has no score)."""
+    """A search trial that may be retrained: done, and not infeasible (it has no score)."""
     return d["state"] == JobState.DONE and d.get("outcome") != Outcome.INFEASIBLE
+
+
+def _reportable(d: dict[str, Any]) -> bool:
+    """A search trial the summary may name best: a rankable one, or one a cancel cut short
+    after it trained (a cancelled study keeps what it found)."""
+    return _rankable(d) or (d["state"] == JobState.CANCELLED and trained(d) > 0)
 
 
 class StudyDriver:
@@ -154,7 +161,7 @@ class StudyDriver:
     def _best(self, study: dict[str, Any]) -> dict[str, Any] | None:
         """The first of ``_ranked`` (without sorting the others)."""
         grid, top = grid_of(study), study["trial_epochs"]
-        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d))
+        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _reportable(d))
         return max(done, key=lambda d: rank_key(d, grid, top, study["seed"]), default=None)
 
     def _start_retrain(self, study: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from trials.cache import TrialCache
 from trials.scheduling import grid_of
 from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
 
-__all__ = ["summarize", "error_groups", "failure_counts", "raised", "spearman", "rung_fidelity", "fidelity_advice",
+__all__ = ["summarize", "error_groups", "failure_counts", "raised", "published_retrain_state", "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
 ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs
@@ -109,6 +109,7 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
     trials = cache.of_kind(JobKind.TRIAL)
     grid, top = grid_of(study), int(study["trial_epochs"])
     ran = [trained(d) for d in trials if d["state"] == JobState.DONE]
+    cut = [trained(d) for d in trials if d["state"] == JobState.CANCELLED]  # by a cancel
     budget = Budget.of(study, trials, grid)
     tests = cache.of_kind(JobKind.TEST)
     test = tests[0] if tests else None
@@ -118,7 +119,7 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
         "best": _best_fields(best),
         "error_groups": error_groups(trials),
         "failures": failure_counts(trials + cache.of_kind(JobKind.RETRAIN) + tests),
-        "epochs_spent": sum(ran),
+        "epochs_spent": sum(ran) + sum(cut),
         "epochs_saved": sum(top - r for r in ran),
         "epochs_committed": budget.committed,
         "budget_epochs": budget.limit if budget.bounded else None,
@@ -130,6 +131,13 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
         "fidelity": fidelity,
         "advice": fidelity_advice(fidelity),
     }
+
+
+def published_retrain_state(summary_state: str | None, study_state: str) -> str:
+    """What a reader is told: a study that ended (cancelled, failed) before its retrain says
+    "not run", never "pending"."""
+    state = summary_state or "pending"
+    return "not run" if state == "pending" and study_state in ("cancelled", "failed") else state
 
 
 def retrain_state(retrains: list[dict[str, Any]], test: dict[str, Any] | None) -> str:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from service.schemas import StudyPublic, TrialPublic
+from service.summary import published_retrain_state
 from trials.states import JobState
 
 __all__ = ["study_public", "trial_public"]
@@ -39,7 +40,8 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
     fields = {k: v for k, v in doc.items() if k in StudyPublic.model_fields and k != "id"}
     return StudyPublic(
         id=doc["_id"], **fields, counts=summary.get("counts") or {},
-        best=summary.get("best"), retrain_state=summary.get("retrain_state", "pending"),
+        best=summary.get("best"),
+        retrain_state=published_retrain_state(summary.get("retrain_state"), doc["state"]),
         test_acc=summary.get("test_acc"), epochs_spent=summary.get("epochs_spent", 0),
         epochs_saved=summary.get("epochs_saved", 0), promotions=summary.get("promotions", 0),
         epochs_committed=summary.get("epochs_committed", 0),

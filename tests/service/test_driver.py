@@ -174,3 +174,30 @@ def test_a_cancelled_asha_study_leaves_nothing_paused(store, db):
     doc = db.jobs.find_one({"_id": job.id})
     assert doc["outcome"] == "stopped_at_rung" and doc["snapshot"] is None
     assert store.files.all_files() == []  # its snapshot went with it
+
+
+def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_not_run(
+        store, db):
+    """A trial had reached 0.7733 after 21 epochs when the study was cancelled; the study used
+    to show epochs_spent 0, best null and "retrain: pending"."""
+    from service.views import study_public
+
+    sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=4, trial_epochs=50)
+    d = StudyDriver(store, sid, fail_fast=0)
+    d.step()
+    job = store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)
+    assert store.curves.claim(job.id, job.attempt, [])
+    for e in range(1, 22):
+        assert store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": 0.7733 * e / 21})
+    store.studies.cancel(sid)
+    store.jobs.cancel_study(sid)
+    assert store.jobs.stop_request(job) == "cancel"  # the worker stops after its epoch
+    assert store.jobs.mark_cancelled(job, {"best_val_acc": 0.7733, "best_epoch": 21,
+                                           "epochs_run": 21})
+    wait_for(d.step, 30, "the study settles")
+    s = study_public(store.studies.get(sid))
+    assert s.state == StudyState.CANCELLED and s.counts.cancelled == 1
+    assert s.epochs_spent == 21
+    assert s.best is not None and s.best.tid == job.tid and s.best.best_val_acc == 0.7733
+    assert s.retrain_state == "not run"
+    assert len(store.curves.get(job.id)) == 21
