@@ -21,11 +21,13 @@ from service.errors import install_error_handlers
 from service.routes import analysis, operations, pages, results, studies, trials
 from service.runtime import Runtime
 from service.security import RequestGuard
+from trials.connection import request_deadline
 from trials.settings import Settings
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("sru_hpo.api")
+REQUEST_DB_SECONDS = 3.5  # database time one request may take before its 503
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          description="Hyperparameter optimization for the Statistical Recurrent Unit")
     app.state.settings = settings
     app.add_middleware(RequestGuard, settings=settings)
+    # a stalled database: a read's 503 within 5 s (3.5 s of database time, the rest margin)
+    app.add_middleware(request_deadline, seconds=REQUEST_DB_SECONDS, exempt=("/checkpoint", "/healthz"))
     install_error_handlers(app)
     for r in (studies.router, trials.router, results.router, analysis.router, operations.router,
               pages.router):

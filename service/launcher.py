@@ -3,7 +3,9 @@
 The launcher is a small process manager:
 
 - every part is a child (``python -m service.cli serve|worker``) that dies with the launcher,
-  even after a SIGKILL of the launcher (service/processes.py);
+  even after a SIGKILL of the launcher (service/processes.py; the kernel then sends SIGKILL, so
+  nothing of the home outlives it by more than a moment); the next start on the same home
+  releases the jobs its workers held, with no retry spent;
 - the port is checked before anything starts, and the health check confirms it reached *this*
   launcher's API (``/healthz`` reports the instance id the launcher gave it);
 - a worker or the API that exits is restarted with backoff (0.5 s doubling to 10 s), each
@@ -32,6 +34,7 @@ from service.client import ApiClient, ApiError
 from service.embedded_db import EmbeddedMongo, port_is_free
 from service.processes import spawn
 from trials.settings import Settings
+from trials.store import Store
 
 __all__ = ["Cluster", "GiveUp", "PortBusy", "stop_signals"]
 
@@ -101,6 +104,7 @@ class Cluster:
         if not url:
             self.db = EmbeddedMongo(self.settings.home / "db").start()
             url = self.db.url
+            self._release_orphans(url)
         env = {**os.environ, "SRU_HPO_MONGO_URL": url, "SRU_HPO_PORT": str(self.port),
                "SRU_HPO_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
         threads = {"OMP_NUM_THREADS": str(self.worker_threads)} if self.worker_threads else {}
@@ -112,9 +116,23 @@ class Cluster:
         self._wait_healthy(timeout)
         return self
 
+    def _release_orphans(self, url: str) -> None:
+        """Jobs a killed launcher's workers held (they died with it, see ``_launch``) go back
+        to the queue with no retry spent: this home's embedded database has no other workers."""
+        store = Store.connect(url, self.settings.db_name, timeout=self.settings.connect_timeout)
+        try:
+            store.ensure_indexes()
+            if n := store.release_orphans():
+                self.say(f"released {n} job(s) the last run of this home left running")
+        finally:
+            store.close()
+
     def _launch(self, part: Part) -> None:
+        """Every part gets SIGKILL when the launcher dies without stopping it (kill -9): a
+        worker can not release its job into a database that died with the launcher, and must
+        not wait for it; the next start releases that job (``_release_orphans``)."""
         part.proc = spawn([sys.executable, "-m", "service.cli", *part.args], env=part.env,
-                          log=self.logs / f"{part.name}.log")
+                          log=self.logs / f"{part.name}.log", death_signal=signal.SIGKILL)
         part.due = None
 
     def _wait_healthy(self, timeout: float) -> None:

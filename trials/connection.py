@@ -13,15 +13,17 @@ from pymongo.database import Database
 from pymongo.errors import (
     AutoReconnect,
     ConnectionFailure,
+    ExecutionTimeout,
     PyMongoError,
     ServerSelectionTimeoutError,
 )
 
 __all__ = ["DatabaseUnavailable", "NETWORK_ERRORS", "connect", "redact", "retrying",
-           "SECRET_OPTIONS", "HealthProbe", "answers"]
+           "SECRET_OPTIONS", "HealthProbe", "answers", "request_deadline"]
 
 log = logging.getLogger(__name__)
-NETWORK_ERRORS = (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError)
+#: A database that is away or too slow (ExecutionTimeout: a client-side deadline ran out).
+NETWORK_ERRORS = (AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError, ExecutionTimeout)
 T = TypeVar("T")
 
 
@@ -107,12 +109,39 @@ class HealthProbe:
     when the main client's operations are stuck behind a stalled server."""
 
     def __init__(self, url: str, timeout: float = 1.0) -> None:
+        self.timeout = timeout
         ms = int(timeout * 1000)
         self._client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=ms,
-                                                connectTimeoutMS=ms, socketTimeoutMS=ms)
+                                                connectTimeoutMS=ms, socketTimeoutMS=ms,
+                                                timeoutMS=ms)  # the whole ping, not each step
 
     def ping(self) -> None:
-        self._client.admin.command("ping")
+        import pymongo
+
+        with pymongo.timeout(self.timeout):  # inside a request's longer deadline too
+            self._client.admin.command("ping")
 
     def close(self) -> None:
         self._client.close()
+
+
+class request_deadline:  # noqa: N801 - used like pymongo.timeout, which it wraps
+    """ASGI middleware: every database operation an HTTP request makes shares one deadline of
+    ``seconds`` (pymongo's client-side timeout, a context variable the request's worker threads
+    inherit), so a stalled database answers the request with a 503 in bounded time. The socket
+    timeout alone bounded each step, not the request: a first request after a stall waited for
+    the socket, server selection and a new connection's handshake, 8–9 s. Paths in ``exempt``
+    (a file download streaming for as long as it takes; a probe with its own shorter
+    deadline) keep their own bounds."""
+
+    def __init__(self, app, seconds: float, exempt: tuple[str, ...] = ()) -> None:  # noqa: ANN001
+        self.app, self.seconds, self.exempt = app, seconds, exempt
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        import pymongo
+
+        if scope["type"] != "http" or scope["path"].endswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        with pymongo.timeout(self.seconds):
+            await self.app(scope, receive, send)

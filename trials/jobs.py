@@ -376,6 +376,18 @@ class JobQueue:
                                                      "$inc": {"releases": 1}})
         return res.matched_count == 1
 
+    def release_all_running(self) -> int:
+        """Put every running job back to new with no retry spent, as a graceful stop would
+        (``release``): only for a database no live worker can hold a job in, i.e. the embedded
+        one at its launcher's start, after the launcher that ran it was killed. A job its study
+        asked to stop is cancelled instead. Returns the jobs released."""
+        now = self.clock.now()
+        self._col.update_many({"state": int(JobState.RUNNING), "stop": "cancel"},
+                              {"$set": {**cancelled_fields(), "updated": now}})
+        return self._col.update_many({"state": int(JobState.RUNNING)},
+                                     {"$set": released_fields(now), "$inc": {"releases": 1}}
+                                     ).modified_count
+
     def save_snapshot(self, job: Job, data: bytes, epoch: int) -> bool:
         """Write the training state after ``epoch``, then attach it to the job if the job is
         still ours; otherwise delete it again. The replaced snapshot is deleted after the

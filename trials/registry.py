@@ -59,6 +59,10 @@ class WorkerRegistry:
         horizon = self.clock.now() - (within if within is not None else 3 * self.heartbeat_interval)
         return list(self._col.find({"last_seen": {"$gte": horizon}}))
 
+    def remove_all(self) -> int:
+        """Forget every worker (a launcher's start on its own embedded database)."""
+        return self._col.delete_many({}).deleted_count
+
     def remove_stale(self, older_than: float | None = None) -> int:
         """Delete documents of workers not seen for ``older_than`` s (default 10 heartbeats)."""
         age = older_than if older_than is not None else 10 * self.heartbeat_interval
@@ -99,6 +103,9 @@ class GpuLeases:
 
     def release(self, owner: str) -> None:
         self._col.update_many({"owner": owner}, {"$set": {"owner": None}})
+
+    def release_all(self) -> None:
+        self._col.update_many({}, {"$set": {"owner": None}})
 
     def holders(self) -> dict[str, str | None]:
         return {d["_id"]: d.get("owner") for d in self._col.find({}, {"owner": 1})}

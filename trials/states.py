@@ -7,7 +7,8 @@ from them (a diverged trial usually scores near chance and teaches TPE to avoid 
 
 **Failure classes** (:class:`FailureClass`). *Infrastructure*: the run was lost through no fault
 of its parameters (its worker or host vanished: ``lost``; its trainer made no progress:
-``stalled``; the trainer died: ``crashed``; out of memory: ``oom``; a CUDA fault: ``cuda``). The
+``stalled``; the trainer died: ``crashed``; out of memory: ``oom``; a CUDA fault: ``cuda``; an
+OSError on the host, such as its dataset files missing: ``host``). The
 job is requeued with a retry spent and resumes from its snapshot; counted per kind in the job's
 ``failures``. *Configuration*: the parameters themselves failed. ``diverged`` (NaN/inf or
 exploding loss; TPE sees the best accuracy it reached, usually chance), ``infeasible`` (the model
@@ -70,7 +71,7 @@ class FailureClass(StrEnum):
 #: Outcomes that are configuration failures (state done: TPE learns from them).
 CONFIGURATION_OUTCOMES = frozenset({Outcome.DIVERGED, Outcome.INFEASIBLE, Outcome.TIMEOUT})
 #: The kinds of infrastructure failure a job's ``failures`` counts.
-INFRASTRUCTURE_KINDS = ("lost", "stalled", "crashed", "oom", "cuda")
+INFRASTRUCTURE_KINDS = ("lost", "stalled", "crashed", "oom", "cuda", "host")
 
 
 class JobKind(StrEnum):

@@ -66,6 +66,16 @@ class Store:
     def close(self) -> None:
         self.db.client.close()
 
+    def release_orphans(self) -> int:
+        """After a launcher that ran this (embedded) database was killed: its workers died with
+        it (SIGKILL) holding jobs. Release those jobs (no retry spent), forget the workers and
+        free their GPU leases. Only valid where no other live worker can use this database.
+        Returns the jobs released."""
+        released = self.jobs.release_all_running()
+        self.workers.remove_all()
+        self.leases.release_all()
+        return released
+
     def purge_study(self, exp_key: str) -> None:
         """Delete every job, curve, counter and file of a study (idempotent)."""
         self.jobs.purge(exp_key)

@@ -14,8 +14,8 @@ One job's conversation (▶ parent to child, ◀ child to parent)::
                               ◀ ("done", result)  or  ("raised", kind, summary, where)
     ▶ ("test", request)       ◀ ("done", result)  or  ("raised", ...)
 
-``kind`` of a raised exception is its failure class's word: "oom" or "cuda" (infrastructure:
-the job is retried) or None (configuration: the parameters made the model fail).
+``kind`` of a raised exception is its failure class's word: "oom", "cuda" or "host"
+(infrastructure: the job is retried) or None (configuration: the parameters made the model fail).
 
 **The watchdog** (:class:`Watchdog`, parent side): a job whose trainer sends nothing for
 ``stall_after`` seconds (the larger of ``SRU_HPO_STALL_TIMEOUT`` and 20 × its mean step time) is
@@ -224,7 +224,8 @@ class Trainer:
 
 # -- the child's side ----------------------------------------------------------------------------
 def failure_kind(exc: BaseException) -> str | None:
-    """The infrastructure kind of an exception raised in training ("oom", "cuda"), or None: the
+    """The infrastructure kind of an exception raised in training ("oom", "cuda", or "host":
+    an OSError such as a dataset missing on this host or a failed download), or None: the
     parameters made the model fail (a configuration failure)."""
     import torch
 
@@ -236,6 +237,8 @@ def failure_kind(exc: BaseException) -> str | None:
     if any(s in text for s in ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
                                "NCCL", "device-side assert")):
         return "cuda"
+    if isinstance(exc, OSError):
+        return "host"
     return None
 
 

@@ -143,8 +143,8 @@ def test_an_origin_on_another_local_port_can_not_write(api):
     other = 1 if port != 1 else 2
     with api.client() as c:
         before = len(c.get("/studies?limit=1000").json()["studies"])
-        for origin in (f"http://127.0.0.1:{other}", "http://127.0.0.1",
-                       f"https://127.0.0.1:{port}"):
+        for origin in (f"http://127.0.0.1:{other}", "http://127.0.0.1",  # 80: not this port
+                       "https://127.0.0.1"):
             r = c.post("/studies", json=STUDY, headers={"Origin": origin})
             assert r.status_code == 403 and "port" in r.json()["detail"], origin
         assert len(c.get("/studies?limit=1000").json()["studies"]) == before  # nothing stored
@@ -191,9 +191,20 @@ def test_a_database_stall_is_a_503_and_health_answers_in_2_s(tmp_path):
         try:
             t0 = time.monotonic()
             h = a.client().get("/healthz")
-            assert h.status_code == 503 and time.monotonic() - t0 < 4  # 2 s + loaded-CI margin
-            r = a.client().get(f"/studies/{sid}")
-            assert r.status_code == 503 and r.headers["retry-after"].isdigit()
+            assert h.status_code == 503 and time.monotonic() - t0 < 3.5  # 1 s + loaded margin
+            # the first request of each read route used to take 8-9 s: socket timeout, then
+            # server selection, then a new connection's handshake; now one deadline of 3.5 s
+            for path in ("/studies", f"/studies/{sid}", f"/studies/{sid}/trials",
+                         f"/studies/{sid}/curves", f"/studies/{sid}/retrain", "/workers",
+                         "/metrics"):
+                t0 = time.monotonic()
+                r = a.client().get(path)
+                took = time.monotonic() - t0
+                assert r.status_code == 503 and r.headers["retry-after"].isdigit(), path
+                assert took < 6.5, (path, took)  # 3.5 s deadline + loaded-CI margin
+            t0 = time.monotonic()
+            assert a.client().get("/healthz").status_code == 503
+            assert time.monotonic() - t0 < 3.5
         finally:
             os.kill(db.proc.pid, signal.SIGCONT)
         wait_for(lambda: a.client().get(f"/studies/{sid}").status_code == 200, 60, "recovery")

@@ -125,6 +125,49 @@ def test_killing_the_launcher_takes_every_child_with_it(tmp_path):
     assert q.returncode == 0, out
 
 
+def test_kill_9_of_up_while_trials_run_leaves_nothing_alive_and_loses_no_retry(tmp_path):
+    """Every child used to get SIGTERM at once and the database died first: a worker retried
+    "database unreachable" for 20+ s, orphaned, and later released its job into the next
+    up's database. Now nothing of the home is alive within 5 s, and the next up puts the held
+    job back with no retry spent."""
+    from tests.service.test_api import STUDY
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    p = start_up(tmp_path, port, "--workers", "1", "--device", "cpu",
+                 SRU_HPO_SNAPSHOT_SECONDS="0")
+    wait_for(lambda: len(live_workers(url) or []) == 1, 180, "one worker")
+    study = {**STUDY, "n_trials": 1, "parallelism": 1, "queue_ahead": 0, "trial_epochs": 10_000}
+    sid = httpx.post(f"{url}/studies", json=study, timeout=30).json()["id"]
+
+    def running() -> dict | None:
+        trials = httpx.get(f"{url}/studies/{sid}/trials", timeout=5).json()["trials"]
+        return next((t for t in trials if t["state"] == "running"), None)
+
+    def curve_len() -> int:
+        curves = httpx.get(f"{url}/studies/{sid}/curves", timeout=5).json()["curves"]
+        return max((len(c["points"]) for c in curves), default=0)
+
+    wait_for(lambda: curve_len() >= 2, 180, "two epochs of the trial")
+    tree = children_of(p.pid)
+    tree += [g for c in tree for g in children_of(c)]  # the worker's trainer too
+    assert len(tree) >= 4  # database, API, worker, trainer
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    wait_for(lambda: not any(pid_alive(c) for c in tree), 5, "every process of the home gone")
+    q = start_up(tmp_path, port, "--workers", "1", "--device", "cpu")
+    try:
+        t = wait_for(lambda: health(url) and (r := running()) and r["attempt"] == 2 and r, 180,
+                     "the held job released and reserved again")
+        assert t["retries"] == 0  # released, not requeued as stale: no retry spent
+        before = curve_len()
+        wait_for(lambda: curve_len() > before, 180, "training goes on")
+    finally:
+        out = finish(q)
+    assert q.returncode == 0, out
+    assert "released 1 job(s)" in out, out
+
+
 def test_sighup_stops_everything_gracefully(tmp_path):
     port = free_port()
     p = start_up(tmp_path, port, "--workers", "1", "--device", "cpu")
