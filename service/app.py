@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
 from service.errors import install_error_handlers
@@ -55,4 +56,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               pages.router):
         app.include_router(r)
     app.mount("/static", pages.assets, name="static")
+    app.openapi = lambda: _with_links(app)  # type: ignore[method-assign]
     return app
+
+
+def _with_links(app: FastAPI) -> dict:
+    """The OpenAPI, with a link from the study ``POST /studies`` creates to every per-study
+    operation (``sid`` = the new study's ``id``): clients and fuzzers (schemathesis' stateful
+    phase) can follow them to routes that a random id would only ever answer with 404."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        links = {}
+        for path, ops in schema["paths"].items():
+            if "{sid}" not in path:
+                continue
+            for method, op in ops.items():
+                links[op["operationId"]] = {
+                    "operationId": op["operationId"], "parameters": {"sid": "$response.body#/id"},
+                    "description": f"{method.upper()} {path} of the study just created"}
+        schema["paths"]["/studies"]["post"]["responses"]["201"]["links"] = links
+        app.openapi_schema = schema
+    return app.openapi_schema

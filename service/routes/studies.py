@@ -18,7 +18,7 @@ router = APIRouter(prefix="/studies", tags=["studies"])
 
 
 @router.post("", response_model=StudyPublic, status_code=201,
-             responses=responses(401, 413, 415))
+             responses=responses(400, 401, 413, 415))
 def create_study(body: StudyCreate, rt: Rt, _: Writer) -> StudyPublic:
     s = rt.settings
     if body.n_trials is not None and body.n_trials > s.max_trials:
