@@ -237,7 +237,9 @@ def failure_kind(exc: BaseException) -> str | None:
     if any(s in text for s in ("CUDA error", "CUBLAS_STATUS", "CUDNN_STATUS", "cuDNN error",
                                "NCCL", "device-side assert")):
         return "cuda"
-    if isinstance(exc, OSError):
+    from workers.data import DatasetUnavailable
+
+    if isinstance(exc, OSError | DatasetUnavailable):
         return "host"
     return None
 

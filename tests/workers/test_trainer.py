@@ -133,3 +133,18 @@ def test_the_watchdog_counts_earlier_segments_toward_the_timeout():
     assert wd.check() is None
     now[0] = 102.1
     assert wd.check()[0] == "timeout"
+
+
+def test_exceptions_are_told_apart_by_class():
+    import torch
+
+    from workers.data import DatasetUnavailable
+    from workers.trainer import failure_kind
+
+    assert failure_kind(torch.OutOfMemoryError("CUDA out of memory")) == "oom"
+    assert failure_kind(MemoryError()) == "oom"
+    assert failure_kind(RuntimeError("CUDA error: an illegal memory access")) == "cuda"
+    assert failure_kind(DatasetUnavailable("MNIST is not in data/MNIST/raw")) == "host"
+    assert failure_kind(FileNotFoundError("x")) == "host"
+    assert failure_kind(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+    assert failure_kind(ValueError("phi_size: must be >= 1")) is None
