@@ -26,7 +26,8 @@ __all__ = ["install_error_handlers", "responses", "unprocessable", "RETRY_AFTER"
 
 RETRY_AFTER = 5
 _DESCRIPTIONS = {
-    400: "the body could not be parsed (not UTF-8, or not JSON)", 401: "missing or wrong bearer token", 403: "Host or Origin not allowed",
+    400: "the body could not be parsed (not UTF-8, or not JSON)",
+    401: "missing or wrong bearer token", 403: "Host or Origin not allowed",
     404: "no such study or trial", 409: "the study already ended", 413: "request body too large",
     415: "a write needs Content-Type: application/json or an Authorization header",
     422: "invalid input: each error names the field and the reason",

@@ -18,7 +18,8 @@ from trials.cache import TrialCache
 from trials.scheduling import grid_of
 from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
 
-__all__ = ["summarize", "error_groups", "failure_counts", "raised", "published_retrain_state", "spearman", "rung_fidelity", "fidelity_advice",
+__all__ = ["summarize", "error_groups", "failure_counts", "raised", "published_retrain_state",
+           "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
 ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs

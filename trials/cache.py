@@ -28,8 +28,8 @@ _OUTCOME_KEYS = {**{o: o for o in COUNTED_OUTCOMES}, Outcome.PAUSED.value: "paus
 
 def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     """Search trials by state label (new, running, done, error, cancelled), by the outcomes
-    done hides (pruned, diverged, infeasible, timeout, stopped_at_rung, and ``paused``: ASHA, waiting at a rung),
-    and ``finished`` (done + error)."""
+    done hides (pruned, diverged, infeasible, timeout, stopped_at_rung, and ``paused``: ASHA,
+    waiting at a rung), and ``finished`` (done + error)."""
     counts = dict.fromkeys([s.label for s in JobState] + list(COUNTED_OUTCOMES)
                            + ["paused", "finished"], 0)
     for d in docs:
