@@ -407,7 +407,8 @@ function trialsTable(study, trials, curves) {
       render: (t) => (Array.isArray(t[`p_${n}`]) ? JSON.stringify(t[`p_${n}`]) : fmt(t[`p_${n}`])) })),
     { key: "best_val_acc", label: "best val acc", num: true },
     { key: "epochs_run", label: "epochs", num: true }, { key: "rung", label: "rung", num: true },
-    { key: "retries", label: "retries", num: true }, { key: "worker", label: "worker" },
+    { key: "retries", label: "retries", num: true },
+    { key: "peak_rss_mb", label: "peak MiB", num: true }, { key: "worker", label: "worker" },
     { key: "seconds", label: "seconds", num: true, render: (t) => fmt(t.seconds, 1) },
     { key: "error", label: "error", render: (t) => (t.error || "").slice(0, 80) },
   ];

@@ -229,3 +229,12 @@ def test_an_infeasible_trial_is_seen_by_tpe_as_the_worst_and_is_never_the_best(s
     assert summary["error_groups"][0]["tids"] == [bad.tid]
     retrained = db.jobs.find_one({"exp_key": sid, "kind": "retrain"})
     assert retrained is not None and retrained["source"] not in (None, bad.id)
+
+
+def test_a_study_trial_timeout_reaches_its_trials_and_not_its_retrains(store, db):
+    sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=1, trial_timeout=90.5)
+    run_to_the_end(store, sid)
+    trial = db.jobs.find_one({"exp_key": sid, "kind": "trial"})
+    assert trial["timeout"] == 90.5
+    retrain = db.jobs.find_one({"exp_key": sid, "kind": "retrain"})
+    assert retrain is not None and retrain["timeout"] is None
