@@ -133,6 +133,9 @@ def test_a_failed_study_shows_why(page, site):
     page.goto(f"{site['api'].url}/?study={site['bad']}")
     page.wait_for_selector("#study-error")
     assert "MNIST is not in" in page.inner_text("#study-error")
+    # the missing dataset is the host's fault: retried, and counted as infrastructure
+    classes = page.inner_text("#failure-classes")
+    assert "infrastructure" in classes and "host" in classes, classes
 
 
 def test_the_compare_page_shows_both(page, site):
