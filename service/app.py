@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(RequestGuard, settings=settings)
     # a stalled database: a read's 503 within 5 s (3.5 s of database time, the rest margin)
-    app.add_middleware(request_deadline, seconds=REQUEST_DB_SECONDS, exempt=("/checkpoint", "/healthz"))
+    app.add_middleware(request_deadline, seconds=REQUEST_DB_SECONDS, exempt=("/checkpoint",))
     install_error_handlers(app)
     for r in (studies.router, trials.router, results.router, analysis.router, operations.router,
               pages.router):

@@ -90,12 +90,11 @@ def failure_counts(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """Failures by class (trials/states.py): every infrastructure failure a job was retried
     after (or ran out of retries on), and the trials whose parameters failed."""
     by_kind: dict[str, int] = {}
+    infrastructure = configuration = 0
     for d in docs:
         for kind, n in (d.get("failures") or {}).items():
             by_kind[kind] = by_kind.get(kind, 0) + int(n)
-    infrastructure = sum(by_kind.values())
-    configuration = 0
-    for d in docs:
+            infrastructure += int(n)
         if d.get("outcome") in CONFIGURATION_OUTCOMES:
             by_kind[d["outcome"]] = by_kind.get(d["outcome"], 0) + 1
             configuration += 1

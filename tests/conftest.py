@@ -93,6 +93,19 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def children_of(pid: int) -> list[int]:
+    """The live (not zombie) processes whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
 def read_log(p: subprocess.Popen) -> str:
     return Path(p.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import pymongo
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import (
@@ -112,13 +113,12 @@ class HealthProbe:
         self.timeout = timeout
         ms = int(timeout * 1000)
         self._client: MongoClient = MongoClient(url, serverSelectionTimeoutMS=ms,
-                                                connectTimeoutMS=ms, socketTimeoutMS=ms,
-                                                timeoutMS=ms)  # the whole ping, not each step
+                                                connectTimeoutMS=ms, socketTimeoutMS=ms)
 
     def ping(self) -> None:
-        import pymongo
-
-        with pymongo.timeout(self.timeout):  # inside a request's longer deadline too
+        # one deadline for the whole ping (selection, handshake, reply), also when it runs
+        # inside a request's longer one (request_deadline): the shorter wins
+        with pymongo.timeout(self.timeout):
             self._client.admin.command("ping")
 
     def close(self) -> None:
@@ -131,15 +131,13 @@ class request_deadline:  # noqa: N801 - used like pymongo.timeout, which it wrap
     inherit), so a stalled database answers the request with a 503 in bounded time. The socket
     timeout alone bounded each step, not the request: a first request after a stall waited for
     the socket, server selection and a new connection's handshake, 8–9 s. Paths in ``exempt``
-    (a file download streaming for as long as it takes; a probe with its own shorter
-    deadline) keep their own bounds."""
+    (a file download streaming for as long as it takes) keep the per-step bounds; a shorter
+    ``pymongo.timeout`` inside (the health probe's) wins."""
 
     def __init__(self, app, seconds: float, exempt: tuple[str, ...] = ()) -> None:  # noqa: ANN001
         self.app, self.seconds, self.exempt = app, seconds, exempt
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
-        import pymongo
-
         if scope["type"] != "http" or scope["path"].endswith(self.exempt):
             await self.app(scope, receive, send)
             return

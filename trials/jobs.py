@@ -35,7 +35,7 @@ __all__ = ["Job", "JobQueue", "job_id", "SLIM"]
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
         "book_time": 1, "refresh_time": 1, "version": 1, "kind": 1, "params": 1, "outcome": 1,
         "error": 1, "epochs": 1, "updated": 1, "retries": 1, "limit": 1, "bracket": 1,
-        "promotions": 1, "source": 1, "failures": 1, "failure_class": 1}
+        "promotions": 1, "source": 1, "failures": 1}
 
 
 def job_id(exp_key: str, tid: int) -> str:
@@ -57,7 +57,7 @@ def errored_fields(reason: str, where: str | None = None,
 def requeue_update(doc: dict[str, Any], kind: str, reason: str, max_retries: int, now: float
                    ) -> tuple[dict[str, Any], str]:
     """What an infrastructure failure of the running job ``doc`` writes (``kind``: lost,
-    stalled, crashed, oom, cuda): back to new with a retry spent (it resumes from its
+    stalled, crashed, oom, cuda, host; trials/states.py): back to new with a retry spent (it resumes from its
     snapshot), cancelled when its study asked it to stop, or error when its retries are spent.
     Returns (the update, "requeued" | "cancelled" | "error")."""
     history = list(doc.get("previous_owners") or []) + [doc.get("owner")]

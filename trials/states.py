@@ -24,7 +24,7 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 
 __all__ = ["JobState", "Outcome", "JobKind", "StudyState", "FailureClass", "FINISHED", "TERMINAL",
-           "CONFIGURATION_OUTCOMES", "INFRASTRUCTURE_KINDS"]
+           "CONFIGURATION_OUTCOMES"]
 
 
 class JobState(IntEnum):
@@ -70,8 +70,6 @@ class FailureClass(StrEnum):
 
 #: Outcomes that are configuration failures (state done: TPE learns from them).
 CONFIGURATION_OUTCOMES = frozenset({Outcome.DIVERGED, Outcome.INFEASIBLE, Outcome.TIMEOUT})
-#: The kinds of infrastructure failure a job's ``failures`` counts.
-INFRASTRUCTURE_KINDS = ("lost", "stalled", "crashed", "oom", "cuda", "host")
 
 
 class JobKind(StrEnum):

@@ -62,8 +62,8 @@ POLL = 0.2  # seconds the parent waits for a message before it checks the child 
 class Ending:
     """How a job's run in the trainer ended.
 
-    ``how``: done (``result`` holds it), raised (``failure`` is "oom"/"cuda" or None for a
-    configuration error), died (the trainer exited), stalled or timeout (the watchdog killed it).
+    ``how``: done (``result`` holds it), raised (``failure`` is "oom", "cuda", "host", or None
+    for a configuration error), died (the trainer exited), stalled or timeout (the watchdog killed it).
     """
 
     how: str
@@ -127,10 +127,6 @@ class Trainer:
         self._proc: subprocess.Popen | None = None
         self._conn: Connection | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def _start(self) -> bool:
         """Start a trainer and wait until it has imported torch (that wait is not a job's)."""
         ours, theirs = socket.socketpair()
@@ -154,7 +150,7 @@ class Trainer:
         """Send ``request`` and serve the child until the job ends. ``handle(message)`` gets every
         epoch, snapshot and ask message; its return value answers an ask."""
         if self._proc is None or self._proc.poll() is not None:
-            self._forget()
+            self.kill()
             if not self._start():
                 return Ending("died", reason="the trainer did not start")
         assert self._conn is not None
@@ -192,15 +188,13 @@ class Trainer:
     def _died(self) -> Ending:
         assert self._proc is not None
         code = self._proc.wait()
-        self._forget()
+        self.kill()
         why = (f"the trainer was killed by {signal.Signals(-code).name}" if code < 0
                else f"the trainer exited with status {code}")
         return Ending("died", reason=why)
 
     def kill(self) -> None:
-        self._forget()
-
-    def _forget(self) -> None:
+        """Kill the child if it still runs and forget it (the next job starts a fresh one)."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
@@ -210,16 +204,14 @@ class Trainer:
 
     def close(self) -> None:
         """At the worker's exit: the child sees EOF and exits; killed if it does not soon."""
-        if self._proc is None:
+        if self._proc is None or self._conn is None:
             return
-        assert self._conn is not None
         self._conn.close()
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc, self._conn = None, None
+            pass
+        self.kill()
 
 
 # -- the child's side ----------------------------------------------------------------------------

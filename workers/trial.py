@@ -184,19 +184,14 @@ class TrialRun:
                 "params": job.params, "epochs": job.epochs, "resume": resume,
                 "checkpoint": str(ckpt) if ckpt is not None else None,
                 "snapshot_every": self.worker.snapshot_every}))
-            if ending.how == "done":
+            if not self._failed(ending):
                 self._report(ending.result, ckpt)
-            elif ending.how == "raised" and ending.failure is None:
-                self._infeasible(ending)
-            else:
-                self._after_failure(ending)
 
     def _in_trainer(self, request: tuple) -> Ending:
         """Run ``request`` in the worker's trainer child under a fresh watchdog (a trial's
         timeout counts the seconds it trained in earlier segments too)."""
         timeout = self.job.timeout if self.job.kind == JobKind.TRIAL else None
-        self.watchdog = Watchdog(self.worker.stall_timeout, timeout,
-                                 trained=sum(float(p.get("seconds", 0.0)) for p in self.curve))
+        self.watchdog = Watchdog(self.worker.stall_timeout, timeout, trained=self._trained_seconds())
         return self.worker.trainer.run(request, self._on_message, self.watchdog)
 
     def _on_message(self, msg: tuple) -> bool | None:
@@ -209,7 +204,22 @@ class TrialRun:
             return self.should_stop()
         return None
 
+    def _trained_seconds(self) -> float:
+        """The training seconds of this job's curve so far (every segment and attempt)."""
+        return sum(float(p.get("seconds", 0.0)) for p in self.curve)
+
     # -- 3. report ----------------------------------------------------------------------------------
+    def _failed(self, ending: Ending) -> bool:
+        """Report a run the trainer did not finish (False when it did): a configuration error
+        ends the job infeasible, anything else goes through ``_after_failure``."""
+        if ending.how == "done":
+            return False
+        if ending.how == "raised" and ending.failure is None:
+            self._infeasible(ending)
+        else:
+            self._after_failure(ending)
+        return True
+
     def _after_failure(self, ending: Ending) -> None:
         """The trainer failed through no fault of the parameters (or a timeout ended a trial):
         an infrastructure failure is retried (trials/states.py), a timeout is a result."""
@@ -243,7 +253,7 @@ class TrialRun:
         payload: dict[str, Any] = {
             "best_val_acc": best["val_acc"] if best else 0.0, "best_epoch": best["epoch"] if best
             else 0, "epochs_run": self.curve[-1]["epoch"] if self.curve else 0,
-            "seconds": sum(float(p.get("seconds", 0.0)) for p in self.curve),
+            "seconds": self._trained_seconds(),
             "device": self.worker.label, "seed": self.job.params.get("seed")}
         if self.job.rungs:
             payload["rung_scores"] = rung_scores(self.curve, [*self.job.rungs, self.job.epochs])
@@ -262,11 +272,7 @@ class TrialRun:
             return
         ending = self._in_trainer(("test", {"checkpoint": data,
                                             "dataset": job.params["dataset"]}))
-        if ending.how == "raised" and ending.failure is None:
-            self._infeasible(ending)
-            return
-        if ending.how != "done":
-            self._after_failure(ending)
+        if self._failed(ending):
             return
         result = {**ending.result, "device": self.worker.label}
         if self.db(lambda: self.store.jobs.finish(job, result, Outcome.OK.value), "finish"):

@@ -18,21 +18,9 @@ import pytest
 
 from service.embedded_db import DatabaseInUse, EmbeddedMongo, free_port
 from service.processes import pid_alive
-from tests.conftest import HB, ROOT, wait_for
+from tests.conftest import HB, ROOT, children_of, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
 
 
 def up_env(home: Path, port: int, **extra: str) -> dict[str, str]:
