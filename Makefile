@@ -38,6 +38,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/api_scale.py
 	$(BIN)/python benchmarks/curve_writes.py
 	$(BIN)/python benchmarks/trainer_overhead.py
+	$(BIN)/python benchmarks/stall_timings.py
 	$(BIN)/python benchmarks/search_quality.py
 
 # the learning-curve table of the replay benchmark (about 1.5 hours on 2 cores; resumes)
