@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench table lint clean gpu-check
+.PHONY: install test demo bench table lint clean gpu-check wheelhouse
 
 # pip byte-compiles at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on our CI
 # machines) an uncompiled torch is compiled again by every process that imports it.
@@ -45,9 +45,20 @@ bench: $(BENCH_STAMP)
 table: $(STAMP)
 	$(BIN)/python benchmarks/make_table.py
 
-# one prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU)
-gpu-check: $(STAMP)
-	$(BIN)/python benchmarks/gpu_check.py --device cuda
+# One prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU). With a .venv
+# it runs there (and installs it when stale); without one (an air-gapped host, README: Air-gapped
+# GPU host) it uses $(PY)'s own CUDA PyTorch and the wheelhouse, and fetches nothing. Its report
+# is written to $(REPORT) as it goes.
+REPORT ?= gpu-check-report.txt
+gpu-check:
+	@if [ -d $(VENV) ]; then $(MAKE) --no-print-directory $(STAMP) && : >$(REPORT) && \
+	  $(BIN)/python benchmarks/gpu_check.py --device cuda --report $(REPORT); \
+	else PY=$(PY) REPORT=$(REPORT) bash benchmarks/gpu_check_offline.sh; fi
+
+# the wheels an air-gapped GPU host lacks, for its CPython 3.12 (deploy/wheelhouse.py lists them)
+WHEEL_PYTHON ?= 3.12
+wheelhouse:
+	$(PY) deploy/wheelhouse.py --python-version $(WHEEL_PYTHON) --dest .whl
 
 lint: $(STAMP)
 	$(BIN)/ruff check service workers trials search_spaces tests benchmarks

@@ -45,13 +45,20 @@ from workers.baselines import GRUClassifier, LSTMClassifier  # noqa: E402
 from workers.sru import SRUClassifier  # noqa: E402
 
 PAPER = {"phi_size": 200, "r_size": 60, "out_size": 200, "alphas": [0.0, 0.5, 0.9, 0.99, 0.999]}
-report: list[str] = []
 failures: list[str] = []
+T0 = time.monotonic()
+REPORT: list = []  # the open report file (--report), written line by line
 
 
 def say(line: str) -> None:
-    report.append(line)
+    """One line of the report, on stdout and in the report file at once (a run cut short still
+    leaves its partial report); a section's first line carries the seconds since the start."""
+    if not line.startswith(" "):
+        line = f"[{time.monotonic() - T0:5.0f} s] {line}"
     print(line, flush=True)
+    for f in REPORT:
+        f.write(line + "\n")
+        f.flush()
 
 
 def check(name: str, ok: bool, detail: str = "") -> None:
@@ -115,19 +122,30 @@ def write_synthetic_mnist(raw: Path, n_train: int, n_test: int, seed: int = 0) -
             struct.pack(">II", 2049, n) + labels.tobytes())
 
 
-def _worker(env: dict[str, str], device: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device", device,
-                             "--poll", "0.1", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _worker(env: dict[str, str], device: str, log: Path, *extra: str) -> subprocess.Popen:
+    """``sru-hpo worker``, its output in ``log`` (the report quotes it when the worker fails)."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device", device,
+                                 "--poll", "0.1", *extra], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait(pred, timeout: float, what: str):  # noqa: ANN001, ANN202
+def _wait(pred, timeout: float, what: str, *procs: subprocess.Popen):  # noqa: ANN001, ANN202
+    """``pred()`` once it is true; an error when ``timeout`` passes or a process in ``procs``
+    exits first (a worker that died is not waited on for minutes of GPU time)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (v := pred()):
             return v
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"a worker exited (status {[p.poll() for p in procs]}) before {what}")
         time.sleep(0.2)
     raise TimeoutError(what)
+
+
+def _quote_log(log: Path, lines: int = 15) -> None:
+    for line in log.read_text(errors="replace").splitlines()[-lines:]:
+        say(f"    | {line}")
 
 
 EPOCHS = 8  # of the real trial: enough that the SIGTERM after its first lands mid-run
@@ -147,13 +165,26 @@ def real_trial(dev: str, tmp: Path, db_url: str, n_train: int) -> None:
            "SRU_HPO_DATA_DIR": str(tmp / "data"), "SRU_HPO_DOWNLOAD": "0",
            "SRU_HPO_SNAPSHOT_SECONDS": "0", "OMP_NUM_THREADS": "1"}
     epochs = lambda: [p["epoch"] for p in store.curves.get(f"check:{tid}")]  # noqa: E731
-    a = _worker(env, dev)
-    _wait(lambda: len(epochs()) >= 1, 600, "the first epoch")
-    a.send_signal(signal.SIGTERM)  # finish the epoch, snapshot, release
-    a.wait(300)
-    # --burst: a job that a finished before the signal reached it leaves b nothing to wait for
-    b = _worker(env, dev, "--max-jobs", "1", "--burst")
-    b.wait(900)
+
+    def started() -> bool:  # an epoch done, or the job failed before one (then no waiting)
+        doc = store.db.jobs.find_one({"_id": f"check:{tid}"}, {"state": 1, "error": 1})
+        if doc["state"] == 3:
+            raise RuntimeError(f"the trial failed: {doc.get('error')}")
+        return len(epochs()) >= 1
+    log = tmp / "workers.log"
+    a = _worker(env, dev, log)
+    try:
+        _wait(started, 600, "the first epoch", a)
+        a.send_signal(signal.SIGTERM)  # finish the epoch, snapshot, release
+        a.wait(300)
+        # --burst: a job that a finished before the signal reached it leaves b nothing to wait for
+        b = _worker(env, dev, log, "--max-jobs", "1", "--burst")
+        b.wait(900)
+    except (RuntimeError, TimeoutError, subprocess.TimeoutExpired) as exc:
+        check("trial finished after a resume", False, str(exc))
+        _quote_log(log)
+        a.kill()
+        return
     doc = store.db.jobs.find_one({"_id": f"check:{tid}"})
     check("trial finished after a resume", doc["state"] == 2 and doc["result"]["resumed_from"] >= 1,
           f"state {doc['state']}, resumed from epoch {doc['result'].get('resumed_from')}")
@@ -167,11 +198,11 @@ def gpu_slots(db_url: str, tmp: Path) -> None:
     say("3. GPU slots: two workers share the first GPU")
     env = {**os.environ, "SRU_HPO_MONGO_URL": db_url, "SRU_HPO_DB_NAME": "gpuslots",
            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
-    ws = [_worker(env, "auto", "--slots-per-gpu", "2") for _ in range(2)]
+    ws = [_worker(env, "auto", tmp / "slots.log", "--slots-per-gpu", "2") for _ in range(2)]
     store = Store.connect(db_url, "gpuslots")
     try:
         held = _wait(lambda: (h := {k: o for k, o in store.leases.holders().items() if o})
-                     and len(h) == 2 and h, 120, "two leases")
+                     and len(h) == 2 and h, 120, "two leases", *ws)
         check("two workers hold two (GPU, slot) leases", len(set(held.values())) == 2,
               ", ".join(sorted(held)))
     finally:
@@ -289,7 +320,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
+    ap.add_argument("--report", type=Path, help="also append the report to this file")
     args = ap.parse_args()
+    if args.report:
+        REPORT.append(args.report.open("a", encoding="utf-8"))
     dev = torch.device("cpu" if args.dry_run else args.device)
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
@@ -297,7 +331,6 @@ def main() -> int:
             f"{props.multi_processor_count} SMs), torch {torch.__version__}")
     else:
         say(f"gpu-check {'dry run ' if args.dry_run else ''}on the CPU, torch {torch.__version__}")
-    t0 = time.monotonic()
     T, B = (16, 8) if args.dry_run else (784, 128)
     from service.embedded_db import EmbeddedMongo
 
@@ -313,7 +346,7 @@ def main() -> int:
         speed(dev, T, B, 2 if args.dry_run else 10, sru)
         throughput(str(dev), T, [1, 2] if args.dry_run else [1, 2, 4, 8],
                    0.5 if args.dry_run else 20.0, 430)  # 55,000 / 128 batches: an MNIST epoch
-    say(f"done in {time.monotonic() - t0:.0f} s; {len(failures)} failure(s)")
+    say(f"done; {len(failures)} failure(s)" + (f": {', '.join(failures)}" if failures else ""))
     return 1 if failures else 0
 
 

@@ -1,6 +1,8 @@
 """Datasets as (N, T, 1) float tensors in [0, 1] with train / validation / test splits.
 
-- ``mnist``: torchvision MNIST read pixel by pixel, 784 steps of one value, row-major.
+- ``mnist``: MNIST's four IDX files read pixel by pixel, 784 steps of one value, row-major. The
+  files are read here with numpy (torchvision is needed only to download them, so a GPU host
+  without torchvision trains on files put in place).
 - ``pmnist``: the same with one fixed random permutation of the 784 positions (seed recorded).
 - ``digits``: scikit-learn's 8x8 digits, 64 steps; ships with scikit-learn, no network.
 
@@ -110,14 +112,42 @@ def _digits(val_size: int) -> Splits:
     return Splits("digits", train, val, Split(x[idx_test], y[idx_test]), 10)
 
 
-def _mnist_raw(data_dir: Path, train: bool, download: bool):
-    from torchvision.datasets import MNIST
+IDX_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+             False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+IDX_MAGIC = {3: 2051, 1: 2049}  # unsigned-byte data, 3 (images) or 1 (labels) dimensions
 
+
+def read_idx(path: Path, dims: int) -> np.ndarray:
+    """An unpacked IDX file of unsigned bytes: a big-endian magic number, ``dims`` sizes, data."""
+    raw = path.read_bytes()
+    header = np.frombuffer(raw[:4 * (1 + dims)].ljust(4 * (1 + dims), b"\0"), dtype=">u4")
+    if int(header[0]) != IDX_MAGIC[dims]:
+        raise OSError(f"{path} is not an IDX file of {dims} dimension(s)")
+    shape = tuple(int(n) for n in header[1:])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 * (1 + dims)).reshape(shape)
+
+
+def _download_mnist(data_dir: Path) -> None:
     try:
-        return MNIST(str(data_dir), train=train, download=download)
+        from torchvision.datasets import MNIST
+    except ImportError as exc:
+        raise OSError("downloading MNIST needs torchvision, which is not installed") from exc
+    for train in (True, False):
+        MNIST(str(data_dir), train=train, download=True)
+
+
+def _mnist_raw(data_dir: Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    """(images (N, 28, 28) uint8, labels (N,)) of one MNIST part, downloaded first if allowed."""
+    raw = data_dir / "MNIST" / "raw"
+    images, labels = (raw / name for name in IDX_FILES[train])
+    try:
+        if download and not (images.exists() and labels.exists()):
+            _download_mnist(data_dir)
+        return (torch.from_numpy(read_idx(images, 3).copy()),
+                torch.from_numpy(read_idx(labels, 1).astype(np.int64)))
     except (RuntimeError, OSError) as exc:  # download failed or files missing
         raise DatasetUnavailable(
-            f"MNIST is not in {data_dir / 'MNIST' / 'raw'} and could not be downloaded ({exc}). "
+            f"MNIST is not in {raw} and could not be downloaded ({exc}). "
             "Put the four IDX files there (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
             "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte), or set "
             "SRU_HPO_DATA_DIR to a folder that has them, or allow network access once."
@@ -125,9 +155,9 @@ def _mnist_raw(data_dir: Path, train: bool, download: bool):
 
 
 def _mnist(data_dir: Path, val_size: int | None, permute: bool, download: bool) -> Splits:
-    def pixels(ds) -> tuple[Tensor, Tensor]:
-        x = ds.data.reshape(len(ds.data), -1, 1).to(torch.float32) / 255.0  # (N, 784, 1) row-major
-        return x, ds.targets.to(torch.int64)
+    def pixels(part: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        images, labels = part
+        return images.reshape(len(images), -1, 1).to(torch.float32) / 255.0, labels  # (N, 784, 1)
 
     x_tr, y_tr = pixels(_mnist_raw(data_dir, True, download))
     x_te, y_te = pixels(_mnist_raw(data_dir, False, download))

@@ -1,4 +1,5 @@
-"""Datasets: MNIST through torchvision's real reader on tiny IDX files, digits, splits."""
+"""Datasets: MNIST's IDX files (our reader, checked against torchvision's) on tiny files, digits,
+splits."""
 
 import struct
 import subprocess
@@ -55,6 +56,34 @@ def test_pmnist_is_a_fixed_permutation_of_mnist(tmp_path):
     torch.testing.assert_close(p1.test.x.sort(1).values, a.test.x.sort(1).values)
     perm = torch.randperm(784, generator=torch.Generator().manual_seed(p1.meta["permutation_seed"]))
     torch.testing.assert_close(p1.test.x, a.test.x[:, perm])
+
+
+def test_the_idx_reader_matches_torchvisions(tmp_path):
+    from torchvision.datasets import MNIST
+
+    write_idx(tmp_path / "MNIST" / "raw", n_train=30, n_test=7, seed=3)
+    s = load_dataset("mnist", tmp_path, val_size=5, download=False)
+    ref = MNIST(str(tmp_path), train=False, download=False)
+    assert torch.equal(s.test.x, ref.data.reshape(7, 784, 1).float() / 255.0)
+    assert torch.equal(s.test.y, ref.targets)
+
+
+def test_mnist_loads_where_torchvision_is_not_installed(tmp_path):
+    """An air-gapped GPU host may have torch and no torchvision: files in place are enough."""
+    write_idx(tmp_path / "MNIST" / "raw")
+    code = ("import sys; sys.modules['torchvision'] = None; from workers.data import load_dataset; "
+            f"s = load_dataset('mnist', {str(tmp_path)!r}, val_size=8, download=True); "
+            "print(len(s.train), len(s.test))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == "32 10", out.stderr[-2000:]
+
+
+def test_a_file_that_is_not_idx_is_unavailable_data(tmp_path):
+    write_idx(tmp_path / "MNIST" / "raw")
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").write_bytes(b"<html>not found</html>")
+    with pytest.raises(DatasetUnavailable, match="not an IDX file"):
+        load_dataset("mnist", tmp_path, download=False)
 
 
 def test_missing_mnist_names_the_directory(tmp_path):
