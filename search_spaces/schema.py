@@ -15,9 +15,10 @@ trial's parameters when that option is drawn, and the choice's own name is dropp
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -28,6 +29,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,7 +37,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from search_spaces.params import PARAMS, ParamError, check, model_param_names
 
 __all__ = ["SpaceSpec", "to_hyperopt", "flatten_sample", "point_to_vals", "SpaceError",
-           "sample_params", "load_builtin", "BUILTIN", "Limits", "support"]
+           "sample_params", "load_builtin", "BUILTIN", "Limits", "support", "did_you_mean",
+           "unknown_space"]
 
 
 class Limits(BaseSettings):
@@ -53,7 +56,18 @@ LIMITS = Limits()
 
 
 class SpaceError(ValueError):
-    """A space is invalid; the message starts with the parameter's name."""
+    """A space is invalid. ``problems`` holds every reason found, each ``"where: reason"`` with
+    the parameter's name first; the message joins them."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(problems))
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``known`` (empty when none is close)."""
+    close = difflib.get_close_matches(word, list(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Dist(BaseModel):
@@ -74,8 +88,16 @@ class Uniform(_Dist):
 
 class LogUniform(Uniform):  # type: ignore[misc]
     type: Literal["loguniform"]  # type: ignore[assignment]
-    low: float = Field(gt=0, description="the value, not its log; must be > 0")
-    high: float = Field(gt=0)
+    low: float = Field(description="the value, not its log; must be > 0")
+    high: float = Field(description="the value, not its log; must be > 0")
+
+    @field_validator("low", "high")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            hint = f" (e^{v:g} is {math.exp(v):.3g})" if -700 < v < 0 else ""
+            raise ValueError(f"{v:g} is not > 0: bounds are values, not logs{hint}")
+        return v
 
 
 class QUniform(Uniform):  # type: ignore[misc]
@@ -115,34 +137,54 @@ def _is_subspace(v: Any) -> bool:
     return isinstance(v, Mapping) and not _is_dist(v)
 
 
-def _parse_params(params: Mapping[str, Any], path: str, depth: int = 0) -> dict[str, Any]:
-    """Validate every entry; distributions become models, sub-spaces are parsed recursively."""
+def _dist_problem(where: str, e: Mapping[str, Any]) -> str:
+    """One pydantic error of a distribution as ``where.field: reason``, in plain words."""
+    field = ".".join(str(x) for x in e["loc"][1:])
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    if e["type"] == "union_tag_invalid":
+        msg = f"{e['ctx']['tag']!r} is not a distribution type; one of {e['ctx']['expected_tags']}"
+    elif e["type"] == "extra_forbidden":
+        msg = "not a field of this distribution"
+    elif e["type"] == "missing":
+        msg = "required"
+    if e["type"] == "union_tag_invalid" or (e["type"] == "missing" and not field):
+        field = "type"
+    return f"{where}: {field + ': ' if field else ''}{msg.replace('Input should be', 'must be')}"
+
+
+def _parse_params(params: Mapping[str, Any], path: str, problems: list[str],
+                  depth: int = 0) -> dict[str, Any]:
+    """Validate every entry; distributions become models, sub-spaces are parsed recursively.
+    Every problem found is appended to ``problems`` (the entries that parse are returned)."""
     if depth > LIMITS.max_nesting:
-        raise SpaceError(f"{path.rstrip('.')}: sub-spaces nested deeper than "
-                         f"{LIMITS.max_nesting} levels (SRU_HPO_MAX_NESTING)")
+        problems.append(f"{path.rstrip('.')}: sub-spaces nested deeper than "
+                        f"{LIMITS.max_nesting} levels (SRU_HPO_MAX_NESTING)")
+        return {}
     if len(params) > LIMITS.max_params:
-        raise SpaceError(f"{path.rstrip('.') or 'params'}: more than {LIMITS.max_params} entries")
+        problems.append(f"{path.rstrip('.') or 'params'}: more than {LIMITS.max_params} entries")
+        return {}
     out: dict[str, Any] = {}
     for name, value in params.items():
         where = f"{path}{name}"
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise SpaceError(f"{where}: a name must be letters, digits and _ (at most 64)")
+            problems.append(f"{where}: a name must be letters, digits and _ (at most 64)")
+            continue
         if not _is_dist(value):
             out[name] = value
             continue
         try:
             dist = _DIST.validate_python(value)
         except ValidationError as exc:
-            reasons = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'][1:]) or 'type'}: {e['msg']}"
-                for e in exc.errors(include_url=False, include_input=False))
-            raise SpaceError(f"{where}: {reasons}") from None
+            problems += [_dist_problem(where, e)
+                         for e in exc.errors(include_url=False, include_input=False)]
+            continue
         if isinstance(dist, Choice):
             if len(dist.options) > LIMITS.max_choice_options:
-                raise SpaceError(f"{where}: {len(dist.options)} options; at most "
-                                 f"{LIMITS.max_choice_options} (SRU_HPO_MAX_CHOICE_OPTIONS)")
-            dist.options = [_parse_params(o, f"{where}[{i}].", depth + 1) if _is_subspace(o)
-                            else o for i, o in enumerate(dist.options)]
+                problems.append(f"{where}: {len(dist.options)} options; at most "
+                                f"{LIMITS.max_choice_options} (SRU_HPO_MAX_CHOICE_OPTIONS)")
+                continue
+            dist.options = [_parse_params(o, f"{where}[{i}].", problems, depth + 1)
+                            if _is_subspace(o) else o for i, o in enumerate(dist.options)]
         out[name] = dist
     return out
 
@@ -194,18 +236,24 @@ def support(name: str, spec: Any) -> list[Any]:
         return [float(lo), float(hi)]
 
 
-def _check_semantics(params: Mapping[str, Any], model: str) -> None:
+def _check_semantics(params: Mapping[str, Any], model: str, problems: list[str]) -> None:
+    """Every parameter known to ``model`` and every value a draw can give in range; each
+    problem is appended to ``problems``."""
     known = model_param_names(model)
     for name, specs in _leaf_names(params).items():
         if name not in known:
             what = "not a parameter of model" if name in PARAMS else "not a known parameter for"
-            raise SpaceError(f"{name}: {what} {model!r} (known: {', '.join(sorted(known))})")
-        for spec in specs:
-            for value in support(name, spec):
-                try:
+            problems.append(f"{name}: {what} {model!r}{did_you_mean(name, known)} "
+                            f"(known: {', '.join(sorted(known))})")
+            continue
+        try:
+            for spec in specs:
+                for value in support(name, spec):
                     check(name, value)
-                except ParamError as exc:
-                    raise SpaceError(f"{exc} (a value this space can produce)") from None
+        except ParamError as exc:
+            problems.append(f"{exc} (a value this space can produce)")
+        except SpaceError as exc:
+            problems += exc.problems
 
 
 class SpaceSpec(BaseModel):
@@ -221,8 +269,14 @@ class SpaceSpec(BaseModel):
 
     @model_validator(mode="after")
     def _validate(self) -> SpaceSpec:
-        parsed = _parse_params(self.params, "")
-        _check_semantics(parsed, self.model)
+        problems: list[str] = []
+        parsed = _parse_params(self.params, "", problems)
+        try:
+            _check_semantics(parsed, self.model, problems)
+        except SpaceError as exc:  # a sub-space that mixes options: the leaves are unknown
+            problems += exc.problems
+        if problems:
+            raise SpaceError(*problems)
         self._parsed = parsed
         return self
 
@@ -328,6 +382,12 @@ def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[dict[str
 BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits", "sru_digits_wide")
 
 
+def unknown_space(name: str) -> SpaceError:
+    """The error for a space name that is not built in, with the closest name."""
+    return SpaceError(f"space: unknown built-in space {name!r}{did_you_mean(name, BUILTIN)} "
+                      f"(built-in: {', '.join(BUILTIN)}; or write the space inline)")
+
+
 def load_builtin(name: str) -> SpaceSpec:
     """One of the YAML files shipped next to this module."""
     from importlib.resources import files
@@ -335,6 +395,6 @@ def load_builtin(name: str) -> SpaceSpec:
     import yaml
 
     if name not in BUILTIN:
-        raise SpaceError(f"space: unknown built-in {name!r}, expected one of {', '.join(BUILTIN)}")
+        raise unknown_space(name)
     text = files("search_spaces").joinpath(f"{name}.yaml").read_text()
     return SpaceSpec.model_validate(yaml.safe_load(text))

@@ -71,26 +71,9 @@ def _call(fn, *args: Any) -> Any:  # noqa: ANN001
 
 
 def _field_errors(errors: list[dict[str, Any]]) -> list[str]:
-    """One readable line per 422 error: ``field.path: reason``, and for an unknown field the
-    closest known one."""
-    import difflib
-
-    from search_spaces.params import PARAMS
-    from service.schemas import InlineSpace, Scheduler, StudyCreate
-
-    out = []
-    for e in errors:
-        loc = [str(x) for x in e.get("loc", []) if x != "body"]
-        where = ".".join(x for x in loc if not x.startswith(("literal[", "InlineSpace"))) or "study"
-        msg = str(e.get("msg", "")).removeprefix("Value error, ")
-        if e.get("type") == "extra_forbidden" and loc:
-            parent = loc[-2] if len(loc) > 1 else ""
-            known = {"scheduler": Scheduler.model_fields, "pruning": Scheduler.model_fields,
-                     "space": InlineSpace.model_fields}.get(parent, StudyCreate.model_fields)
-            close = difflib.get_close_matches(loc[-1], list(known) + list(PARAMS), n=1)
-            msg = "not a known field" + (f"; did you mean {close[0]!r}?" if close else "")
-        out.append(f"{where}: {msg}")
-    return out
+    """One line per 422 error: ``field.path: reason`` (the API words them: service/messages.py)."""
+    return [f"{'.'.join(str(x) for x in e.get('loc', []) if x != 'body') or 'study'}: "
+            f"{e.get('msg', '')}" for e in errors]
 
 
 def _usage_error(param: str, message: str) -> NoReturn:

@@ -1,8 +1,9 @@
 """How errors leave the API: one JSON shape, documented status codes, no NaN, right ``Allow``.
 
 - A database that does not answer is a 503 with ``Retry-After`` (never a bare 500).
-- A 422 names the field and the reason; the offending input is not echoed back (it may hold
-  NaN or Infinity, which are not JSON, or be megabytes long).
+- A 422 names the field and the reason in plain words (service/messages.py); the offending
+  input is not echoed back (it may hold NaN or Infinity, which are not JSON, or be megabytes
+  long).
 - A 405 lists in ``Allow`` every method the path has (Starlette lists only the first route's).
 - ``responses(...)`` gives each route's OpenAPI its status codes, so the schema is the contract
   the fuzzer (tests/service/test_fuzz.py) checks.
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.messages import plain_errors
 from service.schemas import Problem
 from trials.connection import NETWORK_ERRORS, DatabaseUnavailable
 
@@ -71,11 +73,7 @@ def _methods_of(app: FastAPI, path: str) -> list[str]:
 
 
 async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-    errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())),
-               "msg": str(e.get("msg", "")),
-               **({"ctx": _finite({k: str(v) for k, v in e["ctx"].items()})} if e.get("ctx") else {})}
-              for e in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=422)
+    return JSONResponse({"detail": _finite(plain_errors(exc.errors()))}, status_code=422)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -13,12 +13,20 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from search_spaces.schema import BUILTIN, SpaceError, SpaceSpec, load_builtin, point_to_vals
+from search_spaces.schema import (
+    BUILTIN,
+    SpaceError,
+    SpaceSpec,
+    load_builtin,
+    point_to_vals,
+    unknown_space,
+)
 from trials.states import StudyState
 
 __all__ = [
@@ -60,24 +68,27 @@ def _depth(value: Any, limit: int) -> int:
 
 
 def resolve_space(space: str | InlineSpace | dict[str, Any], model: str | None) -> SpaceSpec:
-    """A built-in name or an inline space -> SpaceSpec; ValueError with the parameter named."""
+    """A built-in name or an inline space -> SpaceSpec. A SpaceError (a ValueError) lists every
+    problem of an inline space at once, each naming its parameter."""
     if isinstance(space, str):
         spec = load_builtin(space)
     else:
         raw = space.model_dump(exclude_none=True) if isinstance(space, InlineSpace) else space
         try:
             spec = SpaceSpec.model_validate(raw)
-        except SpaceError as exc:
-            raise ValueError(str(exc)) from None
-        except Exception as exc:  # pydantic ValidationError of the space's own fields
-            errs = getattr(exc, "errors", None)
-            if errs is None:
-                raise
-            first = errs()[0]
-            where = ".".join(str(x) for x in first["loc"]) or "space"
-            raise ValueError(f"{where}: {first['msg']}") from None
+        except ValidationError as exc:
+            problems: list[str] = []
+            for e in exc.errors(include_url=False, include_input=False):
+                cause = (e.get("ctx") or {}).get("error")
+                if isinstance(cause, SpaceError):
+                    problems += cause.problems
+                else:  # the space's own fields (model, params)
+                    where = ".".join(str(x) for x in e["loc"]) or "space"
+                    problems.append(f"{where}: {e['msg']}")
+            raise SpaceError(*problems) from None
     if model is not None and spec.model != model:
-        raise ValueError(f"space is for model {spec.model!r} but the study trains {model!r}")
+        raise SpaceError(f"model: the space is for model {spec.model!r} but the study trains "
+                         f"{model!r}")
     return spec
 
 
@@ -88,6 +99,13 @@ class Scheduler(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     rule: Literal["off", "median", "asha", "hyperband"] = "off"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """``scheduler: asha`` is ``scheduler: {rule: asha}`` with the defaults."""
+        return {"rule": data} if isinstance(data, str) else data
+
     warmup: int = Field(5, ge=0, le=100_000, description="median: epochs before a trial may be pruned")
     min_trials: int = Field(3, ge=1, le=100_000, description="median: finished trials to compare with")
     min_epochs: int = Field(5, ge=1, le=100_000, description="asha/hyperband: the first rung")
@@ -182,6 +200,13 @@ class StudyCreate(BaseModel):
                 f"rung above trial_epochs / reduction saves less than 1 − 1/reduction of a run; "
                 f"lower min_epochs or reduction, or raise trial_epochs")
         return self
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_name(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in BUILTIN:
+            raise unknown_space(v)
+        return v
 
     @field_validator("space")
     @classmethod

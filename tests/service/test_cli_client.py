@@ -165,3 +165,51 @@ def test_bad_command_line_input_is_one_line_and_exit_2(api, tmp_path, case):
     assert param in text, text
     assert len(api.client().get("/studies?limit=1000").json()["studies"]) == before
     assert api.client().get(f"/studies/{sid}").json()["state"] != "cancelled"
+
+
+BASE = "name: msg\nmodel: sru\ndataset: digits\nn_trials: 2\ntrial_epochs: 9\n"
+INLINE = ("space:\n  model: sru\n  params:\n    lr: {type: loguniform, low: -9.2, high: -4.6}\n"
+          "    phi_size: {type: quniform, low: 300, high: 100, q: 8}\n    phi_sise: 64\n")
+JARGON = ("Input should be", "Value error", "dictionary or object", "Extra inputs", "Field required")
+
+
+@pytest.mark.parametrize(("text", "lines"), [
+    # issue 21's exact inputs, each with the line(s) a user now reads
+    (BASE + "space: sru_digit\n",
+     ["space: unknown built-in space 'sru_digit'; did you mean 'sru_digits'? (built-in: "
+      "sru_mnist, gru_mnist, lstm_mnist, sru_digits, sru_digits_wide; or write the space "
+      "inline)"]),
+    (BASE + "space: sru_digits\nscheduler: ashaa\n",
+     ["scheduler.rule: 'ashaa' is not one of off, median, asha, hyperband; did you mean "
+      "'asha'?"]),
+    (BASE + INLINE,  # every problem of the space at once, no "space: space: Value error"
+     ["space.params.lr: low: -9.2 is not > 0: bounds are values, not logs (e^-9.2 is 0.000101)",
+      "space.params.lr: high: -4.6 is not > 0: bounds are values, not logs (e^-4.6 is 0.0101)",
+      "space.params.phi_size: low (300.0) must be < high (100.0)",
+      "space.params.phi_sise: not a known parameter for 'sru'; did you mean 'phi_size'? (known: "
+      "alphas, batch_size, clip_norm, diverge_loss, dropout, learn_alphas, lr, lr_decay, "
+      "momentum, optimizer, out_size, phi_size, r_size, weight_decay)"]),
+    (BASE.replace("digits", "minst") + "space: sru_digits\n",
+     ["dataset: 'minst' is not one of mnist, pmnist, digits; did you mean 'mnist'?"]),
+])
+def test_validation_messages_say_what_to_write(api, tmp_path, text, lines):
+    f = tmp_path / "study.yaml"
+    f.write_text(text)
+    out = cli("submit", str(f), "--api", api.url, "--token", TOKEN)
+    assert out.returncode == 2, out.stdout + out.stderr
+    got = [line.strip() for line in out.stdout.splitlines()[1:]]
+    assert got == lines, out.stdout
+    assert not any(j in out.stdout for j in JARGON), out.stdout
+
+
+def test_the_scheduler_shorthand_is_accepted(api, tmp_path):
+    f = tmp_path / "study.yaml"
+    f.write_text(BASE.replace("trial_epochs: 9", "trial_epochs: 15")  # asha's rungs 5, 15
+                 + "space: sru_digits\nscheduler: asha\n")
+    out = cli("submit", str(f), "--api", api.url, "--token", TOKEN)
+    assert out.returncode == 0, out.stdout + out.stderr
+    sid = out.stdout.split()[1]
+    scheduler = api.client().get(f"/studies/{sid}").json()["scheduler"]
+    assert scheduler == {"rule": "asha", "warmup": 5, "min_trials": 3, "min_epochs": 5,
+                         "reduction": 3}
+    api.client().post(f"/studies/{sid}/cancel", json={})
