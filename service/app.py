@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi_offline import FastAPIOffline
 
+from service import __version__
 from service.errors import install_error_handlers
 from service.routes import analysis, operations, pages, results, studies, trials
 from service.runtime import Runtime
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # max_body_size: FastAPI/Starlette answer 413 past the limit (Content-Length or streamed).
     # FastAPIOffline: /docs and /redoc with Swagger UI and ReDoc served from the package, no CDN.
-    app = FastAPIOffline(title="sru-hpo", version="0.2.0", lifespan=lifespan,
+    app = FastAPIOffline(title="sru-hpo", version=__version__, lifespan=lifespan,
                          max_body_size=settings.max_body_bytes,
                          description="Hyperparameter optimization for the Statistical Recurrent Unit")
     app.state.settings = settings

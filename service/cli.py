@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +21,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Hyperparameter optimization for the Statistical Recurrent Unit.")
 app.command("train")(train_command)
 app.command("worker")(worker_command)
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Full width where output is not a terminal (a pipe, a log file): rich would wrap every
+    line at 80 columns there. COLUMNS, when set, still decides."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=1000 if wide else None)
+
+
+console = _console()
+err_console = _console(stderr=True)
 T = TypeVar("T")
 
 ApiOpt = Annotated[str | None, typer.Option("--api", envvar="SRU_HPO_API_URL",
@@ -43,8 +55,18 @@ DEMO_SCHEDULERS: dict[str, dict[str, Any]] = {
 }
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from service import __version__
+
+        console.print(f"sru-hpo {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="print the version")] = False,
+          ) -> None:
     """Hyperparameter optimization for the Statistical Recurrent Unit."""
 
 
@@ -154,6 +176,8 @@ def _start_cluster(cluster) -> None:  # noqa: ANN001
 
 
 DeviceOpt = Annotated[str, typer.Option(help="the workers' --device (auto | cpu | cuda:N)")]
+PortOpt = Annotated[int | None, typer.Option(min=1, max=65535, help="the API's port "
+                                             "[default: SRU_HPO_PORT, 8000]")]
 
 
 @app.command()
@@ -161,17 +185,16 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
        device: DeviceOpt = "auto",
        max_restarts: Annotated[int, typer.Option(
            min=0, help="give up when one part restarts more than this many times in 60 s")] = 5,
+       port: PortOpt = None,
        ) -> None:
     """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers, supervised:
     a part that dies is restarted. Ctrl-C (or SIGTERM/SIGHUP) stops them all."""
-    import os
-
     from service.launcher import Cluster, GiveUp, stop_signals
     from trials.settings import Settings
 
     stop = stop_signals()
     threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
-    cluster = Cluster(Settings(), workers, worker_threads=threads, device=device,
+    cluster = Cluster(Settings(), workers, port=port, worker_threads=threads, device=device,
                       max_restarts=max_restarts, say=lambda m: console.print(f"[yellow]{m}"))
     try:
         _start_cluster(cluster)
@@ -195,10 +218,11 @@ def demo(
         min=1, help="at most this many configurations as well (whichever ends first)")] = None,
     retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO_STUDY["retrain_epochs"],
     scheduler: Annotated[str, typer.Option(help="asha | median | off")] = "asha",
+    keep_serving: Annotated[bool, typer.Option(
+        help="keep the API and the dashboard up after the report, until Ctrl-C")] = False,
+    port: PortOpt = None,
 ) -> None:
     """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
-    import os
-
     if scheduler not in DEMO_SCHEDULERS:
         raise typer.BadParameter(f"one of {', '.join(DEMO_SCHEDULERS)}", param_hint="--scheduler")
     if budget < DEMO_STUDY["trial_epochs"]:
@@ -211,7 +235,8 @@ def demo(
 
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)
-    port = settings.port if port_is_free(settings.host, settings.port) else free_port()
+    if port is None:
+        port = settings.port if port_is_free(settings.host, settings.port) else free_port()
     stop = stop_signals()
     cluster = Cluster(settings, workers, port=port, worker_threads=threads,
                       say=lambda m: console.print(f"[yellow]{m}"))
@@ -224,12 +249,21 @@ def demo(
         size = f"SRU trials for {budget} epochs" + (f" (at most {trials})" if trials else "")
         console.print(f"API {cluster.api_url} · study {study['id']}: {size} on digits "
                       f"({scheduler}) with {workers} workers, then a {retrain_epochs}-epoch retrain")
+        console.print(f"dashboard: {cluster.api_url}/ (while the demo runs)")
         progress = _Progress(client, study, retrain_epochs)
         cluster.supervise(stop, tick=2.0, while_running=progress.update)
         if stop.is_set():
             console.print("interrupted")
             raise typer.Exit(130)
         _report(client, progress.study, settings.home / "demo")
+        if keep_serving:
+            console.print(f"dashboard at {cluster.api_url}/ until Ctrl-C")
+            cluster.supervise(stop)
+        else:
+            console.print(f"to look at the study later: SRU_HPO_HOME={settings.home.resolve()} "
+                          "sru-hpo up, "
+                          f"then open the dashboard (http://{settings.host}:{settings.port}/) "
+                          "or run sru-hpo status / report")
     except GiveUp as exc:
         console.print(f"[red]stopped: {exc}")
         raise typer.Exit(1) from None
@@ -262,7 +296,7 @@ class _Progress:
         if line != self.last:
             console.print(f"[{time.monotonic() - self.t0:6.0f} s] {line}")
             self.last = line
-        return s["state"] in ("queued", "running", "retraining")
+        return s["state"] in ACTIVE_STATES
 
 
 def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN001
@@ -276,10 +310,10 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
     retrain = _call(client.retrain, sid)
     curves = _call(client.curves, sid)
     (out_dir / "curves.json").write_text(json.dumps(curves, indent=1))
-    from service.report import plot_curves
+    from service.report import plot_curves, retrain_source
 
     plot_curves(curves, out_dir / "curves.png", f"study {sid}",
-                study["best"]["tid"] if study.get("best") else None)
+                study["best"]["tid"] if study.get("best") else None, retrain)
     ckpt = out_dir / f"{sid}.pt"
     ckpt.write_bytes(_call(client.checkpoint, sid))
     table = Table(title="best configuration (retrained)")
@@ -291,8 +325,8 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
     console.print(f"search: {study['counts']['finished']} trials, {study['epochs_spent']} epochs "
                   f"({study['epochs_saved']} saved by the scheduler)")
     console.print(f"search best val_acc {study['best']['best_val_acc']:.4f} (trial "
-                  f"{study['best']['tid']}); retrain best val_acc {retrain['best_val_acc']:.4f} "
-                  f"at epoch {retrain['best_epoch']}")
+                  f"{study['best']['tid']}); retrain of trial {retrain_source(retrain)}: best "
+                  f"val_acc {retrain['best_val_acc']:.4f} at epoch {retrain['best_epoch']}")
     console.print(f"[bold]test accuracy {retrain['test_acc']:.4f}[/bold] "
                   f"(evaluated once, after the search)")
     console.print(f"curves: {out_dir / 'curves.json'} and {out_dir / 'curves.png'}; "
@@ -332,13 +366,39 @@ def submit(
 
 @app.command()
 def status(study_id: Annotated[str | None, typer.Argument()] = None,
+           watch: Annotated[bool, typer.Option(
+               "--watch", "-w", help="print again every --interval seconds; with a STUDY_ID, "
+               "stop when the study ends")] = False,
+           interval: Annotated[float, typer.Option(min=0.5, max=3600,
+                                                   help="seconds between prints")] = 5.0,
            api: ApiOpt = None, token: TokenOpt = None) -> None:
     """All studies (fits 80 columns), or one study in detail: counts, best trial, retrain,
     and why it failed."""
     client = _client(api, token)
-    if study_id:
-        _status_one(_call(client.study, _sid(client, study_id)))
-        return
+    sid = _sid(client, study_id) if study_id else None
+    while True:
+        if watch and console.is_terminal:
+            console.clear()
+        if sid is None:
+            _status_all(client)
+        else:
+            study = _call(client.study, sid)
+            _status_one(study)
+            if study["state"] not in ACTIVE_STATES:
+                return
+        if not watch:
+            return
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        console.print()
+
+
+ACTIVE_STATES = ("queued", "running", "retraining")
+
+
+def _status_all(client) -> None:  # noqa: ANN001
     table = Table(box=None, pad_edge=False)
     for col in ("id", "name", "state", "done/n", "run", "err", "best", "test"):
         table.add_column(col, no_wrap=col == "id")
@@ -437,7 +497,7 @@ def curves(study_id: str,
     data = _call(client.curves, sid)
     table = Table()
     for col in ("tid", "kind", "state", "outcome", "epochs", "last val_acc", "best val_acc"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("state", "outcome"))  # never "stopped_at_r…"
     for c in data:
         accs = [p["val_acc"] for p in c["points"]]
         table.add_row(str(c["tid"]), c["kind"], c["state"], str(c["outcome"]), str(len(accs)),
@@ -462,9 +522,28 @@ def report(study_id: str,
 
     client = _client(api, token)
     sid = _sid(client, study_id)
-    files = _writing("--out", out, lambda: _call(write_report, client, sid, out))
+    files, skipped = _writing("--out", out, lambda: _call(write_report, client, sid, out))
     for f in files:
         console.print(f"wrote {f}")
+    for name, why in skipped.items():
+        console.print(f"skipped {out / name}: {why}")
+
+
+@app.command()
+def delete(study_id: str,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask")] = False,
+           api: ApiOpt = None, token: TokenOpt = None) -> None:
+    """Delete a study with its trials, curves and checkpoints (a running one is cancelled
+    first)."""
+    client = _client(api, token)
+    sid = _sid(client, study_id)
+    study = _call(client.study, sid)
+    if not yes and not typer.confirm(f"delete study {sid} ({study['name']}, {study['state']}) "
+                                     "with its trials, curves and checkpoints?"):
+        console.print("not deleted")
+        raise typer.Exit(1)
+    _call(client.delete, sid)
+    console.print(f"study {sid} deleted")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""A small HTTP client for the API, used by the CLI's submit/status/best/curves/cancel."""
+"""A small HTTP client for the API, used by the CLI's client commands and by report."""
 
 from __future__ import annotations
 
@@ -102,6 +102,9 @@ class ApiClient:
 
     def checkpoint(self, sid: str) -> bytes:
         return self._do("GET", f"/studies/{sid}/checkpoint")
+
+    def delete(self, sid: str) -> None:
+        self._do("DELETE", f"/studies/{sid}")
 
     def cancel(self, sid: str) -> dict[str, Any]:
         return self._do("POST", f"/studies/{sid}/cancel", json={})

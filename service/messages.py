@@ -88,7 +88,7 @@ def _one(e: Mapping[str, Any]) -> list[dict[str, Any]]:
         msg = (f"{shown} is not one of {', '.join(expected)}"
                + (did_you_mean(given, expected) if isinstance(given, str) else ""))
     elif kind == "value_error" and not path and (m := _FIELD_FIRST.fullmatch(_words(msg))):
-        path, msg = m.group(1).split("."), m.group(2)
+        path, msg = [*m.group(1).split(".")], m.group(2)
     return [{"type": kind, "loc": [*source, *path], "msg": _words(msg)}]
 
 

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_report", "plot_curves"]
+__all__ = ["write_report", "plot_curves", "retrain_source"]
 
 STYLE = {"pruned": ("--", "0.6"), "stopped_at_rung": ("--", "tab:orange"),
          "diverged": (":", "tab:red"), "error": (":", "tab:red"), "cancelled": ("-.", "0.5")}
@@ -36,13 +36,29 @@ def _plt():  # noqa: ANN202
     return plt, MaxNLocator
 
 
+def retrain_source(retrain: dict[str, Any] | None) -> int | None:
+    """The search trial whose configuration the chosen retrain trained (``GET …/retrain``)."""
+    if not retrain:
+        return None
+    return next((c.get("source_tid") for c in retrain.get("candidates") or []
+                 if c["tid"] == retrain.get("tid")), None)
+
+
+def _marker(n_points: int) -> str | None:
+    """Markers where a curve has few points: a 1-epoch curve is otherwise not drawn at all."""
+    return "o" if n_points <= 5 else None
+
+
 def plot_curves(curves: list[dict[str, Any]], path: Path, title: str,
-                best_tid: int | None = None) -> None:
-    """Trials and the retrain on separate axes, so a long retrain does not squash the trials."""
+                best_tid: int | None = None, retrain: dict[str, Any] | None = None) -> None:
+    """Trials and the retrain on separate axes, so a long retrain does not squash the trials.
+    ``retrain`` (``GET …/retrain``) picks the chosen retrain and names the trial it retrains."""
     plt, MaxNLocator = _plt()
-    retrain = [c for c in curves if c["kind"] == "retrain" and c["points"]]
+    chosen = (retrain or {}).get("tid")
+    retrains = sorted((c for c in curves if c["kind"] == "retrain" and c["points"]),
+                      key=lambda c: c["tid"] != chosen)
     trials = [c for c in curves if c["kind"] == "trial" and c["points"]]
-    fig, axes = plt.subplots(1, 2 if retrain else 1, figsize=(12 if retrain else 8, 4.5),
+    fig, axes = plt.subplots(1, 2 if retrains else 1, figsize=(12 if retrains else 8, 4.5),
                              squeeze=False)
     ax = axes[0][0]
     seen: set[str] = set()
@@ -54,18 +70,21 @@ def plot_curves(curves: list[dict[str, Any]], path: Path, title: str,
                  else outcome if outcome not in seen else None)
         seen.add(outcome)
         ax.plot([p["epoch"] for p in c["points"]], [p["val_acc"] for p in c["points"]],
-                ls=ls, color=color, lw=2.5 if best else 1, alpha=1 if best else 0.7, label=label)
+                ls=ls, color=color, lw=2.5 if best else 1, alpha=1 if best else 0.7, label=label,
+                marker=_marker(len(c["points"])), markersize=4)
     ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"{title}: {len(trials)} trials")
     for a in axes[0]:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.grid(alpha=0.3)
     if trials:
         ax.legend(fontsize=8)
-    if retrain:
-        r = retrain[0]
+    if retrains:
+        r = retrains[0]
+        source = retrain_source(retrain) if r["tid"] == chosen else None
         ax2 = axes[0][1]
         ax2.plot([p["epoch"] for p in r["points"]], [p["val_acc"] for p in r["points"]],
-                 color="tab:red", lw=2, label=f"retrain (trial {r['tid']})")
+                 color="tab:red", lw=2, marker=_marker(len(r["points"])),
+                 label="retrain" + (f" of trial {source}" if source is not None else ""))
         ax2.set(xlabel="epoch", ylabel="validation accuracy", title="retrain of the best")
         ax2.legend(fontsize=8)
     fig.tight_layout()
@@ -123,9 +142,11 @@ def _params(space: dict[str, Any], trials: list[dict[str, Any]], path: Path) -> 
     plt.close(fig)
 
 
-def _importance(imp: dict[str, Any], path: Path) -> bool:
+def _importance(imp: dict[str, Any], path: Path) -> str | None:
+    """Writes the plot, or returns why there is none."""
     if not imp.get("importances"):
-        return False
+        return imp.get("message") or (f"no importance estimate: {imp.get('n_trials', 0)} "
+                                      f"finished trials, {imp.get('min_trials')} needed")
     plt, _ = _plt()
     rows = list(reversed(imp["importances"]))
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
@@ -135,7 +156,7 @@ def _importance(imp: dict[str, Any], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return True
+    return None
 
 
 def _curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
@@ -148,8 +169,10 @@ def _curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
                 w.writerow([c["tid"], c["kind"], p["epoch"], *(p.get(k) for k in keys)])
 
 
-def write_report(client, sid: str, out: Path) -> list[Path]:  # noqa: ANN001 - ApiClient
-    """Everything above for study ``sid`` into ``out``; returns the files written."""
+def write_report(client, sid: str, out: Path  # noqa: ANN001 - ApiClient
+                 ) -> tuple[list[Path], dict[str, str]]:
+    """Everything above for study ``sid`` into ``out``; returns the files written and, for each
+    file not written, why."""
     out.mkdir(parents=True, exist_ok=True)
     study = client.study(sid)
     retrain = client.retrain(sid)
@@ -159,11 +182,14 @@ def write_report(client, sid: str, out: Path) -> list[Path]:  # noqa: ANN001 - A
     (out / "trials.csv").write_text(client.trials_csv(sid))
     _curves_csv(curves, out / "curves.csv")
     plot_curves(curves, out / "curves.png", f"study {sid}",
-                study["best"]["tid"] if study.get("best") else None)
+                study["best"]["tid"] if study.get("best") else None, retrain)
     _best_so_far(trials, out / "best_so_far.png")
     _params(study["space"], trials, out / "params.png")
     files = ["study.json", "trials.csv", "curves.csv", "curves.png", "best_so_far.png",
              "params.png"]
-    if _importance(client.importance(sid), out / "importance.png"):
+    skipped: dict[str, str] = {}
+    if why := _importance(client.importance(sid), out / "importance.png"):
+        skipped["importance.png"] = why
+    else:
         files.append("importance.png")
-    return [out / f for f in files]
+    return [out / f for f in files], skipped

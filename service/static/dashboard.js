@@ -8,11 +8,38 @@ const main = $("#main");
 const state = { timer: null, curves: new Map(), cursor: null, sid: null, sort: null };
 const ACTIVE = new Set(["queued", "running", "retraining"]);
 const PLOT = { displaylogo: false, responsive: true };
-const LAYOUT = { margin: { l: 56, r: 16, t: 32, b: 44 }, font: { size: 12 },
+// t: 40 keeps plotly's toolbar (top right, about 30 px) above the plotting area and its titles
+const LAYOUT = { margin: { l: 56, r: 16, t: 40, b: 44 }, font: { size: 12 },
                  legend: { orientation: "h", y: -0.25 } };
-// an epoch axis: whole numbers only, about ten ticks
-const epochAxis = (maxEpoch, title = "epoch") => ({ title: { text: title }, tickformat: "d",
-  tick0: 0, dtick: Math.max(1, Math.ceil((maxEpoch || 1) / 10)) });
+const RIGHT_AXIS = { l: 56, r: 64, t: 40, b: 44 }; // room for a right-hand axis and its title
+// an epoch axis: whole numbers only, about ten ticks, every epoch from 1 shown even for 3 epochs
+const epochAxis = (maxEpoch, title = "epoch") => {
+  const top = Math.max(1, maxEpoch || 1);
+  return { title: { text: title }, tickformat: "d", tickmode: "linear", tick0: 0,
+           dtick: Math.max(1, Math.ceil(top / 10)), range: [top > 1 ? 0.8 : 0.5, top + (top > 1 ? 0.2 : 0.5)] };
+};
+// an accuracy axis: never beyond [0, 1], a little room around the data
+function accAxis(title, values) {
+  const v = values.filter((x) => typeof x === "number" && Number.isFinite(x));
+  const lo = v.length ? Math.min(...v) : 0, hi = v.length ? Math.max(...v) : 1;
+  const pad = Math.max(0.01, (hi - lo) * 0.08);
+  return { title: { text: title }, range: [Math.max(0, lo - pad), Math.min(1, hi + pad)] };
+}
+// markers where a curve has few points: a 1-epoch trial is otherwise not drawn at all
+const modeFor = (n) => (n <= 5 ? "lines+markers" : "lines");
+
+// Plotly's "responsive" follows the window only; a card that narrows when a scrollbar appears
+// (or the layout reflows) would leave its chart wider than the card. Follow each chart's box.
+const resizer = new ResizeObserver((entries) => {
+  for (const e of entries) if (e.target.data) Plotly.Plots.resize(e.target);
+});
+function plot(target, traces, layout) {
+  const node = typeof target === "string" ? document.getElementById(target) : target;
+  resizer.observe(node);
+  return Plotly.react(node, traces, layout, PLOT);
+}
+// replaceChildren without the text "null" for the parts that are absent
+const show = (node, ...parts) => node.replaceChildren(...parts.flat().filter((p) => p !== null && p !== undefined));
 
 // -- plumbing ----------------------------------------------------------------------------------
 function token() { return sessionStorage.getItem("sru-hpo-token") || ""; }
@@ -57,7 +84,7 @@ function schedule(fn, ms) {
 }
 
 function fail(err) {
-  main.replaceChildren(el("div", { class: "error-box" }, String(err.message || err)));
+  show(main, el("div", { class: "error-box" }, String(err.message || err)));
 }
 
 // A sortable table: columns [{key, label, num, render}], rows of objects.
@@ -121,21 +148,24 @@ async function viewStudies() {
     { key: "elapsed", label: "elapsed s", num: true, render: (s) => fmt(Math.round(s.elapsed)) },
     { key: "actions", label: "", render: studyActions },
   ];
-  main.replaceChildren(el("h1", {}, "Studies"), filters,
+  show(main, el("h1", {}, "Studies"), filters,
     table(cols, rows, { sortKey: "created", id: "studies" }),
     shown.length ? null : el("p", { class: "muted" }, "no studies yet: POST /studies or sru-hpo submit"));
   if (studies.some((s) => ACTIVE.has(s.state))) schedule(render, 3000);
 }
 
+// Shown whether or not a token is set: a server without one takes the write as it is; one that
+// wants a token answers 401, and the message says where to type it.
 function studyActions(s) {
-  if (!token()) return "";
   const act = async (what) => {
     if (what === "delete" && !confirm(`delete study ${s.id} and everything it made?`)) return;
     try {
       await api(what === "cancel" ? `/studies/${s.id}/cancel` : `/studies/${s.id}`,
                 { method: what === "cancel" ? "POST" : "DELETE", body: what === "cancel" ? "{}" : undefined });
       render();
-    } catch (e) { alert(e.message); }
+    } catch (e) {
+      alert(e.message.startsWith("401") ? `${e.message}\nthis server needs a token: type it in the box at the top` : e.message);
+    }
   };
   return el("span", {}, ACTIVE.has(s.state) ? el("button", { onclick: () => act("cancel") }, "cancel") : null,
     " ", el("button", { class: "danger", onclick: () => act("delete") }, "delete"));
@@ -193,7 +223,7 @@ async function viewStudy(sid) {
   const slices = el("div", { class: "row", id: "slices" });
   const detail = el("div", { class: "card", id: "trial-detail" },
     el("p", { class: "muted" }, "click a trial to see its curve and JSON"));
-  main.replaceChildren(head, bestBox(study, retrain), charts, el("h2", {}, "Each parameter (slices)"),
+  show(main, head, bestBox(study, retrain), charts, el("h2", {}, "Each parameter (slices)"),
     slices, el("h2", {}, `Trials (${trials.length})`), trialsTable(study, trials, curves), detail);
   drawCurves(study, trials, curves);
   drawBestSoFar(study, trials);
@@ -280,7 +310,8 @@ function drawCurves(study, trials, curves) {
     const best = cv.tid === bestTid;
     const style = STYLE[t.outcome] || STYLE[t.state] || {};
     const line = { width: best ? 3.5 : 1.2, color: best ? "#2563eb" : style.color, dash: style.dash };
-    const base = { x: cv.points.map((p) => p.epoch), mode: "lines", line, opacity: best ? 1 : 0.75,
+    const base = { x: cv.points.map((p) => p.epoch), mode: modeFor(cv.points.length), line,
+                   marker: { size: best ? 7 : 5, color: line.color }, opacity: best ? 1 : 0.75,
                    name: `trial ${cv.tid}${best ? " (best)" : ""} ${t.outcome || t.state || ""}`,
                    legendgroup: String(cv.tid), showlegend: false };
     traces.val.push({ ...base, y: cv.points.map((p) => p.val_acc), showlegend: best });
@@ -288,29 +319,28 @@ function drawCurves(study, trials, curves) {
     traces.vloss.push({ ...base, y: cv.points.map((p) => p.val_loss) });
   }
   const maxEpoch = Math.max(1, ...[...curves.values()].flatMap((c) => c.points.map((p) => p.epoch)));
-  const axes = (ytitle, log) => ({ ...LAYOUT, xaxis: epochAxis(maxEpoch),
-    yaxis: { title: { text: ytitle }, type: log ? "log" : "linear" } });
-  Plotly.react("chart-val", traces.val, axes("validation accuracy"), PLOT);
-  Plotly.react("chart-train", traces.train, axes("train loss", true), PLOT);
-  Plotly.react("chart-vloss", traces.vloss, axes("validation loss", true), PLOT);
+  const axes = (yaxis) => ({ ...LAYOUT, xaxis: epochAxis(maxEpoch), yaxis });
+  plot("chart-val", traces.val, axes(accAxis("validation accuracy", traces.val.flatMap((t) => t.y))));
+  plot("chart-train", traces.train, axes({ title: { text: "train loss" }, type: "log" }));
+  plot("chart-vloss", traces.vloss, axes({ title: { text: "validation loss" }, type: "log" }));
 }
 
+// The anytime curve: best validation accuracy against the compute spent (cumulative epochs of
+// the trials in the order they were made); each step's hover names its trial.
 function drawBestSoFar(study, trials) {
   const done = trials.filter((t) => t.best_val_acc !== null).sort((a, b) => a.tid - b.tid);
   let best = 0, epochs = 0;
-  const byTrial = [], byEpochs = [];
+  const pts = [];
   for (const t of done) {
     best = Math.max(best, t.best_val_acc); epochs += t.epochs_run || 0;
-    byTrial.push([t.tid, best]); byEpochs.push([epochs, best]);
+    pts.push({ epochs, best, tid: t.tid });
   }
-  Plotly.react("chart-best", [
-    { x: byTrial.map((p) => p[0]), y: byTrial.map((p) => p[1]), mode: "lines+markers",
-      line: { shape: "hv" }, name: "against trial number", xaxis: "x" },
-    { x: byEpochs.map((p) => p[0]), y: byEpochs.map((p) => p[1]), mode: "lines",
-      line: { shape: "hv", dash: "dot" }, name: "against cumulative epochs (compute)", xaxis: "x2" },
-  ], { ...LAYOUT, xaxis: { title: { text: "trial number" }, tickformat: "d" },
-       xaxis2: { title: { text: "cumulative epochs" }, overlaying: "x", side: "top", tickformat: "d" },
-       yaxis: { title: { text: "best validation accuracy so far" } } }, PLOT);
+  const y = pts.map((p) => p.best);
+  plot("chart-best", [{ x: pts.map((p) => p.epochs), y, mode: "lines+markers",
+    line: { shape: "hv" }, text: pts.map((p) => `after trial ${p.tid}`), name: "best so far" }],
+  { ...LAYOUT, xaxis: { title: { text: "cumulative epochs (compute)" }, tickformat: "d",
+                        rangemode: "tozero" },
+    yaxis: accAxis("best validation accuracy so far", y) });
 }
 
 // searched parameters from the stored space: name -> {type, options?, log}
@@ -341,29 +371,34 @@ function drawParams(study, trials, slices) {
   const done = trials.filter((t) => t.best_val_acc !== null);
   const dims = Object.entries(params).map(([name, spec]) => {
     const values = done.map((t) => encode(spec, t.params[name]));
-    const dim = { label: spec.log ? `log10 ${name}` : name, values: values.map((v) => (v === null ? -1 : v)) };
+    const dim = { label: spec.log ? `log10 ${name}` : name, tickformat: ".3~g",
+                  values: values.map((v) => (v === null ? -1 : v)) };
     if (spec.type === "choice") {
       dim.tickvals = spec.options.map((_, i) => i);
       dim.ticktext = spec.options.map((o) => JSON.stringify(o).slice(0, 24));
     }
     return dim;
   });
-  dims.push({ label: "best val acc", values: done.map((t) => t.best_val_acc) });
-  Plotly.react("chart-parcoords", [{ type: "parcoords", dimensions: dims,
+  dims.push({ label: "best val acc", tickformat: ".3~g", values: done.map((t) => t.best_val_acc) });
+  // labels slanted so neighbours never run together; range numbers short and small
+  plot("chart-parcoords", [{ type: "parcoords", dimensions: dims, labelangle: -20,
+    labelfont: { size: 11 }, rangefont: { size: 9 }, tickfont: { size: 10 },
     line: { color: done.map((t) => t.best_val_acc), colorscale: "Viridis", showscale: true } }],
-  { ...LAYOUT, margin: { l: 60, r: 60, t: 60, b: 30 } }, PLOT);
+  { ...LAYOUT, margin: { l: 60, r: 70, t: 90, b: 30 } });
   slices.replaceChildren();
   for (const [name, spec] of Object.entries(params)) {
     const id = `slice-${name}`;
     slices.append(el("div", { class: "card grow", style: "flex-basis:300px" }, el("h2", {}, name),
       el("div", { id, class: "chart" })));
     const isChoice = spec.type === "choice";
-    Plotly.react(id, [{ type: "scatter", mode: "markers",
+    const y = done.map((t) => t.best_val_acc);
+    plot(id, [{ type: "scatter", mode: "markers",
       x: done.map((t) => (isChoice ? JSON.stringify(t.params[name]) : t.params[name])),
-      y: done.map((t) => t.best_val_acc), text: done.map((t) => `trial ${t.tid}`),
+      y, text: done.map((t) => `trial ${t.tid}`),
       marker: { color: done.map((t) => t.tid), colorscale: "Blues", size: 8 } }],
-    { ...LAYOUT, xaxis: { title: { text: name }, type: spec.log ? "log" : isChoice ? "category" : "linear" },
-      yaxis: { title: { text: "best val acc" } } }, PLOT);
+    { ...LAYOUT, xaxis: { title: { text: name }, automargin: true,
+                          type: spec.log ? "log" : isChoice ? "category" : "linear" },
+      yaxis: accAxis("best val acc", y) });
   }
 }
 
@@ -375,10 +410,12 @@ function drawImportance(imp) {
     return;
   }
   const rows = [...imp.importances].reverse();
-  Plotly.react(node, [{ type: "bar", orientation: "h", x: rows.map((r) => r.importance),
-    y: rows.map((r) => r.param) }], { ...LAYOUT, margin: { l: 110, r: 16, t: 24, b: 40 },
-    title: { text: `${imp.method}; ${imp.n_trials} trials`, font: { size: 11 } },
-    xaxis: { title: { text: "importance (sums to 1)" } } }, PLOT);
+  // the method as a caption above the chart, where no toolbar can cover it
+  node.before(el("p", { class: "muted caption", id: "importance-method" },
+    `${imp.method}; ${imp.n_trials} trials`));
+  plot(node, [{ type: "bar", orientation: "h", x: rows.map((r) => r.importance),
+    y: rows.map((r) => r.param) }], { ...LAYOUT, margin: { l: 110, r: 16, t: 40, b: 40 },
+    xaxis: { title: { text: "importance (sums to 1)" } } });
 }
 
 function drawRetrain(retrain) {
@@ -387,11 +424,12 @@ function drawRetrain(retrain) {
     return;
   }
   const x = retrain.curve.map((p) => p.epoch);
-  Plotly.react("chart-retrain", [
-    { x, y: retrain.curve.map((p) => p.val_acc), name: "validation accuracy", mode: "lines" },
-    { x, y: retrain.curve.map((p) => p.train_loss), name: "train loss", yaxis: "y2", mode: "lines" },
-  ], { ...LAYOUT, xaxis: epochAxis(x[x.length - 1]), yaxis: { title: { text: "val acc" } },
-       yaxis2: { title: { text: "train loss" }, overlaying: "y", side: "right", type: "log" } }, PLOT);
+  const y = retrain.curve.map((p) => p.val_acc);
+  plot("chart-retrain", [
+    { x, y, name: "validation accuracy", mode: modeFor(x.length) },
+    { x, y: retrain.curve.map((p) => p.train_loss), name: "train loss", yaxis: "y2", mode: modeFor(x.length) },
+  ], { ...LAYOUT, margin: RIGHT_AXIS, xaxis: epochAxis(x[x.length - 1]), yaxis: accAxis("val acc", y),
+       yaxis2: { title: { text: "train loss" }, overlaying: "y", side: "right", type: "log", automargin: true } });
 }
 
 function trialsTable(study, trials, curves) {
@@ -426,16 +464,17 @@ function trialsTable(study, trials, curves) {
 function showTrial(study, t, curves) {
   const cv = curves.get(t.tid);
   const box = $("#trial-detail");
-  box.replaceChildren(el("h2", {}, `Trial ${t.tid} `, badge(t.outcome || t.state)),
+  show(box, el("h2", {}, `Trial ${t.tid} `, badge(t.outcome || t.state)),
     el("div", { class: "row" }, el("div", { id: "chart-trial", class: "chart grow" }),
       el("pre", { class: "json grow" }, JSON.stringify(t, null, 2))));
   if (cv && cv.points.length) {
     const x = cv.points.map((p) => p.epoch);
-    Plotly.react("chart-trial", [
-      { x, y: cv.points.map((p) => p.val_acc), name: "val acc" },
-      { x, y: cv.points.map((p) => p.train_loss), name: "train loss", yaxis: "y2" }],
-    { ...LAYOUT, xaxis: epochAxis(x[x.length - 1]), yaxis: { title: { text: "val acc" } },
-      yaxis2: { overlaying: "y", side: "right", type: "log", title: { text: "train loss" } } }, PLOT);
+    const y = cv.points.map((p) => p.val_acc);
+    plot("chart-trial", [
+      { x, y, name: "val acc", mode: modeFor(x.length) },
+      { x, y: cv.points.map((p) => p.train_loss), name: "train loss", yaxis: "y2", mode: modeFor(x.length) }],
+    { ...LAYOUT, margin: RIGHT_AXIS, xaxis: epochAxis(x[x.length - 1]), yaxis: accAxis("val acc", y),
+      yaxis2: { overlaying: "y", side: "right", type: "log", title: { text: "train loss" }, automargin: true } });
   }
   box.scrollIntoView({ behavior: "smooth" });
 }
@@ -455,11 +494,11 @@ async function viewCompare() {
     let best = 0;
     const pts = trials.filter((t) => t.best_val_acc !== null).sort((a, b) => a.tid - b.tid)
       .map((t) => { best = Math.max(best, t.best_val_acc); return [t.tid, best]; });
-    return { x: pts.map((p) => p[0]), y: pts.map((p) => p[1]), mode: "lines", line: { shape: "hv" },
+    return { x: pts.map((p) => p[0]), y: pts.map((p) => p[1]), mode: modeFor(pts.length), line: { shape: "hv" },
              name: `${study.name} (${study.model}, ${study.id})` };
   });
   const overlays = data.filter((d) => d.curve && d.curve.curve).map(({ study, curve }) => ({
-    x: curve.curve.map((p) => p.epoch), y: curve.curve.map((p) => p.val_acc), mode: "lines",
+    x: curve.curve.map((p) => p.epoch), y: curve.curve.map((p) => p.val_acc), mode: modeFor(curve.curve.length),
     name: `${study.name}: trial ${curve.tid}` }));
   const rows = data.map(({ study, trials, retrain }) => {
     const seconds = trials.reduce((s, t) => s + (t.seconds || 0), 0);
@@ -467,7 +506,7 @@ async function viewCompare() {
              state: study.state, best: study.best ? study.best.best_val_acc : null,
              test: retrain.test_acc, trials: study.counts.finished, hours: seconds / 3600 };
   });
-  main.replaceChildren(el("h1", {}, `Compare ${ids.length} studies`),
+  show(main, el("h1", {}, `Compare ${ids.length} studies`),
     el("div", { class: "row" }, card("Best so far against trial number", "cmp-best"),
       card("The best trials' learning curves (validation accuracy)", "cmp-curves")),
     el("h2", {}, "Summary"),
@@ -478,12 +517,12 @@ async function viewCompare() {
       { key: "trials", label: "trials", num: true },
       { key: "hours", label: "CPU/GPU-hours (trials)", num: true, render: (r) => fmt(r.hours, 3) }],
     rows, { sortKey: "best", id: "compare" }));
-  Plotly.react("cmp-best", bestSoFar, { ...LAYOUT, showlegend: true,
+  plot("cmp-best", bestSoFar, { ...LAYOUT, showlegend: true,
     xaxis: { title: { text: "trial number" }, tickformat: "d" },
-    yaxis: { title: { text: "best validation accuracy so far" } } }, PLOT);
-  Plotly.react("cmp-curves", overlays, { ...LAYOUT, showlegend: true,
+    yaxis: accAxis("best validation accuracy so far", bestSoFar.flatMap((t) => t.y)) });
+  plot("cmp-curves", overlays, { ...LAYOUT, showlegend: true,
     xaxis: epochAxis(Math.max(1, ...overlays.flatMap((o) => o.x))),
-    yaxis: { title: { text: "validation accuracy" } } }, PLOT);
+    yaxis: accAxis("validation accuracy", overlays.flatMap((o) => o.y)) });
 }
 
 // -- workers ------------------------------------------------------------------------------------
@@ -500,7 +539,7 @@ function progressCell(w) {
 async function viewWorkers() {
   const ws = await api("/workers");
   const now = Date.now() / 1000;
-  main.replaceChildren(el("h1", {}, `Live workers (${ws.length})`), table([
+  show(main, el("h1", {}, `Live workers (${ws.length})`), table([
     { key: "id", label: "id" }, { key: "host", label: "host" }, { key: "device", label: "device" },
     { key: "job", label: "study / trial / epoch", render: (w) => (w.job
       ? el("span", {}, link(`/?study=${w.job.exp_key}`, w.job.exp_key), ` / ${w.job.tid} (${w.job.kind}) / ${w.job.epoch ?? "–"}`)
@@ -518,6 +557,7 @@ async function render() {
   const params = new URLSearchParams(location.search);
   const view = params.get("study") ? "study" : params.get("view") || "studies";
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  resizer.disconnect(); // the charts of the last render are gone; this one observes its own
   try {
     if (view === "study") await viewStudy(params.get("study"));
     else if (view === "compare") await viewCompare();

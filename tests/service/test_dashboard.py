@@ -196,3 +196,100 @@ def test_status_fits_80_columns_and_short_ids_work(site):
     png = Path(site["shots"]) / "curves-cli.png"
     r = cli("curves", site["ok"][:6], "--png", str(png), "--api", url)
     assert r.returncode == 0 and png.stat().st_size > 10_000
+
+
+# -- geometry: nothing overlaps, nothing is cut, no stray text (issue 21) ---------------------------
+GEOMETRY = r"""() => {
+  const out = [];
+  const box = (n) => n.getBoundingClientRect();
+  const inside = (a, b) => a.left >= b.left - 1 && a.right <= b.right + 1 &&
+                           a.top >= b.top - 1 && a.bottom <= b.bottom + 1;
+  const meet = (a, b) => a.width > 0 && b.width > 0 &&
+    a.left < b.right - 1 && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  for (const chart of document.querySelectorAll(".card .js-plotly-plot")) {
+    const card = chart.closest(".card"), name = chart.id;
+    for (const svg of chart.querySelectorAll(".main-svg")) {
+      const s = box(svg), c = box(card);
+      if (!inside(s, c)) out.push(`${name}: chart [${Math.round(s.left)}, ${Math.round(s.right)}] ` +
+                                  `past its card [${Math.round(c.left)}, ${Math.round(c.right)}]`);
+    }
+    const titles = [...chart.querySelectorAll(".infolayer text[class$='title']")];
+    const bar = chart.querySelector(".modebar");
+    for (const t of titles) {
+      if (bar && meet(box(bar), box(t))) out.push(`${name}: the toolbar covers "${t.textContent}"`);
+      if (!inside(box(t), box(card))) out.push(`${name}: axis title "${t.textContent}" is cut`);
+    }
+    const labels = [...chart.querySelectorAll(".parcoords text.axis-title")];
+    labels.forEach((a, i) => labels.slice(i + 1).forEach((b) => {
+      if (meet(box(a), box(b))) out.push(`${name}: labels "${a.textContent}" and "${b.textContent}" overlap`);
+    }));
+    const layout = chart._fullLayout || {};
+    for (const [key, axis] of Object.entries(layout)) {
+      if (!/^[xy]axis\d*$/.test(key) || !axis || !axis.title) continue;
+      const title = String(axis.title.text || "");
+      if (/acc/.test(title) && (axis.range[0] < 0 || axis.range[1] > 1))
+        out.push(`${name}: accuracy axis "${title}" spans ${axis.range}`);
+      if (title === "epoch") {
+        const top = Math.max(...(chart.data || []).flatMap((t) => t.x || []));
+        const ticks = chart.querySelectorAll(".xaxislayer-above .xtick").length;
+        if (ticks < Math.min(top, 5)) out.push(`${name}: ${ticks} epoch tick(s) for ${top} epochs`);
+      }
+    }
+    for (const t of chart.data || [])
+      if (t.type === "scatter" && t.x && t.x.length <= 5 && !String(t.mode || "markers").includes("markers"))
+        out.push(`${name}: a curve of ${t.x.length} point(s) has no markers`);
+  }
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode())
+    if (["null", "undefined", "NaN"].includes(n.textContent.trim())) out.push(`text "${n.textContent.trim()}"`);
+  return out;
+}"""
+
+
+def _settled(pg, what: str) -> list[str]:
+    """The geometry problems once the page has settled (charts resize after layout): polled
+    until none are left or 20 s pass, then the last list."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        pg.wait_for_function(f"() => ({GEOMETRY})().length === 0", timeout=20_000)
+    except PlaywrightTimeout:
+        pass
+    return pg.evaluate(GEOMETRY)
+
+
+@pytest.mark.parametrize("width", [1400, 1024])
+def test_the_study_page_geometry(browser, site, width):
+    ctx = browser.new_context(viewport={"width": width, "height": 1800})
+    pg = ctx.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(f"{site['api'].url}/?study={site['ok']}")
+        for sel in ("#chart-val .scatterlayer", "#chart-best .scatterlayer",
+                    "#chart-parcoords .parcoords", "#chart-importance .barlayer",
+                    "#chart-retrain .scatterlayer", "#slices .scatterlayer"):
+            pg.wait_for_selector(sel)
+        assert _settled(pg, "study") == []
+        pg.click("#trials tbody tr")
+        pg.wait_for_selector("#chart-trial .scatterlayer")
+        assert _settled(pg, "trial") == []
+        if width == 1400:
+            pg.screenshot(path=str(site["shots"] / "study-geometry.png"), full_page=True)
+        pg.goto(f"{site['api'].url}/")
+        pg.wait_for_selector("#studies tbody tr")
+        assert _settled(pg, "studies") == []
+        pg.goto(f"{site['api'].url}/?view=compare&ids={site['ok']},{site['bad']}")
+        pg.wait_for_selector("#cmp-best .scatterlayer")
+        assert _settled(pg, "compare") == []
+        assert errors == []
+    finally:
+        ctx.close()
+
+
+def test_delete_is_offered_without_a_token(page, site):
+    """The buttons do not wait for a token: a server without one takes the write as it is (this
+    one has a token, so the write itself would be refused with 401 and say so)."""
+    page.goto(site["api"].url + "/")
+    page.wait_for_selector("#studies tbody tr")
+    assert page.locator("#studies button.danger").count() >= 2
