@@ -240,13 +240,15 @@ GEOMETRY = r"""() => {
         out.push(`${name}: a curve of ${t.x.length} point(s) has no markers`);
   }
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  for (let n = walker.nextNode(); n; n = walker.nextNode())
-    if (["null", "undefined", "NaN"].includes(n.textContent.trim())) out.push(`text "${n.textContent.trim()}"`);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const text = n.textContent.trim();
+    if (["null", "undefined", "NaN"].includes(text)) out.push(`text "${text}"`);
+  }
   return out;
 }"""
 
 
-def _settled(pg, what: str) -> list[str]:
+def _settled(pg) -> list[str]:
     """The geometry problems once the page has settled (charts resize after layout): polled
     until none are left or 20 s pass, then the last list."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -270,18 +272,18 @@ def test_the_study_page_geometry(browser, site, width):
                     "#chart-parcoords .parcoords", "#chart-importance .barlayer",
                     "#chart-retrain .scatterlayer", "#slices .scatterlayer"):
             pg.wait_for_selector(sel)
-        assert _settled(pg, "study") == []
+        assert _settled(pg) == []
         pg.click("#trials tbody tr")
         pg.wait_for_selector("#chart-trial .scatterlayer")
-        assert _settled(pg, "trial") == []
+        assert _settled(pg) == []
         if width == 1400:
             pg.screenshot(path=str(site["shots"] / "study-geometry.png"), full_page=True)
         pg.goto(f"{site['api'].url}/")
         pg.wait_for_selector("#studies tbody tr")
-        assert _settled(pg, "studies") == []
+        assert _settled(pg) == []
         pg.goto(f"{site['api'].url}/?view=compare&ids={site['ok']},{site['bad']}")
         pg.wait_for_selector("#cmp-best .scatterlayer")
-        assert _settled(pg, "compare") == []
+        assert _settled(pg) == []
         assert errors == []
     finally:
         ctx.close()
