@@ -18,7 +18,7 @@ from tests.service.test_api import STUDY
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     import os
 
-    env = {**(env or os.environ), "COLUMNS": "250"}  # rich wraps tables at 80 columns in a pipe
+    env = {"COLUMNS": "250", **(env or os.environ)}  # unless a test sets its own width
     return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
@@ -73,10 +73,12 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
     import os
 
     port = free_port()
-    env = {**os.environ, "SRU_HPO_HOME": str(tmp_path), "SRU_HPO_PORT": str(port),
-           "SRU_HPO_HEARTBEAT_INTERVAL": "0.5", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "SRU_HPO_HOME": str(tmp_path), "SRU_HPO_HEARTBEAT_INTERVAL": "0.5",
+           "OMP_NUM_THREADS": "1"}
     env.pop("SRU_HPO_MONGO_URL", None)
-    p = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--workers", "1"], env=env,
+    env.pop("SRU_HPO_PORT", None)
+    p = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--workers", "1",
+                          "--port", str(port)], env=env,
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -213,3 +215,52 @@ def test_the_scheduler_shorthand_is_accepted(api, tmp_path):
     assert scheduler == {"rule": "asha", "warmup": 5, "min_trials": 3, "min_epochs": 5,
                          "reduction": 3}
     api.client().post(f"/studies/{sid}/cancel", json={})
+
+
+def test_status_watch_prints_until_the_study_ends(api, tmp_path):
+    sid = api.client().post("/studies", json={**STUDY, "name": "watched"}).json()["id"]
+    log = tmp_path / "watch.out"
+    with open(log, "w") as out:
+        p = subprocess.Popen([sys.executable, "-m", "service.cli", "status", sid, "--watch",
+                              "--interval", "0.5", "--api", api.url], stdout=out,
+                             stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: log.read_text().count("watched") >= 2, 60, "two prints")
+        assert p.poll() is None  # still watching an active study
+        api.client().post(f"/studies/{sid}/cancel", json={})
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    last = log.read_text().rsplit(sid, 1)[1]  # the last print: the study as it ended
+    assert last.split("\n")[0].split(" · ")[2] == "cancelled", log.read_text()
+
+
+def test_delete_asks_first_and_then_deletes(api, tmp_path):
+    sid = api.client().post("/studies", json={**STUDY, "name": "doomed"}).json()["id"]
+    out = subprocess.run([sys.executable, "-m", "service.cli", "delete", sid, "--api", api.url,
+                          "--token", TOKEN], input="n\n", capture_output=True, text=True,
+                         cwd=ROOT, timeout=60)
+    assert out.returncode == 1 and "not deleted" in out.stdout
+    assert api.client().get(f"/studies/{sid}").status_code == 200
+    out = cli("delete", sid[:8], "--yes", "--api", api.url, "--token", TOKEN)
+    assert out.returncode == 0 and f"study {sid} deleted" in out.stdout, out.stdout + out.stderr
+    assert api.client().get(f"/studies/{sid}").status_code == 404
+
+
+def test_one_version_from_the_package_metadata(api):
+    from importlib.metadata import version
+
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"sru-hpo {version('sru-hpo')}"
+    assert api.client().get("/openapi.json").json()["info"]["version"] == version("sru-hpo")
+
+
+def test_report_says_why_a_plot_was_skipped(api, tmp_path):
+    sid = api.client().post("/studies", json={**STUDY, "name": "few"}).json()["id"]
+    api.client().post(f"/studies/{sid}/cancel", json={})
+    out = cli("report", sid, "--out", str(tmp_path / "r"), "--api", api.url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    skipped = [line for line in out.stdout.splitlines() if line.startswith("skipped")]
+    assert skipped == [f"skipped {tmp_path / 'r' / 'importance.png'}: 0 finished trial(s); "
+                       "importance needs at least 10"], out.stdout
