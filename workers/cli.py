@@ -117,7 +117,9 @@ def worker_command(
         min=1, max=64, help="workers that may share one GPU [default: SRU_HPO_GPU_SLOTS or 1]")
     ] = None,
 ) -> None:
-    """Take jobs from the database and train them, until stopped."""
+    """Take jobs from the database and train them, until stopped. The database is the one at
+    SRU_HPO_MONGO_URL (a mongodb:// URL; `sru-hpo up` sets it for the workers it starts). The
+    embedded database listens on 127.0.0.1 only: workers on other machines need a real MongoDB."""
     import logging
 
     from trials.settings import Settings
