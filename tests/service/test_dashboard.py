@@ -276,8 +276,6 @@ def test_the_study_page_geometry(browser, site, width):
         pg.click("#trials tbody tr")
         pg.wait_for_selector("#chart-trial .scatterlayer")
         assert _settled(pg) == []
-        if width == 1400:
-            pg.screenshot(path=str(site["shots"] / "study-geometry.png"), full_page=True)
         pg.goto(f"{site['api'].url}/")
         pg.wait_for_selector("#studies tbody tr")
         assert _settled(pg) == []
