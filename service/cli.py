@@ -24,11 +24,13 @@ app.command("worker")(worker_command)
 
 
 def _console(stderr: bool = False) -> Console:
-    """Full width where output is not a terminal (a pipe, a log file): rich would wrap every
-    line at 80 columns there. COLUMNS, when set, still decides."""
+    """Lines are never wrapped by rich (soft_wrap: a message, a path or a progress line stays one
+    line; a terminal wraps it itself), and tables get full width where output is not a terminal
+    (a pipe, a log file), where rich would assume 80 columns. COLUMNS, when set, still decides
+    a table's width."""
     stream = sys.stderr if stderr else sys.stdout
     wide = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, width=1000 if wide else None)
+    return Console(stderr=stderr, width=1000 if wide else None, soft_wrap=True)
 
 
 console = _console()

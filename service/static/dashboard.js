@@ -318,7 +318,7 @@ function drawCurves(study, trials, curves) {
     traces.train.push({ ...base, y: cv.points.map((p) => p.train_loss) });
     traces.vloss.push({ ...base, y: cv.points.map((p) => p.val_loss) });
   }
-  const maxEpoch = Math.max(1, ...[...curves.values()].flatMap((c) => c.points.map((p) => p.epoch)));
+  const maxEpoch = Math.max(1, ...traces.val.flatMap((t) => t.x)); // the trials' epochs only
   const axes = (yaxis) => ({ ...LAYOUT, xaxis: epochAxis(maxEpoch), yaxis });
   plot("chart-val", traces.val, axes(accAxis("validation accuracy", traces.val.flatMap((t) => t.y))));
   plot("chart-train", traces.train, axes({ title: { text: "train loss" }, type: "log" }));

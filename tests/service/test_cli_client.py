@@ -18,7 +18,8 @@ from tests.service.test_api import STUDY
 def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     import os
 
-    env = {"COLUMNS": "250", **(env or os.environ)}  # unless a test sets its own width
+    width = {} if env and "COLUMNS" in env else {"COLUMNS": "250"}  # a test may set its own
+    env = {**(env or os.environ), **width}
     return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
