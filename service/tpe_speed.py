@@ -20,17 +20,28 @@ enter only through the memo of each evaluation. ``install()`` wraps it to build 
 per ``Domain`` and those two numbers (kept on the domain); the suggestions are the same.
 
 ``install()`` is idempotent and is called where suggestions are made (service/suggest.py).
+Both replace hyperopt internals, so they are applied only to the hyperopt they were checked
+against (``CHECKED``, the version pyproject pins): under any other version ``install()`` puts
+hyperopt's own code back, logs a warning once, and the suggestions are hyperopt's own (slower
+at thousands of trials, never wrong).
 """
 
 from __future__ import annotations
 
+import logging
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 from hyperopt import tpe
 from hyperopt.pyll import scope
 
-__all__ = ["install", "gmm1_lpdf", "lgmm1_lpdf", "posterior_once", "ORIGINAL"]
+__all__ = ["install", "gmm1_lpdf", "lgmm1_lpdf", "posterior_once", "ORIGINAL", "CHECKED"]
+
+#: the hyperopt release these replacements were compared with, bit for bit (pyproject pins it)
+CHECKED = "0.3.0"
+log = logging.getLogger("sru_hpo.tpe_speed")
+_warned: set[str] = set()
 
 #: hyperopt's own implementations, kept for the unquantized cases and for the tests
 ORIGINAL = {"GMM1_lpdf": tpe.GMM1_lpdf, "LGMM1_lpdf": tpe.LGMM1_lpdf}
@@ -105,9 +116,21 @@ def posterior_once(domain: Any, prior_weight: float, gamma: float) -> Any:
     return graphs[key]
 
 
-def install() -> None:
+def install(hyperopt_version: str | None = None) -> bool:
     """Point hyperopt's symbol table at the one-pass versions and keep its posterior graphs
-    (idempotent)."""
+    (idempotent); True when done. Under a hyperopt other than ``CHECKED`` (``hyperopt_version``
+    stands for the installed one in tests) hyperopt's own code is put back and False returned."""
+    version = hyperopt_version or metadata.version("hyperopt")
+    if version != CHECKED:
+        scope._impls.update(ORIGINAL)
+        tpe.build_posterior_wrapper = _BUILD_POSTERIOR
+        if version not in _warned:
+            _warned.add(version)
+            log.warning("hyperopt %s is not the %s service/tpe_speed.py was checked against: "
+                        "using hyperopt's own TPE code (slower at thousands of trials)",
+                        version, CHECKED)
+        return False
     scope._impls["GMM1_lpdf"] = gmm1_lpdf
     scope._impls["LGMM1_lpdf"] = lgmm1_lpdf
     tpe.build_posterior_wrapper = posterior_once
+    return True

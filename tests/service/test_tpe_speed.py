@@ -83,3 +83,19 @@ def test_installed_suggestions_equal_hyperopts(hyperopts_own):
     assert scope._impls["GMM1_lpdf"] is tpe_speed.gmm1_lpdf
     assert tpe.build_posterior_wrapper is tpe_speed.posterior_once  # one graph per domain
     assert _search(3) == theirs  # 25 TPE suggestions over quantized, log and plain parameters
+
+
+def test_another_hyperopt_gets_its_own_code_back_and_a_warning(caplog):
+    """Issue 20: the replacements are applied only to the hyperopt they were checked on."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="sru_hpo.tpe_speed"):
+        assert tpe_speed.install(hyperopt_version="0.2.7") is False
+    try:
+        assert all(scope._impls[k] is f for k, f in tpe_speed.ORIGINAL.items())
+        assert tpe.build_posterior_wrapper is tpe_speed._BUILD_POSTERIOR
+        assert "hyperopt 0.2.7 is not the 0.3.0" in caplog.text
+    finally:
+        assert tpe_speed.install() is True  # the installed one is the checked one
+    assert scope._impls["GMM1_lpdf"] is tpe_speed.gmm1_lpdf
+    assert tpe.build_posterior_wrapper is tpe_speed.posterior_once
