@@ -14,7 +14,6 @@ folder, so data survives a restart, and so does its address:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -132,9 +131,6 @@ class EmbeddedMongo:
         terminate(self.proc.pid, timeout)
         self.proc.wait()
         (self.folder / "owner").unlink(missing_ok=True)
-
-    def describe(self) -> str:
-        return json.dumps({"url": self.url, "folder": str(self.folder)})
 
     def __enter__(self) -> EmbeddedMongo:
         return self.start()

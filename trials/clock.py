@@ -55,7 +55,3 @@ class ServerClock:
                 except NETWORK_ERRORS:  # keep counting from the last measurement
                     pass
             return self._anchor[1] + (mono - self._anchor[0])
-
-    def offset(self) -> float:
-        """Server time minus this host's wall clock, in seconds (for display)."""
-        return self.now() - time.time()

@@ -510,9 +510,6 @@ class JobQueue:
         self._col.delete_many({"exp_key": exp_key})
         self._counters.delete_one({"_id": f"tid:{exp_key}"})
 
-    def exists(self, jid: str) -> bool:
-        return self._col.find_one({"_id": jid}, {"_id": 1}) is not None
-
     def existing(self, ids: list[str]) -> set[str]:
         """Which of the job ids ``ids`` exist."""
         if not ids:

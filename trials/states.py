@@ -94,6 +94,3 @@ class StudyState(StrEnum):
     def actives(cls) -> list[str]:
         return [s.value for s in cls if s.active]
 
-    @classmethod
-    def terminals(cls) -> list[str]:
-        return [s.value for s in cls if not s.active]

@@ -60,9 +60,6 @@ class Store:
         self.jobs.ensure_indexes()
         self.curves.ensure_indexes()
 
-    def ping(self) -> None:
-        self.db.command("ping")
-
     def close(self) -> None:
         self.db.client.close()
 

@@ -56,10 +56,6 @@ class StudyRepo:
         doc = self._col.find_one({"_id": sid})
         return None if doc is None or doc.get("deleted") else doc
 
-    def exists(self, sid: str) -> bool:
-        """False once the study is deleted (tombstoned or gone)."""
-        return self.get(sid) is not None
-
     def page(self, state: StudyState | None, offset: int, limit: int) -> tuple[int, list[dict]]:
         """(total, newest first from ``offset``), sorted and cut by the database."""
         q: dict[str, Any] = dict(_VISIBLE)
