@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from service.embedded_db import free_port
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT
+from tests.service.conftest import wait_healthy
 
 README = (ROOT / "README.md").read_text()
 #: where the README names output or placeholders, not files of the repository
@@ -80,7 +81,7 @@ def test_the_quick_start_runs_as_written(tmp_path):
             if line.endswith("&"):
                 up = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
-                wait_for(lambda p=up: _healthy(port, p), 120, "sru-hpo up")
+                wait_healthy(port, up, lambda p=up: f"sru-hpo up exited with {p.returncode}")
                 continue
             out = subprocess.run(cmd, env=env, cwd=tmp_path if args[0] == "report" else ROOT,
                                  capture_output=True, text=True, timeout=900)
@@ -97,15 +98,6 @@ def test_the_quick_start_runs_as_written(tmp_path):
         if up is not None and up.poll() is None:
             up.terminate()
             up.wait(60)
-
-
-def _healthy(port: int, proc: subprocess.Popen) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"sru-hpo up exited with {proc.returncode}")
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_worker_help_says_how_it_finds_the_database():

@@ -33,21 +33,25 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
+def wait_healthy(port: int, proc: subprocess.Popen, why_exited, timeout: float = 120) -> None:  # noqa: ANN001
+    """Until the API on ``port`` answers /healthz; an exit of ``proc`` fails at once with
+    ``why_exited()``."""
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(why_exited())
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout, "API health")
+
+
 def start_api(env: dict, log: Path, port: int) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115
     p = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        if p.poll() is not None:
-            raise AssertionError(f"API exited: {log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, 120, "API health")
+    wait_healthy(port, p, lambda: f"API exited: {log.read_text()[-3000:]}")
     return p
 
 
