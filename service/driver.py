@@ -12,9 +12,10 @@ the study one step through its states, each move a compare-and-set:
 3. When the search is over (trials still paused end as ``stopped_at_rung``), the
    ``retrain_top_k`` best configurations (the highest rung reached first) are queued for
    ``retrain_epochs`` each -> retraining.
-4. retraining: when every retrain ended, the one with the best validation accuracy is tested
-   once on the test set (a ``test`` job reads its checkpoint) -> completed; no retrain
-   finished, or the test failed -> failed.
+4. retraining: when every candidate ended, the one with the best validation accuracy wins;
+   it is retrained with ``retrain_seeds`` seeds and each seed run is tested once on the test
+   set (a ``test`` job reads its checkpoint; service/evaluation.py) -> completed; no retrain
+   finished, or no test did -> failed.
 5. After a terminal state the driver keeps reading until no job of the study runs any more, so
    the counts it publishes settle.
 
@@ -32,10 +33,12 @@ import secrets
 import socket
 from typing import Any
 
+from service.evaluation import FinalEvaluation
 from service.search import Search
 from service.summary import error_groups, raised, summarize
 from trials.budget import trained
 from trials.cache import TrialCache
+from trials.jobs import job_id
 from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.store import Store
@@ -182,11 +185,26 @@ class StudyDriver:
                      [d["tid"] for d in ranked[: study.get("retrain_top_k", 1)]])
 
     def _enqueue_retrains(self, study: dict[str, Any], ranked: list[dict[str, Any]]) -> None:
+        """The ``retrain_top_k`` candidates with the study's seed (service/evaluation.py); with
+        one candidate, its other seeds beside it."""
         if self.cache.of_kind(JobKind.RETRAIN):
             return
-        for d in ranked[: study.get("retrain_top_k", 1)]:
-            self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value, params=d["params"],
-                                    epochs=study["retrain_epochs"], source=d["_id"])
+        top = ranked[: study.get("retrain_top_k", 1)]
+        for d in top:
+            tid = self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
+                                          params=d["params"], epochs=study["retrain_epochs"],
+                                          source=d["_id"])
+            if len(top) == 1:
+                self._enqueue_seeds(study, d["params"], d["_id"], job_id(self.sid, tid),
+                                    FinalEvaluation.of(study, [], []).seed_list()[1:])
+
+    def _enqueue_seeds(self, study: dict[str, Any], params: dict[str, Any], source: str,
+                       winner: str, seeds: list[int]) -> None:
+        for seed in seeds:
+            self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
+                                    params={**params, "seed": seed},
+                                    epochs=study["retrain_epochs"], source=source,
+                                    seed_of=winner)
 
     def _retrain(self, study: dict[str, Any]) -> None:
         retrains = self.cache.of_kind(JobKind.RETRAIN)
@@ -194,27 +212,27 @@ class StudyDriver:
             self.cache.refresh(full=True)
             self._enqueue_retrains(study, self._ranked(study))
             return
-        if any(not JobState(r["state"]).is_terminal() for r in retrains):
-            return
-        done = [r for r in retrains if r["state"] == JobState.DONE]
-        if not done:
+        final = FinalEvaluation.of(study, retrains, self.cache.of_kind(JobKind.TEST))
+        if final.no_winner:
             self._end(study, RETRAINING, StudyState.FAILED,
-                      error=f"retrain failed: {retrains[0].get('error')}")
+                      error=f"retrain failed: {final.candidates[0].get('error')}")
             return
-        winner = max(done, key=lambda r: (r["result"].get("best_val_acc", 0.0), -r["tid"]))
-        tests = self.cache.of_kind(JobKind.TEST)
-        if not tests:  # the one evaluation on the test set, of the chosen retrain only
-            self.store.jobs.enqueue(self.sid, kind=JobKind.TEST.value, params=winner["params"],
-                                    epochs=1, source=winner["_id"])
+        winner = final.winner
+        if winner is None:
+            return  # candidates still training
+        if final.missing_seeds():  # the winner's own run is tested while they train
+            self._enqueue_seeds(study, winner["params"], winner["source"], winner["_id"],
+                                final.missing_seeds())
+        for run in final.untested():  # the one evaluation on the test set of each seed run
+            self.store.jobs.enqueue(self.sid, kind=JobKind.TEST.value, params=run["params"],
+                                    epochs=1, source=run["_id"])
+        if not final.settled:
             return
-        test = tests[0]
-        if test["state"] == JobState.DONE:
-            if self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
-                log.info("study %s completed: test_acc %s", self.sid,
-                         test["result"].get("test_acc"))
-        elif JobState(test["state"]).is_terminal():
-            self._end(study, RETRAINING, StudyState.FAILED,
-                      error=f"test evaluation failed: {test.get('error')}")
+        if not final.succeeded:
+            self._end(study, RETRAINING, StudyState.FAILED, error=final.failure())
+        elif self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
+            log.info("study %s completed: test_acc %s over %d seed(s)", self.sid,
+                     final.stats()["test_acc"], final.stats()["tests"])
 
     # -- the published summary -----------------------------------------------------------------------
     def summary(self, study: dict[str, Any]) -> dict[str, Any]:

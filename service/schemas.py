@@ -33,7 +33,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
-    "Scheduler", "Importance", "Budget", "RungFidelity",
+    "Scheduler", "Importance", "Budget", "RungFidelity", "EvaluationPublic",
 ]
 
 MAX_BODY_DEPTH = 32
@@ -165,6 +165,9 @@ class StudyCreate(BaseModel):
     retrain_top_k: int = Field(1, ge=1, le=10, description="retrain the k best configurations "
                                "(in parallel when workers allow), keep the best on validation, "
                                "and evaluate only that one on the test set")
+    retrain_seeds: int = Field(1, ge=1, le=10, description="retrain the winner with this many "
+                               "seeds (seed, seed+1, ...) and test each once: the study's "
+                               "test_acc is their mean, with test_acc_sd beside it")
 
     @model_validator(mode="before")
     @classmethod
@@ -327,6 +330,20 @@ class RetrainCandidate(BaseModel):
     best_val_acc: float | None = None
 
 
+class EvaluationPublic(BaseModel):
+    """One test-set evaluation: which seed, which retrain's checkpoint, when, what it measured."""
+
+    seed: int
+    retrain_tid: int = Field(description="the retrain whose checkpoint was tested "
+                             "(GET /studies/ID/checkpoint?tid=N)")
+    test_tid: int = Field(description="the test job: the log of this evaluation")
+    state: str
+    val_acc: float | None = Field(None, description="the retrain's best validation accuracy")
+    test_acc: float | None = None
+    test_loss: float | None = None
+    at: float | None = Field(None, description="server time the evaluation reported")
+
+
 class RetrainPublic(BaseModel):
     state: str = Field(description="pending until the search ends, then the state of the "
                        "chosen retrain's test evaluation (or of the retrains while they run)")
@@ -338,8 +355,12 @@ class RetrainPublic(BaseModel):
     epochs: int
     best_val_acc: float | None = None
     best_epoch: int | None = None
-    test_acc: float | None = None
+    test_acc: float | None = Field(None, description="the mean over the seeds tested")
+    test_acc_sd: float | None = Field(None, description="sample sd over the seeds (≥ 2)")
     test_loss: float | None = None
+    seeds: int = Field(1, description="retrain_seeds: seed runs of the winner")
+    evaluations: list[EvaluationPublic] = Field(
+        default_factory=list, description="every test-set evaluation, one per seed run")
     checkpoint: bool = False
     curve: list[CurvePoint] = Field(default_factory=list)
 
@@ -398,12 +419,26 @@ class StudyPublic(BaseModel):
     seed: int
     scheduler: Scheduler
     retrain_top_k: int = 1
+    retrain_seeds: int = 1
     warm_start: list[dict[str, Any]]
     state: StudyState
     counts: Counts
     best: BestTrial | None = None
     retrain_state: str = "pending"
-    test_acc: float | None = None
+    test_acc: float | None = Field(None, description="test accuracy of the winner: the mean "
+                                   "over its retrain_seeds seed runs")
+    test_acc_sd: float | None = Field(None, description="sample sd over the seeds (≥ 2 tested)")
+    tests: int = Field(0, description="test-set evaluations that reported")
+    retrain_val_acc: float | None = Field(None, description="mean best validation accuracy of "
+                                          "the tested seed runs")
+    test_drop: float | None = Field(None, description="retrain_val_acc - test_acc")
+    n_params: int | None = Field(None, description="parameters of the retrained winner")
+    trial_hours: float = Field(0.0, description="training hours of the search trials")
+    anytime: list[list[float]] = Field(default_factory=list, description="the search's anytime "
+                                       "curve where it improved: [cumulative epochs, best "
+                                       "validation accuracy so far]")
+    epochs_to_95: int | None = Field(None, description="epochs the search took to reach 95% "
+                                     "of its own final best validation accuracy")
     epochs_spent: int = Field(0, description="epochs trained by the search trials so far")
     epochs_saved: int = Field(0, description="epochs not trained, against running every "
                               "configuration to trial_epochs")

@@ -3,7 +3,8 @@
 The driver (service/driver.py) writes it into the study document whenever it changes, so the
 API reads a study in O(1). It holds: the counts; the best trial; the error groups; epochs spent
 and saved against running every configuration to ``trial_epochs``; promotions; the budget
-(epochs allowed, committed, left); the retrain's state and test accuracy; the top-k rank
+(epochs allowed, committed, left); the final evaluation (service/evaluation.py: its state,
+the test accuracy's mean and sd over the seeds); the anytime curve; the top-k rank
 correlation; and the **fidelity** of each rung: Spearman's correlation between a rung's score
 and the top score over trials that reached both, with advice when rung 1 ranks trials poorly.
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from service.evaluation import FinalEvaluation
 from trials.budget import Budget, trained
 from trials.cache import TrialCache
 from trials.scheduling import grid_of
 from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
 
 __all__ = ["summarize", "error_groups", "failure_counts", "raised", "published_retrain_state",
+           "anytime", "epochs_to_fraction",
            "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
@@ -112,7 +115,7 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
     cut = [trained(d) for d in trials if d["state"] == JobState.CANCELLED]  # by a cancel
     budget = Budget.of(study, trials, grid)
     tests = cache.of_kind(JobKind.TEST)
-    test = tests[0] if tests else None
+    final = FinalEvaluation.of(study, cache.of_kind(JobKind.RETRAIN), tests)
     fidelity = rung_fidelity(trials, grid, top)
     return {
         "counts": cache.counts(),
@@ -125,8 +128,11 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
         "budget_epochs": budget.limit if budget.bounded else None,
         "epochs_left": budget.left if budget.bounded else None,
         "promotions": sum(int(d.get("promotions") or 0) for d in trials),
-        "retrain_state": retrain_state(cache.of_kind(JobKind.RETRAIN), test),
-        "test_acc": (test.get("result") or {}).get("test_acc") if test else None,
+        "retrain_state": final.state(),
+        **final.stats(),  # test_acc (the mean over seeds), test_acc_sd, tests, val_acc, ...
+        "trial_hours": sum(float((d.get("result") or {}).get("seconds") or 0.0)
+                           for d in trials) / 3600,
+        "anytime": anytime(trials),
         "rank_correlation": rank_correlation(cache),
         "fidelity": fidelity,
         "advice": fidelity_advice(fidelity),
@@ -140,14 +146,32 @@ def published_retrain_state(summary_state: str | None, study_state: str) -> str:
     return "not run" if state == "pending" and study_state in ("cancelled", "failed") else state
 
 
-def retrain_state(retrains: list[dict[str, Any]], test: dict[str, Any] | None) -> str:
-    if not retrains:
-        return "pending"
-    if test is not None and JobState(test["state"]).is_terminal():
-        return JobState(test["state"]).label
-    if any(r["state"] == JobState.RUNNING for r in retrains + ([test] if test else [])):
-        return "running"
-    return "new" if any(r["state"] == JobState.NEW for r in retrains) else "running"
+def anytime(trials: list[dict[str, Any]]) -> list[list[float]]:
+    """The search's anytime curve, as the points where it improved: [cumulative epochs, best
+    validation accuracy so far], each trial counted once, at its last report (finished,
+    paused or cut by a cancel), in the order of those reports."""
+    reported = sorted((d for d in trials if trained(d) > 0),
+                      key=lambda d: (d.get("refresh_time") or 0.0, d["tid"]))
+    out: list[list[float]] = []
+    spent, best = 0, -1.0
+    for d in reported:
+        spent += trained(d)
+        acc = float((d.get("result") or {}).get("best_val_acc") or 0.0)
+        if acc > best:
+            best = acc
+            out.append([spent, acc])
+    if out and out[-1][0] != spent:
+        out.append([spent, best])  # the curve runs to the epochs spent
+    return out
+
+
+def epochs_to_fraction(curve: list[list[float]], fraction: float = 0.95) -> int | None:
+    """Epochs the search took to reach ``fraction`` of its own final best validation accuracy
+    (a measure of how hard the space is to tune); None before any report."""
+    if not curve:
+        return None
+    final = curve[-1][1]
+    return next(int(e) for e, acc in curve if acc >= fraction * final)
 
 
 def rank_correlation(cache: TrialCache) -> float | None:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from service.schemas import StudyPublic, TrialPublic
-from service.summary import published_retrain_state
+from service.summary import epochs_to_fraction, published_retrain_state
 from trials.states import JobState
 
 __all__ = ["study_public", "trial_public"]
@@ -42,7 +42,13 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         id=doc["_id"], **fields, counts=summary.get("counts") or {},
         best=summary.get("best"),
         retrain_state=published_retrain_state(summary.get("retrain_state"), doc["state"]),
-        test_acc=summary.get("test_acc"), epochs_spent=summary.get("epochs_spent", 0),
+        test_acc=summary.get("test_acc"), test_acc_sd=summary.get("test_acc_sd"),
+        tests=summary.get("tests") or (summary.get("test_acc") is not None),
+        retrain_val_acc=summary.get("val_acc"), test_drop=summary.get("test_drop"),
+        n_params=summary.get("n_params"), trial_hours=summary.get("trial_hours") or 0.0,
+        anytime=summary.get("anytime") or [],
+        epochs_to_95=epochs_to_fraction(summary.get("anytime") or []),
+        epochs_spent=summary.get("epochs_spent", 0),
         epochs_saved=summary.get("epochs_saved", 0), promotions=summary.get("promotions", 0),
         epochs_committed=summary.get("epochs_committed", 0),
         budget_epochs=summary.get("budget_epochs"), epochs_left=summary.get("epochs_left"),

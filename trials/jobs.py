@@ -35,7 +35,7 @@ __all__ = ["Job", "JobQueue", "job_id", "SLIM"]
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
         "book_time": 1, "refresh_time": 1, "version": 1, "kind": 1, "params": 1, "outcome": 1,
         "error": 1, "epochs": 1, "updated": 1, "retries": 1, "limit": 1, "bracket": 1,
-        "promotions": 1, "source": 1, "failures": 1}
+        "promotions": 1, "source": 1, "failures": 1, "seed_of": 1}
 
 
 def job_id(exp_key: str, tid: int) -> str:
@@ -136,9 +136,11 @@ PROMOTED = 2  # + the index of the rung a promoted trial leaves
 def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
                priority: int | None = None, limit: int | None = None,
                rungs: list[int] | None = None, bracket: int | None = None,
-               source: str | None = None, timeout: float | None = None) -> dict[str, Any]:
+               source: str | None = None, timeout: float | None = None,
+               seed_of: str | None = None) -> dict[str, Any]:
     """The plain-JSON fields this project adds to a hyperopt trial document (``timeout``: the
-    study's trial_timeout, seconds of training)."""
+    study's trial_timeout, seconds of training; ``seed_of``: a retrain of the winner with
+    another seed, the winner's job id)."""
     if priority is None:
         priority = 0 if kind == JobKind.TRIAL else 1
     return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
@@ -146,6 +148,7 @@ def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = N
             "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
             "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
             "bracket": bracket, "promotions": 0, "source": source, "timeout": timeout,
+            "seed_of": seed_of,
             "failures": {}}
 
 

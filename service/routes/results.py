@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Response
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response
 
 from service.errors import responses
+from service.evaluation import FinalEvaluation
 from service.routes.deps import Rt, StudyId, get_study
-from service.schemas import RetrainCandidate, RetrainPublic
+from service.schemas import EvaluationPublic, RetrainCandidate, RetrainPublic
 from service.security import Reader
+from service.summary import published_retrain_state
 from trials.states import JobKind, JobState
 
 router = APIRouter(prefix="/studies/{sid}", tags=["results"])
@@ -19,32 +23,32 @@ def _tid(job_id: str | None) -> int | None:
 
 @router.get("/retrain", response_model=RetrainPublic, responses=responses(401, 404))
 def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
-    """The retrain of the best configuration(s) and the one test-set evaluation."""
+    """The retrain of the best configuration(s), the winner's seed runs and their test-set
+    evaluations (service/evaluation.py)."""
     study = get_study(rt, sid)
-    retrains = rt.store.jobs.page(sid, state=None, kind=JobKind.RETRAIN.value, by_score=False,
-                                  offset=0, limit=100)
-    if not retrains:
-        return RetrainPublic(state="pending", epochs=study["retrain_epochs"])
-    tests = rt.store.jobs.page(sid, state=None, kind=JobKind.TEST.value, by_score=False,
-                               offset=0, limit=1)
-    test = tests[0] if tests else None
-    chosen = next((r for r in retrains if test and r["_id"] == test.get("source")),
-                  retrains[0] if len(retrains) == 1 else None)
+    pages = {kind: rt.store.jobs.page(sid, state=None, kind=kind.value, by_score=False,
+                                      offset=0, limit=100)
+             for kind in (JobKind.RETRAIN, JobKind.TEST)}
+    final = FinalEvaluation.of(study, pages[JobKind.RETRAIN], pages[JobKind.TEST])
+    state = published_retrain_state(final.state(), study["state"])
     candidates = [RetrainCandidate(tid=r["tid"], source_tid=_tid(r.get("source")),
                                    state=JobState(r["state"]).label,
                                    best_val_acc=(r.get("result") or {}).get("best_val_acc"))
-                  for r in retrains]
-    state = (JobState(test["state"]).label if test is not None
-             else "running" if any(not JobState(r["state"]).is_terminal() for r in retrains)
-             else "done")
+                  for r in final.candidates]
+    chosen = final.winner or (final.candidates[0] if len(final.candidates) == 1 else None)
     if chosen is None:
-        return RetrainPublic(state=state, candidates=candidates, epochs=study["retrain_epochs"])
-    res, tres = chosen.get("result") or {}, (test or {}).get("result") or {}
+        return RetrainPublic(state=state, candidates=candidates, epochs=study["retrain_epochs"],
+                             seeds=final.seeds)
+    res, stats = chosen.get("result") or {}, final.stats()
+    evaluations = [EvaluationPublic(**e.public()) for e in final.evaluations()]
+    first = next((e for e in evaluations if e.retrain_tid == chosen["tid"]), None)
     return RetrainPublic(
         state=state, candidates=candidates, tid=chosen["tid"], params=chosen["params"],
         epochs=chosen["epochs"], best_val_acc=res.get("best_val_acc"),
-        best_epoch=res.get("best_epoch"), test_acc=tres.get("test_acc"),
-        test_loss=tres.get("test_loss"), checkpoint=chosen.get("checkpoint") is not None,
+        best_epoch=res.get("best_epoch"), test_acc=stats["test_acc"],
+        test_acc_sd=stats["test_acc_sd"], test_loss=first.test_loss if first else None,
+        seeds=final.seeds, evaluations=evaluations,
+        checkpoint=chosen.get("checkpoint") is not None,
         curve=rt.store.curves.get(chosen["_id"]))
 
 
@@ -52,13 +56,19 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
     200: {"content": {"application/octet-stream": {}},
           "description": "the retrained weights (torch.save; load with weights_only=True)"},
     **responses(401, 404)})
-def checkpoint(sid: StudyId, rt: Rt, _: Reader) -> Response:
+def checkpoint(sid: StudyId, rt: Rt, _: Reader,
+               tid: Annotated[int | None, Query(ge=0, le=10**9, description=
+                              "a retrain's tid (one seed run; GET /studies/ID/retrain lists "
+                              "them); default: the winner's")] = None) -> Response:
     study = get_study(rt, sid)
-    job = rt.store.jobs.retrain_of(sid, study.get("retrain_tid"))
+    job = rt.store.jobs.retrain_of(sid, study.get("retrain_tid") if tid is None else tid)
+    if tid is not None and (job is None or job.get("kind") != JobKind.RETRAIN.value):
+        raise HTTPException(404, f"study {sid!r} has no retrain with tid {tid}")
     data = rt.store.jobs.load_checkpoint(job) if job else None
     if data is None:
         raise HTTPException(404, f"study {sid!r} has no retrained checkpoint yet")
+    name = sid if tid is None else f"{sid}-{tid}"
     return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{sid}.pt"'})
+                    headers={"Content-Disposition": f'attachment; filename="{name}.pt"'})
 
 

@@ -201,3 +201,85 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
     assert s.best is not None and s.best.tid == job.tid and s.best.best_val_acc == 0.7733
     assert s.retrain_state == "not run"
     assert len(store.curves.get(job.id)) == 21
+
+
+def _work_all(store, sid, result) -> list:
+    """Reserve and finish every queued job of ``sid`` with ``result(job)``; the jobs done."""
+    done = []
+    while (j := store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)):
+        assert store.jobs.finish(j, {"epochs_run": j.epochs, **result(j)}, "ok")
+        done.append(j)
+    return done
+
+
+def _drive_to_retrain(store, sid) -> StudyDriver:
+    d = StudyDriver(store, sid, fail_fast=0)
+    for i in range(10):
+        d.step()
+        if store.studies.get(sid)["state"] == StudyState.RETRAINING:
+            return d
+        _work_all(store, sid, lambda j: {"best_val_acc": 0.5 + 0.01 * j.tid})
+    raise AssertionError("the search did not end")
+
+
+def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store, db):
+    from service.views import study_public
+
+    sid = make_study(store, n_trials=2, retrain_seeds=3)
+    d = _drive_to_retrain(store, sid)
+    retrains = list(db.jobs.find({"exp_key": sid, "kind": "retrain"}).sort("tid"))
+    assert [r["params"]["seed"] for r in retrains] == [0, 1, 2]  # queued at once: top_k is 1
+    assert [r["seed_of"] for r in retrains] == [None, retrains[0]["_id"], retrains[0]["_id"]]
+    vals = {0: 0.80, 1: 0.84, 2: 0.88}
+    _work_all(store, sid, lambda j: {"best_val_acc": vals[j.params["seed"]]})
+    StudyDriver(store, sid, fail_fast=0).step()  # a restarted service queues the tests once
+    d.step()
+    tests = list(db.jobs.find({"exp_key": sid, "kind": "test"}))
+    assert sorted(t["source"] for t in tests) == sorted(r["_id"] for r in retrains)
+    accs = {r["_id"]: a for r, a in zip(retrains, (0.75, 0.80, 0.85), strict=True)}
+    _work_all(store, sid, lambda j: {"test_acc": accs[j.source], "test_loss": 0.5})
+    wait_for(d.step, 30, "the study settles")
+    s = study_public(store.studies.get(sid))
+    assert s.state == StudyState.COMPLETED and s.retrain_state == "done"
+    assert s.tests == 3 and abs(s.test_acc - 0.80) < 1e-9 and abs(s.test_acc_sd - 0.05) < 1e-9
+    assert abs(s.retrain_val_acc - 0.84) < 1e-9 and abs(s.test_drop - 0.04) < 1e-9
+    assert db.jobs.count_documents({"exp_key": sid, "kind": "test"}) == 3
+
+
+def test_with_top_k_the_seeds_follow_the_winner_only(store, db):
+    sid = make_study(store, n_trials=3, retrain_top_k=2, retrain_seeds=2)
+    d = _drive_to_retrain(store, sid)
+    candidates = list(db.jobs.find({"exp_key": sid, "kind": "retrain"}).sort("tid"))
+    assert len(candidates) == 2 and all(c["params"]["seed"] == 0 for c in candidates)
+    _work_all(store, sid, lambda j: {"best_val_acc": 0.9 if j.tid == candidates[1]["tid"]
+                                     else 0.7})
+    d.step()
+    extra = list(db.jobs.find({"exp_key": sid, "kind": "retrain", "seed_of": {"$ne": None}}))
+    assert [(e["seed_of"], e["params"]["seed"]) for e in extra] == [(candidates[1]["_id"], 1)]
+    assert db.jobs.count_documents({"exp_key": sid, "kind": "test"}) == 1  # the winner's run 1
+    _work_all(store, sid, lambda j: {"best_val_acc": 0.88, "test_acc": 0.8})
+    d.step()
+    tests = list(db.jobs.find({"exp_key": sid, "kind": "test"}))
+    assert sorted(t["source"] for t in tests) == sorted([candidates[1]["_id"], extra[0]["_id"]])
+    _work_all(store, sid, lambda j: {"test_acc": 0.8})
+    wait_for(d.step, 30, "the study settles")
+    study = store.studies.get(sid)
+    assert study["state"] == StudyState.COMPLETED and study["retrain_tid"] == candidates[1]["tid"]
+    assert study["summary"]["tests"] == 2
+
+
+def test_a_failed_seed_run_leaves_the_others_tested(store, db):
+    sid = make_study(store, n_trials=2, retrain_seeds=2)
+    d = _drive_to_retrain(store, sid)
+    for j in iter(lambda: store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex,
+                                             exp_key=sid), None):
+        if j.params["seed"] == 1:
+            store.jobs.fail(j, "CUDA error: an illegal memory access")
+        else:
+            store.jobs.finish(j, {"best_val_acc": 0.8, "epochs_run": 2}, "ok")
+    d.step()
+    _work_all(store, sid, lambda j: {"test_acc": 0.7})
+    wait_for(d.step, 30, "the study settles")
+    s = store.studies.get(sid)
+    assert s["state"] == StudyState.COMPLETED and s["summary"]["tests"] == 1
+    assert s["summary"]["test_acc_sd"] is None
