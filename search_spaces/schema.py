@@ -379,7 +379,8 @@ def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[dict[str
 
 
 # -- built-in spaces ------------------------------------------------------------------------------
-BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits", "sru_digits_wide")
+BUILTIN = ("sru_mnist", "gru_mnist", "lstm_mnist", "sru_digits", "sru_digits_wide", "gru_digits",
+           "lstm_digits")
 
 
 def unknown_space(name: str) -> SpaceError:

@@ -2,7 +2,8 @@
 
 Where a request is handled: ``service/routes/studies.py`` (``/studies``),
 ``service/routes/trials.py`` (trials and curves), ``service/routes/results.py`` (retrain and
-checkpoint), ``service/routes/operations.py`` (workers, health, metrics),
+checkpoint), ``service/routes/comparisons.py`` (``/comparisons``: variants tuned at one budget),
+``service/routes/operations.py`` (workers, health, metrics),
 ``service/routes/pages.py`` (the dashboard). The study drivers run in threads started by the
 lifespan (service/drivers.py). This process never imports torch.
 """
@@ -20,7 +21,7 @@ from fastapi_offline import FastAPIOffline
 
 from service import __version__
 from service.errors import install_error_handlers
-from service.routes import analysis, operations, pages, results, studies, trials
+from service.routes import analysis, comparisons, operations, pages, results, studies, trials
 from service.runtime import Runtime
 from service.security import RequestGuard
 from trials.connection import request_deadline
@@ -53,8 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # a stalled database: a read's 503 within 5 s (3.5 s of database time, the rest margin)
     app.add_middleware(request_deadline, seconds=REQUEST_DB_SECONDS, exempt=("/checkpoint",))
     install_error_handlers(app)
-    for r in (studies.router, trials.router, results.router, analysis.router, operations.router,
-              pages.router):
+    for r in (studies.router, trials.router, results.router, analysis.router, comparisons.router,
+              operations.router, pages.router):
         app.include_router(r)
     app.mount("/static", pages.assets, name="static")
     app.openapi = lambda: _with_links(app)  # type: ignore[method-assign]

@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from service.cli_io import ApiOpt, TokenOpt, console
+from service.cli_io import call as _call
+from service.cli_io import client_for as _client
+from service.cli_io import load_body as _load_body
+from service.cli_io import usage_error as _usage_error
+from service.cli_io import writing as _writing
 from workers.cli import train_command, worker_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -22,25 +25,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("train")(train_command)
 app.command("worker")(worker_command)
 
-
-def _console(stderr: bool = False) -> Console:
-    """Lines are never wrapped by rich (soft_wrap: a message, a path or a progress line stays one
-    line; a terminal wraps it itself), and tables get full width where output is not a terminal
-    (a pipe, a log file), where rich would assume 80 columns. COLUMNS, when set, still decides
-    a table's width."""
-    stream = sys.stderr if stderr else sys.stdout
-    wide = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, width=1000 if wide else None, soft_wrap=True)
-
-
-console = _console()
-err_console = _console(stderr=True)
-T = TypeVar("T")
-
-ApiOpt = Annotated[str | None, typer.Option("--api", envvar="SRU_HPO_API_URL",
-                                            help="API base URL [default: http://127.0.0.1:8000]")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOKEN",
-                                              help="bearer token for write endpoints")]
 
 #: The demo study: a budgeted ASHA search (README "Measured" compares it with the median rule at
 #: the same budget; the replay benchmark with everything else).
@@ -72,40 +56,6 @@ def _root(version: Annotated[bool, typer.Option(
     """Hyperparameter optimization for the Statistical Recurrent Unit."""
 
 
-def _client(api: str | None, token: str | None):  # noqa: ANN202
-    from service.client import ApiClient
-
-    return ApiClient(api, token)
-
-
-def _call(fn, *args: Any) -> Any:  # noqa: ANN001
-    from service.client import ApiError
-
-    try:
-        return fn(*args)
-    except ApiError as exc:
-        if exc.status == 422 and isinstance(exc.detail, list):
-            console.print("[red]error:[/red] HTTP 422: the study is not valid")
-            for line in _field_errors(exc.detail):
-                console.print(f"  [red]{line}")
-        else:
-            console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2 if exc.status in (400, 404, 409, 413, 422) or 300 <= exc.status < 400
-                         else 1) from None
-
-
-def _field_errors(errors: list[dict[str, Any]]) -> list[str]:
-    """One line per 422 error: ``field.path: reason`` (the API words them: service/messages.py)."""
-    return [f"{'.'.join(str(x) for x in e.get('loc', []) if x != 'body') or 'study'}: "
-            f"{e.get('msg', '')}" for e in errors]
-
-
-def _usage_error(param: str, message: str) -> NoReturn:
-    """Bad input on the command line: one line naming the argument or flag, exit 2."""
-    err_console.print(f"[red]error:[/red] {param}: {message}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
 STUDY_ID = re.compile(r"[0-9A-Za-z]{1,64}")  # ids are 12 hex digits; any prefix of one works
 
 
@@ -116,14 +66,6 @@ def _sid(client, study_id: str) -> str:  # noqa: ANN001
         _usage_error("STUDY_ID", f"{study_id!r} is not a study id (letters and digits, as "
                      "`sru-hpo status` lists them)")
     return _call(client.resolve, study_id)
-
-
-def _writing(param: str, path: Path, write: Callable[[], T]) -> T:
-    """``write()``, with a path that can not be written reported as one line naming ``param``."""
-    try:
-        return write()
-    except OSError as exc:
-        _usage_error(param, f"can not write {path}: {exc.strerror or exc}")
 
 
 # -- servers ----------------------------------------------------------------------------------------
@@ -329,8 +271,10 @@ def _report(client, study: dict[str, Any], out_dir: Path) -> None:  # noqa: ANN0
     console.print(f"search best val_acc {study['best']['best_val_acc']:.4f} (trial "
                   f"{study['best']['tid']}); retrain of trial {retrain_source(retrain)}: best "
                   f"val_acc {retrain['best_val_acc']:.4f} at epoch {retrain['best_epoch']}")
-    console.print(f"[bold]test accuracy {retrain['test_acc']:.4f}[/bold] "
-                  f"(evaluated once, after the search)")
+    seeds = len(retrain.get("evaluations") or []) or 1
+    sd = f" ± {retrain['test_acc_sd']:.4f}" if retrain.get("test_acc_sd") is not None else ""
+    console.print(f"[bold]test accuracy {retrain['test_acc']:.4f}{sd}[/bold] (evaluated once "
+                  f"per seed, {seeds} seed(s), after the search)")
     console.print(f"curves: {out_dir / 'curves.json'} and {out_dir / 'curves.png'}; "
                   f"checkpoint: {ckpt}; total {study['elapsed']:.0f} s")
 
@@ -342,26 +286,7 @@ def submit(
     api: ApiOpt = None, token: TokenOpt = None,
 ) -> None:
     """Submit a study described in a YAML/JSON file."""
-    import yaml
-
-    try:
-        body = yaml.safe_load(study_file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        _usage_error("STUDY_FILE", f"not valid YAML/JSON{where}: {problem}")
-    except (OSError, UnicodeDecodeError) as exc:
-        _usage_error("STUDY_FILE", f"can not read {study_file}: {exc}")
-    if not isinstance(body, dict):
-        _usage_error("STUDY_FILE", "must hold a mapping (the study)")
-    try:
-        json.dumps(body, allow_nan=False)
-    except ValueError:
-        _usage_error("STUDY_FILE", "holds NaN or infinity (.nan/.inf), which a study can not "
-                     "carry; write a number")
-    except TypeError as exc:
-        _usage_error("STUDY_FILE", f"holds a value JSON can not carry: {exc}")
+    body = _load_body(study_file, "STUDY_FILE", "the study")
     study = _call(_client(api, token).submit, body)
     console.print(f"study {study['id']} ({study['name']}) {study['state']}")
 
@@ -457,12 +382,25 @@ def _status_one(s: dict[str, Any]) -> None:
                       f"{best['best_epoch']}{memory}")
         console.print("  " + ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(best["params"].items())
                                        if k not in ("model", "dataset", "seed")))
-    console.print(f"retrain: {s['retrain_state']}" + (
-        f", test accuracy {s['test_acc']:.4f}" if s["test_acc"] is not None else ""))
+    console.print(f"retrain: {s['retrain_state']}" + _test_line(s))
     if s.get("error"):
         console.print(f"[red]error: {s['error']}")
     for g in s.get("error_groups") or []:
         console.print(f"[red]  {g['count']} trial(s) (e.g. {g['tids'][0]}): {g['error']}")
+
+
+def _test_line(s: dict[str, Any]) -> str:
+    """", test accuracy 0.8900" or, over several seeds, ", test accuracy 0.8900 ± 0.0100 (3
+    seeds; 0.0200 below validation)"."""
+    if s.get("test_acc") is None:
+        return ""
+    line = f", test accuracy {s['test_acc']:.4f}"
+    if s.get("tests", 1) > 1:
+        sd = f" ± {s['test_acc_sd']:.4f}" if s.get("test_acc_sd") is not None else ""
+        drop = (f"; {s['test_drop']:.4f} below validation" if s.get("test_drop") is not None
+                else "")
+        line += f"{sd} ({s['tests']} seeds{drop})"
+    return line
 
 
 def _fmt(v: Any) -> str:
@@ -555,6 +493,11 @@ def cancel(study_id: str, api: ApiOpt = None, token: TokenOpt = None) -> None:
     r = _call(client.cancel, _sid(client, study_id))
     console.print(f"study {r['id']} cancelled: {r['queued_cancelled']} queued trial(s) cancelled, "
                   f"{r['running_stopping']} running trial(s) stopping")
+
+
+from service.compare_cli import compare_app  # noqa: E402 (it uses the helpers above)
+
+app.add_typer(compare_app, name="compare")
 
 
 def main() -> None:

@@ -109,5 +109,33 @@ class ApiClient:
     def cancel(self, sid: str) -> dict[str, Any]:
         return self._do("POST", f"/studies/{sid}/cancel", json={})
 
+    # -- comparisons -------------------------------------------------------------------------
+    def submit_comparison(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._do("POST", "/comparisons", json=body)
+
+    def comparison(self, cid: str) -> dict[str, Any]:
+        return self._do("GET", f"/comparisons/{cid}")
+
+    def comparisons(self) -> list[dict[str, Any]]:
+        return self._do("GET", "/comparisons", params={"limit": 1000})["comparisons"]
+
+    def resolve_comparison(self, cid: str) -> str:
+        """A whole comparison id from a unique prefix of one."""
+        try:
+            return self._do("GET", f"/comparisons/{cid}")["id"]
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            matches = [c["id"] for c in self.comparisons() if c["id"].startswith(cid)]
+            if len(matches) == 1:
+                return matches[0]
+            raise
+
+    def cancel_comparison(self, cid: str) -> dict[str, Any]:
+        return self._do("POST", f"/comparisons/{cid}/cancel", json={})
+
+    def delete_comparison(self, cid: str) -> None:
+        self._do("DELETE", f"/comparisons/{cid}")
+
     def health(self) -> dict[str, Any]:
         return self._do("GET", "/healthz")

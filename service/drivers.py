@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 
+from service import comparisons
 from service.driver import StudyDriver, make_holder
 from trials.connection import NETWORK_ERRORS
 from trials.requeue import StaleJobSweeper
@@ -40,10 +41,16 @@ class DriverManager:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def resume_all(self) -> None:
-        """Finish deletions a crash interrupted, drive every unfinished study, start the
-        watcher and the sweeper."""
+        """Finish deletions a crash interrupted, create the studies of a comparison a crash
+        left without them, drive every unfinished study, start the watcher and the sweeper."""
+        for doc in self.store.comparisons.tombstones():
+            comparisons.finish_deletion(self.store, doc)
         for sid in self.store.studies.tombstones():
             self.store.finish_deletion(sid)
+        for cid in self.store.comparisons.all_ids():  # killed between creating two studies
+            doc = self.store.comparisons.get(cid)
+            if doc is not None:
+                comparisons.ensure_studies(self.store, doc)
         for sid in self.store.studies.to_drive():
             self.start(sid)
         for target, name in ((self._watch, "driver-wake"), (self._sweep, "sweeper")):

@@ -464,6 +464,7 @@ class StudyPublic(BaseModel):
     error_groups: list[ErrorGroup] = Field(default_factory=list)
     failures: Failures = Field(default_factory=Failures)
     trial_timeout: float | None = None
+    comparison: str | None = Field(None, description="the comparison it is a variant of")
 
 
 class StudyList(BaseModel):

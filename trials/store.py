@@ -13,6 +13,7 @@ part                    collections                 what it does
 ``curves``              curves                     one curve per trial, written by its attempt only
 ``files``               snapshots.*, checkpoints.*  GridFS files, attached to jobs conditionally
 ``workers``/``leases``  workers, gpu_leases        live workers, GPU slot leases
+``comparisons``         comparisons                 a comparison's request and its studies' ids
 ======================  =========================  ==============================================
 
 ``purge_study`` removes everything that names a study; ``collect_orphans`` removes files and
@@ -24,6 +25,7 @@ from __future__ import annotations
 from pymongo.database import Database
 
 from trials.clock import ServerClock
+from trials.comparisons import ComparisonRepo
 from trials.connection import connect
 from trials.curves import CurveStore
 from trials.files import FileStore
@@ -40,6 +42,7 @@ class Store:
         self.db = db
         self.clock = ServerClock(db)
         self.studies = StudyRepo(db, self.clock)
+        self.comparisons = ComparisonRepo(db, self.clock)
         self.curves = CurveStore(db, self.clock)
         self.files = FileStore(db)
         self.jobs = JobQueue(db, self.clock, self.curves, self.files,
@@ -57,6 +60,7 @@ class Store:
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent; run by every process that starts)."""
         self.studies.ensure_indexes()
+        self.comparisons.ensure_indexes()
         self.jobs.ensure_indexes()
         self.curves.ensure_indexes()
 

@@ -180,8 +180,8 @@ JARGON = ("Input should be", "Value error", "dictionary or object", "Extra input
     # issue 21's exact inputs, each with the line(s) a user now reads
     (BASE + "space: sru_digit\n",
      ["space: unknown built-in space 'sru_digit'; did you mean 'sru_digits'? (built-in: "
-      "sru_mnist, gru_mnist, lstm_mnist, sru_digits, sru_digits_wide; or write the space "
-      "inline)"]),
+      "sru_mnist, gru_mnist, lstm_mnist, sru_digits, sru_digits_wide, gru_digits, lstm_digits; "
+      "or write the space inline)"]),
     (BASE + "space: sru_digits\nscheduler: ashaa\n",
      ["scheduler.rule: 'ashaa' is not one of off, median, asha, hyperband; did you mean "
       "'asha'?"]),
