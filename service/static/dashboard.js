@@ -1,6 +1,6 @@
 // sru-hpo dashboard: plain JavaScript over the public REST API, charts by plotly.js (served
 // from the plotly wheel, no CDN). Views by query string: / (studies), ?study=ID, ?view=compare
-// [&ids=a,b], ?view=workers. Every piece of text from the API is inserted as text, never HTML.
+// [&ids=a,b], ?view=comparisons, ?comparison=ID, ?view=workers. Every piece of text from the API is inserted as text, never HTML.
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -206,7 +206,9 @@ async function viewStudy(sid) {
   const head = el("div", {},
     el("h1", {}, `${study.name} `, badge(study.state)),
     el("p", { class: "muted" }, `${study.id} · ${study.model} on ${study.dataset} · ` +
-      `${study.algorithm} · scheduler ${study.scheduler.rule} · ${Math.round(study.elapsed)} s`),
+      `${study.algorithm} · scheduler ${study.scheduler.rule} · ${Math.round(study.elapsed)} s`,
+      study.comparison ? el("span", {}, " · a variant of ", link(`/?comparison=${study.comparison}`,
+        `comparison ${study.comparison}`)) : null),
     el("p", {}, `finished ${c.finished}${study.n_trials ? " / " + study.n_trials : ""} · ` +
       `running ${c.running} · new ${c.new} · ` +
       `pruned ${c.pruned} · diverged ${c.diverged} · infeasible ${c.infeasible} · ` +
@@ -288,7 +290,12 @@ function bestBox(study, retrain) {
         el("dt", {}, "state"), el("dd", {}, retrain.state),
         el("dt", {}, "retrains"), el("dd", {}, String(retrain.candidates.length)),
         el("dt", {}, "retrain best val acc"), el("dd", {}, fmt(retrain.best_val_acc)),
-        el("dt", {}, "test accuracy (once)"), el("dd", { id: "test-acc" }, fmt(retrain.test_acc)),
+        el("dt", {}, retrain.seeds > 1 ? `test accuracy (mean of ${retrain.seeds} seeds)` : "test accuracy (once)"),
+        el("dd", { id: "test-acc" }, fmt(retrain.test_acc),
+          retrain.test_acc_sd === null ? null : ` ± ${fmt(retrain.test_acc_sd)}`),
+        retrain.evaluations.length > 1 ? [el("dt", {}, "each seed (test once)"), el("dd", { id: "seed-evals" },
+          retrain.evaluations.map((e, i) => el("span", {}, i ? ", " : "", `seed ${e.seed}: ${fmt(e.test_acc)} `,
+            link(`/studies/${study.id}/checkpoint?tid=${e.retrain_tid}`, "(checkpoint)"))))] : null,
         el("dt", {}, "search/retrain rank corr."), el("dd", {}, fmt(study.rank_correlation, 2)),
         el("dt", {}, "checkpoint"), el("dd", {}, retrain.checkpoint
           ? link(`/studies/${study.id}/checkpoint`, "download (torch, weights_only)") : "–"))));
@@ -525,6 +532,63 @@ async function viewCompare() {
     yaxis: accAxis("validation accuracy", overlays.flatMap((o) => o.y)) });
 }
 
+// -- comparisons: variants tuned at one budget (POST /comparisons) --------------------------------
+const pm = (r) => (r.test_acc === null ? "–"
+  : `${(100 * r.test_acc).toFixed(1)}${r.test_acc_sd === null ? "" : ` ± ${(100 * r.test_acc_sd).toFixed(1)}`}`);
+const budgetText = (b) => (b.epochs !== null && b.epochs !== undefined ? `${b.epochs} epochs` : `${b.hours} h`);
+
+async function viewComparisons() {
+  const page = await api("/comparisons?limit=200");
+  show(main, el("h1", {}, `Comparisons (${page.total})`),
+    page.comparisons.length ? null : el("p", { class: "muted" },
+      "none yet: POST /comparisons or sru-hpo compare submit FILE"),
+    table([{ key: "id", label: "id", render: (c) => link(`/?comparison=${c.id}`, c.id) },
+      { key: "name", label: "name" }, { key: "dataset", label: "dataset" },
+      { key: "state", label: "state", render: (c) => badge(c.state) },
+      { key: "variants", label: "variants", render: (c) => c.variants.join(", ") },
+      { key: "budget", label: "budget per variant", render: (c) => budgetText(c.budget) }],
+    page.comparisons, { id: "comparisons" }));
+  if (page.comparisons.some((c) => c.state === "running")) schedule(render, 5000);
+}
+
+async function viewComparison(cid) {
+  const c = await api(`/comparisons/${cid}`);
+  const anytime = c.rows.filter((r) => r.anytime.length).map((r) => ({
+    x: r.anytime.map((p) => p[0]), y: r.anytime.map((p) => p[1]), mode: modeFor(r.anytime.length),
+    line: { shape: "hv" }, name: r.variant }));
+  const tested = c.rows.filter((r) => r.test_acc !== null);
+  const bars = [{ type: "bar", x: tested.map((r) => r.variant), y: tested.map((r) => r.test_acc),
+    error_y: { type: "data", array: tested.map((r) => r.test_acc_sd || 0), visible: true },
+    hovertemplate: "%{x}: %{y:.4f}<extra></extra>" }];
+  const spans = tested.flatMap((r) => [r.test_acc - (r.test_acc_sd || 0), r.test_acc + (r.test_acc_sd || 0)]);
+  show(main, el("h1", {}, `Comparison ${c.name} `, badge(c.state)),
+    el("p", { class: "muted", id: "comparison-protocol" },
+      `${c.dataset} · budget ${budgetText(c.budget)} per variant of ${c.trial_epochs}-epoch trials ` +
+      `(scheduler ${c.scheduler.rule}, seed ${c.seed}) · epochs spent differ by ${c.epochs_spread} · ` +
+      `the winner of each retrained ${c.retrain_epochs} epochs with ${c.retrain_seeds} seed(s), each seed tested once`),
+    el("div", { class: "row" },
+      card("Anytime: best validation accuracy against cumulative epochs", "cmpx-anytime"),
+      card(`Test accuracy, mean ± sd over ${c.retrain_seeds} seed(s)`, "cmpx-test")),
+    el("h2", {}, "Variants"),
+    table([{ key: "variant", label: "variant", render: (r) => link(`/?study=${r.study_id}`, r.variant) },
+      { key: "state", label: "state", render: (r) => badge(r.state) },
+      { key: "trials", label: "trials", num: true }, { key: "epochs_spent", label: "epochs", num: true },
+      { key: "trial_hours", label: "hours", num: true, render: (r) => fmt(r.trial_hours, 3) },
+      { key: "best_val_acc", label: "best val acc", num: true },
+      { key: "test_acc", label: "test acc % ± sd", num: true, render: pm },
+      { key: "n_params", label: "parameters", num: true,
+        render: (r) => (r.n_params === null ? "–" : r.n_params.toLocaleString("en")) },
+      { key: "epochs_to_95", label: "epochs to 95%", num: true }],
+    c.rows, { sortKey: "test_acc", id: "comparison" }));
+  plot("cmpx-anytime", anytime, { ...LAYOUT, showlegend: true,
+    xaxis: { title: { text: "cumulative epochs" }, tickformat: "d", rangemode: "tozero" },
+    yaxis: accAxis("best validation accuracy so far", anytime.flatMap((t) => t.y)) });
+  plot("cmpx-test", bars, { ...LAYOUT, showlegend: false, xaxis: { title: { text: "variant" } },
+    // bars start at 0, so their heights compare; never past 1
+    yaxis: { title: { text: "test accuracy" }, range: [0, Math.min(1, 1.1 * Math.max(0.1, ...spans))] } });
+  if (c.state === "running") schedule(render, 5000);
+}
+
 // -- workers ------------------------------------------------------------------------------------
 const STUCK_SECONDS = 60; // a trainer this long without a step is shown as stuck
 
@@ -555,12 +619,16 @@ async function viewWorkers() {
 // -- routing ------------------------------------------------------------------------------------
 async function render() {
   const params = new URLSearchParams(location.search);
-  const view = params.get("study") ? "study" : params.get("view") || "studies";
-  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === view));
+  const view = params.get("study") ? "study" : params.get("comparison") ? "comparison"
+    : params.get("view") || "studies";
+  const tab = view === "comparison" ? "comparisons" : view;
+  document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", a.dataset.view === tab));
   resizer.disconnect(); // the charts of the last render are gone; this one observes its own
   try {
     if (view === "study") await viewStudy(params.get("study"));
     else if (view === "compare") await viewCompare();
+    else if (view === "comparison") await viewComparison(params.get("comparison"));
+    else if (view === "comparisons") await viewComparisons();
     else if (view === "workers") await viewWorkers();
     else await viewStudies();
   } catch (err) { fail(err); }

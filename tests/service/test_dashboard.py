@@ -31,6 +31,9 @@ FINISHED = {"name": "sru-digits", "model": "sru", "dataset": "digits", "space": 
             "n_trials": 12, "budget": {"epochs": 72}, "parallelism": 2, "trial_epochs": 6,
             "retrain_epochs": 8, "seed": 2,
             "scheduler": {"rule": "median", "warmup": 2, "min_trials": 3}}
+COMPARISON = {"name": "families", "dataset": "digits", "variants": ["sru", "gru", "sru-iid"],
+              "budget": {"epochs": 6}, "trial_epochs": 2, "retrain_epochs": 2,
+              "retrain_seeds": 2, "parallelism": 2, "seed": 1}
 FAILED = {"name": "paper-sru", "model": "sru", "dataset": "mnist", "space": "sru_mnist",
           "n_trials": 30, "parallelism": 2, "trial_epochs": 50, "retrain_epochs": 200}
 
@@ -55,10 +58,13 @@ def site(mongo_url, tmp_path_factory):
         c = api.client()
         ok = c.post("/studies", json=FINISHED).json()["id"]
         bad = c.post("/studies", json=FAILED).json()["id"]
+        cid = c.post("/comparisons", json=COMPARISON).json()["id"]
         assert wait_state(c, ok, ("completed", "failed"), 600)["state"] == "completed"
         assert wait_state(c, bad, ("completed", "failed"), 300)["state"] == "failed"
         wait_for(lambda: c.get(f"/studies/{bad}").json()["error_groups"], 60, "error groups")
-        yield {"api": api, "ok": ok, "bad": bad, "shots": Path(os.environ.get(
+        assert wait_for(lambda: (x := c.get(f"/comparisons/{cid}").json())["state"] != "running"
+                        and x, 600, "the comparison ends")["state"] == "completed"
+        yield {"api": api, "ok": ok, "bad": bad, "cid": cid, "shots": Path(os.environ.get(
             "SRU_HPO_SCREENSHOTS") or tmp)}
     finally:
         for w in workers:
@@ -145,6 +151,30 @@ def test_the_compare_page_shows_both(page, site):
     assert site["ok"] in text and site["bad"] in text
     page.wait_for_selector("#cmp-best .scatterlayer")
     page.screenshot(path=str(site["shots"] / "compare.png"), full_page=True)
+
+
+def test_the_comparison_page_draws_every_variant(page, site):
+    page.goto(f"{site['api'].url}/?view=comparisons")
+    page.wait_for_selector("#comparisons tbody tr")
+    assert "sru, gru, sru-iid" in page.inner_text("#comparisons")
+    page.click(f"#comparisons a[href='/?comparison={site['cid']}']")
+    page.wait_for_selector("#cmpx-anytime .scatterlayer")
+    names = page.eval_on_selector("#cmpx-anytime", "el => el.data.map((t) => t.name)")
+    assert names == COMPARISON["variants"]  # one anytime curve per variant
+    assert page.eval_on_selector("#cmpx-anytime", "el => el._fullLayout.xaxis.title.text") == \
+        "cumulative epochs"
+    page.wait_for_selector("#cmpx-test .barlayer")
+    bars = page.eval_on_selector("#cmpx-test", "el => ({x: el.data[0].x, e: el.data[0].error_y})")
+    assert sorted(bars["x"]) == sorted(COMPARISON["variants"]) and bars["e"]["visible"]
+    assert len(bars["e"]["array"]) == 3  # error bars: the sd over the two seeds
+    rows = page.eval_on_selector_all("#comparison tbody tr", "rows => rows.map((r) => r.innerText)")
+    assert len(rows) == 3 and all(" ± " in r for r in rows), rows
+    assert "each seed tested once" in page.inner_text("#comparison-protocol")
+    page.screenshot(path=str(site["shots"] / "comparison.png"), full_page=True)
+    page.click("#comparison tbody a")  # a variant opens its study, which links back
+    page.wait_for_selector("#seed-evals")
+    assert page.inner_text("#seed-evals").count("checkpoint") == 2
+    assert page.locator(f"a[href='/?comparison={site['cid']}']").count() == 1
 
 
 def test_the_workers_page_and_offline_docs(page, site):
@@ -281,6 +311,9 @@ def test_the_study_page_geometry(browser, site, width):
         assert _settled(pg) == []
         pg.goto(f"{site['api'].url}/?view=compare&ids={site['ok']},{site['bad']}")
         pg.wait_for_selector("#cmp-best .scatterlayer")
+        assert _settled(pg) == []
+        pg.goto(f"{site['api'].url}/?comparison={site['cid']}")
+        pg.wait_for_selector("#cmpx-test .barlayer")
         assert _settled(pg) == []
         assert errors == []
     finally:
