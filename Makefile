@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench table lint clean gpu-check wheelhouse
+.PHONY: install test demo bench table lint clean gpu-check wheelhouse paper paper-dry-run
 
 # pip byte-compiles at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on our CI
 # machines) an uncompiled torch is compiled again by every process that imports it.
@@ -44,6 +44,16 @@ bench: $(BENCH_STAMP)
 # the learning-curve table of the replay benchmark (about 1.5 hours on 2 cores; resumes)
 table: $(STAMP)
 	$(BIN)/python benchmarks/make_table.py
+
+# The SRU paper's comparison at equal budgets on pixel MNIST, for a GPU machine (README: The SRU
+# question). It prints its GPU-hours first and resumes when run again. `make --dry-run` is make's
+# own flag (print the commands), so the dry run is `make paper-dry-run` or PAPER_ARGS=--dry-run.
+PAPER_ARGS ?=
+paper: $(STAMP)
+	$(BIN)/python benchmarks/paper.py $(PAPER_ARGS)
+
+paper-dry-run: $(STAMP)
+	$(BIN)/python benchmarks/paper.py --dry-run $(PAPER_ARGS)
 
 # One prepared command for a GPU machine (about 5 minutes on one GPU; README: GPU). With a .venv
 # it runs there (and installs it when stale); without one (an air-gapped host, README: Air-gapped
