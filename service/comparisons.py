@@ -88,6 +88,7 @@ class ComparisonCreate(BaseModel):
 
 
 def _study_body(c: ComparisonCreate, variant: str | VariantIn, n: int) -> dict[str, Any]:
+    space: str | dict[str, Any]
     if isinstance(variant, str):
         spec = variant_space(variant, c.dataset)
         name, model, space = variant, spec.model, spec.model_dump(exclude_none=True)

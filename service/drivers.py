@@ -43,8 +43,8 @@ class DriverManager:
     def resume_all(self) -> None:
         """Finish deletions a crash interrupted, create the studies of a comparison a crash
         left without them, drive every unfinished study, start the watcher and the sweeper."""
-        for doc in self.store.comparisons.tombstones():
-            comparisons.finish_deletion(self.store, doc)
+        for tomb in self.store.comparisons.tombstones():
+            comparisons.finish_deletion(self.store, tomb)
         for sid in self.store.studies.tombstones():
             self.store.finish_deletion(sid)
         for cid in self.store.comparisons.all_ids():  # killed between creating two studies

@@ -214,7 +214,7 @@ def _work_all(store, sid, result) -> list:
 
 def _drive_to_retrain(store, sid) -> StudyDriver:
     d = StudyDriver(store, sid, fail_fast=0)
-    for i in range(10):
+    for _ in range(10):
         d.step()
         if store.studies.get(sid)["state"] == StudyState.RETRAINING:
             return d
