@@ -42,7 +42,8 @@ def _exists(path: str) -> bool:
 
 def test_every_file_the_readme_names_exists():
     paths = _named_paths()
-    assert {"examples/digits.yaml", "examples/paper.yaml", "deploy/wheelhouse.py"} <= paths
+    assert {"examples/digits.yaml", "examples/paper.yaml", "examples/families.yaml",
+            "deploy/wheelhouse.py"} <= paths
     assert [p for p in sorted(paths) if not _exists(p)] == []
 
 
@@ -51,6 +52,14 @@ def test_the_example_studies_are_valid(name):
     from service.schemas import StudyCreate
 
     StudyCreate.model_validate(yaml.safe_load((ROOT / "examples" / name).read_text()))
+
+
+def test_the_example_comparison_is_valid():
+    from service.comparisons import ComparisonCreate, plan
+
+    c = ComparisonCreate.model_validate(yaml.safe_load(
+        (ROOT / "examples" / "families.yaml").read_text()))
+    assert [name for name, _ in plan(c)] == ["sru", "gru", "sru-iid"]
 
 
 def _quick_start() -> list[str]:
