@@ -51,16 +51,20 @@ class ApiClient:
 
     def resolve(self, sid: str) -> str:
         """A whole study id from a unique prefix of one (``status`` shows short ids)."""
+        return self._resolve("studies", "study", sid)
+
+    def _resolve(self, collection: str, noun: str, ident: str) -> str:
         try:
-            return self._do("GET", f"/studies/{sid}")["id"]
+            return self._do("GET", f"/{collection}/{ident}")["id"]
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            matches = [s["id"] for s in self.studies() if s["id"].startswith(sid)]
+            items = self._do("GET", f"/{collection}", params={"limit": 1000})[collection]
+            matches = [x["id"] for x in items if x["id"].startswith(ident)]
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
-                raise ApiError(404, f"{sid!r} is the start of {len(matches)} study ids; give "
+                raise ApiError(404, f"{ident!r} is the start of {len(matches)} {noun} ids; give "
                                     "more of it") from None
             raise
 
@@ -121,15 +125,7 @@ class ApiClient:
 
     def resolve_comparison(self, cid: str) -> str:
         """A whole comparison id from a unique prefix of one."""
-        try:
-            return self._do("GET", f"/comparisons/{cid}")["id"]
-        except ApiError as exc:
-            if exc.status != 404:
-                raise
-            matches = [c["id"] for c in self.comparisons() if c["id"].startswith(cid)]
-            if len(matches) == 1:
-                return matches[0]
-            raise
+        return self._resolve("comparisons", "comparison", cid)
 
     def cancel_comparison(self, cid: str) -> dict[str, Any]:
         return self._do("POST", f"/comparisons/{cid}/cancel", json={})

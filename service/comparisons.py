@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from search_spaces.schema import SpaceError
 from search_spaces.variants import VARIANTS, unknown_variant, variant_space
-from service.schemas import MAX_BODY_DEPTH, Budget, InlineSpace, Scheduler, StudyCreate, _depth
+from service.schemas import Budget, InlineSpace, Scheduler, StudyCreate, check_depth
 from service.views import study_public
 from trials.states import StudyState
 from trials.store import Store
@@ -67,8 +67,7 @@ class ComparisonCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _shallow(cls, data: Any) -> Any:
-        if _depth(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
-            raise ValueError(f"the comparison nests deeper than {MAX_BODY_DEPTH} levels")
+        check_depth(data, "comparison")
         return data
 
     @model_validator(mode="after")

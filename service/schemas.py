@@ -33,6 +33,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
+    "check_depth",
     "Scheduler", "Importance", "Budget", "RungFidelity", "EvaluationPublic",
 ]
 
@@ -65,6 +66,13 @@ def _depth(value: Any, limit: int) -> int:
         elif isinstance(v, list):
             stack.extend((x, d + 1) for x in v)
     return deepest
+
+
+def check_depth(data: Any, what: str) -> None:
+    """A request body nested deeper than ``MAX_BODY_DEPTH`` is refused before anything else
+    reads it."""
+    if _depth(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
+        raise ValueError(f"the {what} nests deeper than {MAX_BODY_DEPTH} levels")
 
 
 def resolve_space(space: str | InlineSpace | dict[str, Any], model: str | None) -> SpaceSpec:
@@ -172,8 +180,7 @@ class StudyCreate(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _shallow(cls, data: Any) -> Any:
-        if _depth(data, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
-            raise ValueError(f"the study nests deeper than {MAX_BODY_DEPTH} levels")
+        check_depth(data, "study")
         if isinstance(data, dict) and "pruning" in data:  # the field's old name
             if "scheduler" in data:
                 raise ValueError("give scheduler or pruning (its old name), not both")

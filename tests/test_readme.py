@@ -19,7 +19,8 @@ from tests.service.conftest import wait_healthy
 
 README = (ROOT / "README.md").read_text()
 #: where the README names output or placeholders, not files of the repository
-NOT_FILES = ("runs/", "report/", "data/", "MNIST/", "$", "<", "../", "gpu-check-report.txt")
+NOT_FILES = ("runs/", "report/", "data/", "MNIST/", "$", "<", "../", "gpu-check-report.txt",
+             "comparison.")  # the last: the files compare report writes
 PATH = re.compile(r"`((?:[\w.-]+/)+[\w.*-]+|[\w-]+\.(?:py|yaml|yml|sh|toml|md|txt))`")
 
 
