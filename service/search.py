@@ -3,18 +3,22 @@
 ``Search(store, sid, cache).step(study)`` returns True once the search is over. In order:
 
 1. **Promotions** (ASHA, Hyperband): every paused trial now in the top 1/η of its rung goes on,
-   highest rung first and ahead of new trials in the queue (trials/scheduling.py), its target
-   cut to what the budget has left.
+   highest rung first and ahead of new trials in the queue (trials/scheduling.py), when the
+   segment to its next rung fits whole in what the budget has left.
 2. **New configurations** while the study may create them: fewer than ``n_trials`` exist and
-   the budget pays their first segment above the reserve (trials/budget.py; without rungs a
-   whole ``trial_epochs``). The queue is kept at ``parallelism + queue_ahead`` queued or running
-   trials, so a worker that finishes finds its next trial waiting; TPE's constant liar makes the
-   extra suggestions safe (service/suggest.py).
+   the budget fits a first segment with the reserve after it (trials/budget.py
+   ``Budget.fits_new``; the first rung with rungs, a whole ``trial_epochs`` without). A
+   Hyperband configuration whose bracket's first segment does not fit joins the highest
+   bracket whose first rung does. The queue is kept at ``parallelism + queue_ahead``
+   queued or running trials, so a worker that finishes finds its next trial waiting; TPE's
+   constant liar makes the extra suggestions safe (service/suggest.py).
 3. **The end** (nothing more to create, nothing queued or running, nothing promoted): while no
    trial has reached ``trial_epochs``, the best paused trial of each rung is promoted, highest
-   rung first; a study that ran out of budget spends what is left so, then stops. So every
-   study that completes has a trial trained to the top, and the retrain starts from the best of
-   them.
+   rung first, each cut to what the budget has left; a study that ran out of budget spends
+   what is left so, then stops. With a budget of ten ``trial_epochs`` or more every study that
+   completes has a trial trained to the top; below a few, promotions may have spent the reserve
+   and the best trial ends where the budget did (trials/budget.py). The retrain starts from
+   the best of them either way (the highest rung reached first).
 """
 
 from __future__ import annotations
@@ -70,27 +74,31 @@ class Search:
 
     def _may_create(self, study: dict[str, Any], grid: list[int], budget: Budget,
                     created: int) -> bool:
-        """Another configuration may be created: under ``n_trials``, and its first segment fits
-        in the budget (one epoch with rungs, cut to fit; a whole trial without)."""
+        """Another configuration may be created: under ``n_trials``, and a first segment fits
+        in the budget (the first rung with rungs; a whole trial without)."""
         if created >= self._cap(study):
             return False
-        return budget.for_new() >= (1 if grid else int(study["trial_epochs"]))
+        return budget.fits_new(grid[0] if grid else int(study["trial_epochs"]))
 
     # -- promotions -----------------------------------------------------------------------------------
-    def _promote(self, grid: list[int], budget: Budget, todo: list[tuple[int, int, int]]
-                 ) -> tuple[int, Budget]:
-        """Promote ``todo`` ((tid, rung epoch, next limit), highest rung first), each cut to
-        what the budget has left; returns how many went and the budget after them."""
+    def _promote(self, grid: list[int], budget: Budget, todo: list[tuple[int, int, int]],
+                 cut: bool = False) -> tuple[int, Budget]:
+        """Promote ``todo`` ((tid, rung epoch, next limit), highest rung first) whose segment
+        fits whole in what the budget has left; with ``cut`` (the end of the search) cut each
+        to what is left instead. Returns how many went and the budget after them."""
         n = 0
         for tid, epoch, nxt in todo:
-            limit = min(nxt, epoch + math.floor(budget.left)) if budget.bounded else nxt
-            if limit <= epoch:
-                break
-            if self.store.jobs.promote(self.sid, tid, limit, priority=PROMOTED + grid.index(epoch)):
+            if cut and budget.bounded:
+                nxt = min(nxt, epoch + math.floor(budget.left))
+                if nxt <= epoch:
+                    break
+            elif not budget.fits(epoch, nxt):
+                continue  # a cheaper one below may still fit
+            if self.store.jobs.promote(self.sid, tid, nxt, priority=PROMOTED + grid.index(epoch)):
                 n += 1
-                budget = budget.take(limit - epoch)
+                budget = budget.take(epoch, nxt)
                 log.info("study %s: trial %d promoted from epoch %d to %d", self.sid, tid, epoch,
-                         limit)
+                         nxt)
         if n:
             self.cache.refresh()
         return n, budget
@@ -107,7 +115,7 @@ class Search:
         budget_ended = budget.bounded and created < self._cap(study)
         if at_top and not budget_ended:
             return False
-        n, _ = self._promote(grid, budget, best_paused(trials, grid, top, study["seed"]))
+        n, _ = self._promote(grid, budget, best_paused(trials, grid, top, study["seed"]), cut=True)
         return n > 0
 
     # -- new configurations ----------------------------------------------------------------------------
@@ -126,9 +134,9 @@ class Search:
             now = self.store.studies.get(self.sid)
             if now is None or now["state"] != StudyState.RUNNING:
                 break
-            cap = math.floor(budget.for_new()) if budget.bounded else None
-            first = self._suggester.new_trial(created + i, self.store.jobs.job_fields, cap)
-            budget = budget.take(first)
+            first = self._suggester.new_trial(created + i, self.store.jobs.job_fields,
+                                              lambda to, b=budget: b.fits_new(to))
+            budget = budget.take(0, first)
             n += 1
         if n:
             log.info("study %s: queued %d trial(s)", self.sid, n)

@@ -24,12 +24,14 @@
 10 times); only a space that small lets a duplicate through.
 
 A new configuration gets its bracket (Hyperband) and the epoch it trains to before its first
-pause, cut to what the budget has left (``max_epochs``).
+pause; where the budget does not fit that segment (``fits``), it joins the highest bracket whose
+first rung fits.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from hyperopt import Domain, rand, space_eval, tpe
@@ -132,10 +134,11 @@ class Suggester:
                 functools.partial(tpe.suggest, n_startup_jobs=0))
 
     # -- one new trial ------------------------------------------------------------------------------
-    def new_trial(self, index: int, job_fields, max_epochs: int | None = None) -> int:  # noqa: ANN001
-        """Insert the ``index``-th configuration of the study (0-based); its first segment
-        trains at most ``max_epochs`` epochs (what the budget has left). Returns the epoch
-        that segment trains to."""
+    def new_trial(self, index: int, job_fields,  # noqa: ANN001
+                  fits: Callable[[int], bool] | None = None) -> int:
+        """Insert the ``index``-th configuration of the study (0-based); ``fits(epoch)`` says
+        whether the budget fits a first segment to ``epoch`` (the caller made sure the first
+        rung fits). Returns the epoch that segment trains to."""
         study, domain = self.study, self.domain
         tid = self.cache.jobs.next_tids(self.cache.exp_key, 1)[0]
         trials, algo = self._trials_and_algo(tid)
@@ -148,7 +151,7 @@ class Suggester:
             params = self._params(docs[0])
         else:
             docs, params = self._draw(tid, trials, algo)
-        fields = self._fields(tid, params, max_epochs)
+        fields = self._fields(tid, params, fits)
         docs[0].update(job_fields(**fields))
         trials.insert_trial_docs(docs)
         return int(fields.get("limit") or fields["epochs"])
@@ -169,7 +172,7 @@ class Suggester:
         vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         return flatten_sample(self.spec, space_eval(self.domain.expr, vals))
 
-    def _fields(self, tid: int, params: dict[str, Any], max_epochs: int | None
+    def _fields(self, tid: int, params: dict[str, Any], fits: Callable[[int], bool] | None
                 ) -> dict[str, Any]:
         study = self.study
         fields: dict[str, Any] = {
@@ -184,8 +187,9 @@ class Suggester:
         if self.grid:
             bracket = bracket_for(tid, study["seed"], self.weights)
             target = self.grid[bracket] if bracket < len(self.grid) else self.top
-            if max_epochs is not None:
-                target = min(target, max_epochs)
+            while fits is not None and bracket > 0 and not fits(target):
+                bracket -= 1  # a lower bracket, whose first rung the budget fits
+                target = self.grid[bracket]
             fields.update(bracket=bracket, rungs=self.grid,
                           limit=target if target < self.top else None)
         return fields

@@ -6,12 +6,22 @@ training time (the ``seconds`` a trial reports for the epochs it trained).
 
 - **committed** = the epochs every search trial has trained, with each queued or running trial
   counted at its target (its ``limit``, or ``trial_epochs``): what the study will have spent once
-  everything in flight stops. Work is started only while it fits in ``limit - committed``, and a
-  trial's target is cut to what is left, so a study never trains past its budget.
-- **reserve** (ASHA, Hyperband): the epochs kept back so that the end of the search can take
-  its best candidate to the top (``trial_epochs`` minus the highest rung any trial has reached;
-  nothing once a trial reached or is headed to the top). New configurations stop when only the
-  reserve is left; what is left then goes to promotions, highest rung first.
+  everything in flight stops. Work is started only while it fits in ``limit - committed``, so a
+  study never trains past its budget.
+- **the reserve** (ASHA, Hyperband): ``high`` is the furthest epoch the search has reached with
+  a trial that can still go on (a paused trial's rung, a running trial's last report;
+  ``trial_epochs`` once a trial finished there or is headed there). The **reserve** =
+  ``trial_epochs - high`` is kept back from *new configurations* so that the end of the search
+  can take its best candidate to the top. A new configuration's first segment **fits** when its
+  epochs plus the reserve *after* it are within what is left: a first segment shrinks the
+  reserve by what it trains, so the first configuration of a study whose budget is one
+  ``trial_epochs`` starts (before, the reserve of a whole trial blocked it and the study failed).
+  Promotions are not held to the reserve: a promotion of a good candidate is worth more than
+  keeping epochs for the front-runner (measured on the replay benchmark at 2 R; README "Search
+  quality"), so at budgets below a few ``trial_epochs`` the search may end below the top.
+- **No segment is cut between rungs** during the search: a first segment or a promotion either
+  fits whole or waits (a segment cut between rungs would pause where no rung promotes it). Only
+  the end of the search cuts, to spend what is left on the best candidate.
 - **hours** become epochs at the study's own pace: hours × 3600 over the mean seconds per epoch
   of the segments reported so far (no limit before the first report, so the first wave of
   trials always starts).
@@ -23,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trials.states import JobState
@@ -53,31 +63,34 @@ def _seconds_per_epoch(docs: Iterable[Mapping[str, Any]]) -> float | None:
     return seconds / epochs if epochs else None
 
 
+def _front(d: Mapping[str, Any], top: int) -> int:
+    """How far ``d`` has gone, if it can still go on (the top if it is headed there)."""
+    if d["state"] in ACTIVE:
+        return top if target(d) >= top else trained(d)
+    if d.get("outcome") == "paused":
+        return trained(d)
+    return top if d["state"] == JobState.DONE and trained(d) >= top else 0
+
+
 @dataclass(frozen=True)
 class Budget:
     limit: float  # epochs the study may train (inf: sized by n_trials only)
     committed: int  # trained + the targets of queued and running trials
     spent: int  # epochs trained so far (reported)
-    reserve: int  # kept back for the end of the search (see the module docstring)
+    high: int = 0  # the furthest epoch a trial that can go on reached (the module docstring)
+    top: int = 0  # trial_epochs, when the study has rungs (0: no reserve is kept)
 
     @classmethod
     def of(cls, study: Mapping[str, Any], trials: list[dict[str, Any]], grid: list[int]
            ) -> Budget:
         top = int(study["trial_epochs"])
-        committed = spent = 0
-        reached, to_top = 0, False
+        committed = spent = high = 0
         for d in trials:
             done = trained(d)
             spent += done
-            if d["state"] in ACTIVE:
-                committed += max(target(d), done)
-                to_top = to_top or target(d) >= top
-            else:
-                committed += done
-            scores = (d.get("result") or {}).get("rung_scores") or {}
-            reached = max([reached, *(int(e) for e in scores)])
-        reserve = 0 if (not grid or to_top or reached >= top) else top - reached
-        return cls(cls._limit(study, trials), committed, spent, reserve)
+            committed += max(target(d), done) if d["state"] in ACTIVE else done
+            high = max(high, _front(d, top))
+        return cls(cls._limit(study, trials), committed, spent, high, top if grid else 0)
 
     @staticmethod
     def _limit(study: Mapping[str, Any], trials: list[dict[str, Any]]) -> float:
@@ -98,10 +111,24 @@ class Budget:
         """Epochs not yet committed."""
         return max(0.0, self.limit - self.committed)
 
-    def for_new(self) -> float:
-        """Epochs a new configuration may take (what is left above the reserve)."""
-        return max(0.0, self.left - self.reserve)
+    @property
+    def reserve(self) -> int:
+        """Epochs kept back from new configurations, for the end of the search."""
+        return max(0, self.top - self.high)
 
-    def take(self, epochs: int) -> Budget:
-        """The budget after committing ``epochs`` more."""
-        return Budget(self.limit, self.committed + int(epochs), self.spent, self.reserve)
+    def fits_new(self, to: int) -> bool:
+        """A new configuration's first segment, to epoch ``to``, fits: its epochs and the
+        reserve after it (it may become the furthest trial) are within what is left."""
+        if not self.bounded:
+            return True
+        return to + max(0, self.top - max(self.high, to)) <= self.left
+
+    def fits(self, start: int, to: int) -> bool:
+        """A promotion from ``start`` to ``to`` fits whole in what is left."""
+        return not self.bounded or to - start <= self.left
+
+    def take(self, start: int, to: int) -> Budget:
+        """The budget after committing the segment from ``start`` to ``to`` (a segment that
+        goes to the top ends the reserve)."""
+        high = self.top if self.top and to >= self.top else self.high
+        return replace(self, committed=self.committed + int(to - start), high=high)

@@ -238,3 +238,26 @@ def test_a_study_trial_timeout_reaches_its_trials_and_not_its_retrains(store, db
     assert trial["timeout"] == 90.5
     retrain = db.jobs.find_one({"exp_key": sid, "kind": "retrain"})
     assert retrain is not None and retrain["timeout"] is None
+
+
+@pytest.mark.parametrize("rule", ["asha", "hyperband"])
+@pytest.mark.parametrize(("top", "budget"), [(9, 9), (9, 10), (9, 12), (9, 18), (27, 30),
+                                             (27, 36), (27, 54)])
+def test_a_tight_budget_starts_and_cuts_no_segment_during_the_search(store, db, rule, top,
+                                                                       budget):
+    """Budgets of one to two trial_epochs (found in review): at budget = trial_epochs the
+    reserve of a whole trial blocked the first configuration and the study failed; Hyperband
+    cut a first segment below its bracket's first rung, and promotions were cut between rungs
+    during the search: such a trial paused where no rung promotes it. Now the study starts,
+    never trains past its budget, and only the end of the search cuts (at most one trial)."""
+    sid = make_study(store, parallelism=2, n_trials=None, budget={"epochs": budget},
+                     trial_epochs=top, scheduler={"rule": rule, "min_epochs": 1, "reduction": 3})
+    run_to_the_end(store, sid, budget=budget)
+    assert store.studies.get(sid)["state"] == StudyState.RETRAINING  # searched, not failed
+    ts = trials_of(db, sid)
+    spent = [t["result"]["epochs_run"] for t in ts]
+    assert sum(spent) <= budget and max(spent) >= 3
+    off_rung = [e for e in spent if e not in grid_of(store.studies.get(sid)) + [top]]
+    assert len(off_rung) <= 1, spent  # the end's cut, if any
+    if budget == top:  # one configuration, trained to the top
+        assert spent == [top]
