@@ -135,7 +135,7 @@ class Search:
             if now is None or now["state"] != StudyState.RUNNING:
                 break
             first = self._suggester.new_trial(created + i, self.store.jobs.job_fields,
-                                              lambda to, b=budget: b.fits_new(to))
+                                              budget.fits_new)
             budget = budget.take(0, first)
             n += 1
         if n:

@@ -43,7 +43,7 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         best=summary.get("best"),
         retrain_state=published_retrain_state(summary.get("retrain_state"), doc["state"]),
         test_acc=summary.get("test_acc"), test_acc_sd=summary.get("test_acc_sd"),
-        tests=summary.get("tests") or (summary.get("test_acc") is not None),
+        tests=summary.get("tests", int(summary.get("test_acc") is not None)),  # older summaries
         retrain_val_acc=summary.get("val_acc"), test_drop=summary.get("test_drop"),
         n_params=summary.get("n_params"), trial_hours=summary.get("trial_hours") or 0.0,
         anytime=summary.get("anytime") or [],
