@@ -35,6 +35,7 @@ from trials.states import JobKind, Outcome
 from workers.trainer import Ending, Watchdog
 
 if TYPE_CHECKING:
+    from trials.retrying import RetryingStore
     from workers.worker import Worker
 
 __all__ = ["TrialRun", "Heartbeat"]
@@ -94,19 +95,22 @@ class TrialRun:
         self.hb: Heartbeat | None = None
         self.watchdog: Watchdog | None = None  # the trainer's progress, while a run is on
 
-    def db(self, fn, what: str):  # noqa: ANN001, ANN201 - the worker's retrying wrapper
-        return self.worker.db(fn, what)
+    @property
+    def db(self) -> RetryingStore:
+        """The store with every call retried (trials/retrying.py); ``self.store`` is the plain
+        one, for the heartbeat thread."""
+        return self.worker.db
 
     # -- 1. resume ----------------------------------------------------------------------------------
     def _resume(self) -> tuple[bool, bytes | None]:
         """(claimed, the snapshot to resume from or None); not claimed: the job is lost."""
         job = self.job
-        snapshot = self.db(lambda: self.store.jobs.load_snapshot(job), "snapshot")
+        snapshot = self.db.jobs.load_snapshot(job)
         if snapshot is not None:
-            self.curve = [p for p in self.db(lambda: self.store.curves.get(job.id), "curve")
+            self.curve = [p for p in self.db.curves.get(job.id)
                           if p["epoch"] <= job.snapshot_epoch]
         carried = list(self.curve)
-        claimed = self.db(lambda: self.store.curves.claim(job.id, job.attempt, carried), "curve")
+        claimed = self.db.curves.claim(job.id, job.attempt, carried)
         return claimed, snapshot
 
     # -- 2. train: the callbacks train() calls -------------------------------------------------------
@@ -114,7 +118,7 @@ class TrialRun:
         point = {**point, "at": time.time()}  # when it was measured (this host's clock)
         self.curve = [p for p in self.curve if p["epoch"] < point["epoch"]] + [point]
         job = self.job
-        if not self.db(lambda: self.store.curves.add(job.id, job.attempt, point), "curve"):
+        if not self.db.curves.add(job.id, job.attempt, point):
             self.why = "lost"
 
     def should_stop(self) -> bool:
@@ -128,7 +132,7 @@ class TrialRun:
         elif self.hb.failed is not None:
             self.why = "heartbeat"
         else:
-            self.why = self.db(lambda: self.store.jobs.stop_request(self.job), "stop_request")
+            self.why = self.db.jobs.stop_request(self.job)
             if not self.why and self.job.pauses and self.curve[-1]["epoch"] >= (self.job.limit or 0):
                 self.why = "rung"  # ASHA: report at the rung, snapshot, wait to be promoted
             elif not self.why and self.pruner is not None and self._prune():
@@ -138,12 +142,12 @@ class TrialRun:
     def _prune(self) -> bool:
         assert self.pruner is not None
         epoch, sid = self.curve[-1]["epoch"], self.job.exp_key
-        peers = self.db(lambda: self.store.jobs.full_budget_tids(sid), "pruner")
-        others = self.db(lambda: self.store.curves.of_jobs(peers, up_to_epoch=epoch), "pruner")
+        peers = self.db.jobs.full_budget_tids(sid)
+        others = self.db.curves.of_jobs(peers, up_to_epoch=epoch)
         return self.pruner.should_prune(epoch, self.curve, list(others.values()))
 
     def on_snapshot(self, data: bytes, epoch: int) -> None:
-        if not self.db(lambda: self.store.jobs.save_snapshot(self.job, data, epoch), "snapshot"):
+        if not self.db.jobs.save_snapshot(self.job, data, epoch):
             self.why = "lost"
 
     def _beat(self) -> None:  # in the heartbeat thread: stay listed as live, keep the GPU lease
@@ -229,10 +233,10 @@ class TrialRun:
             return
         kind = {"stalled": "stalled", "died": "crashed"}.get(ending.how) or ending.failure
         reason = ending.reason + (f" (at {ending.where})" if ending.where else "")
-        outcome = self.db(lambda: self.store.jobs.retry(job, str(kind), reason), "retry")
+        outcome = self.db.jobs.retry(job, str(kind), reason)
         log.error("job %s: %s: %s; %s", job.id, kind, reason, outcome or "no longer ours")
         if outcome is not None:
-            self.db(self.store.studies.nudge, "nudge")
+            self.db.studies.nudge()
 
     def _infeasible(self, ending: Ending) -> None:
         """The model raised for these parameters: a trial ends infeasible (never retried; TPE
@@ -240,11 +244,11 @@ class TrialRun:
         job = self.job
         log.error("job %s failed: %s (at %s)", job.id, ending.reason, ending.where)
         if job.kind == JobKind.TRIAL:
-            self.db(lambda: self.store.jobs.infeasible(job, self._reached(), ending.reason,
-                                                       ending.where), "infeasible")
-            self.db(self.store.studies.nudge, "nudge")
+            self.db.jobs.infeasible(job, self._reached(), ending.reason,
+                                                       ending.where)
+            self.db.studies.nudge()
         else:
-            self.db(lambda: self.store.jobs.fail(job, ending.reason, ending.where), "fail")
+            self.db.jobs.fail(job, ending.reason, ending.where)
 
     def _reached(self) -> dict[str, Any]:
         """The result of a run that ended without the trainer's own report: what its curve
@@ -263,20 +267,19 @@ class TrialRun:
         """The one evaluation on the test set: the chosen retrain's checkpoint, loaded as
         tensors only, in the trainer."""
         job = self.job
-        source = self.db(lambda: self.store.jobs.by_id(job.source or ""), "test source")
-        data = self.db(lambda: self.store.jobs.load_checkpoint(source), "checkpoint") \
+        source = self.db.jobs.by_id(job.source or "")
+        data = self.db.jobs.load_checkpoint(source) \
             if source else None
         if data is None:
-            self.db(lambda: self.store.jobs.fail(job, f"the checkpoint of {job.source} is gone"),
-                    "fail")
+            self.db.jobs.fail(job, f"the checkpoint of {job.source} is gone")
             return
         ending = self._in_trainer(("test", {"checkpoint": data,
                                             "dataset": job.params["dataset"]}))
         if self._failed(ending):
             return
         result = {**ending.result, "device": self.worker.label}
-        if self.db(lambda: self.store.jobs.finish(job, result, Outcome.OK.value), "finish"):
-            self.db(self.store.studies.nudge, "nudge")
+        if self.db.jobs.finish(job, result, Outcome.OK.value):
+            self.db.studies.nudge()
             log.info("job %s: test accuracy %.4f of %s", job.id, result["test_acc"], job.source)
 
     def _report(self, result: dict[str, Any], ckpt: Path | None) -> None:
@@ -285,19 +288,19 @@ class TrialRun:
         if job.rungs:  # ASHA: the score at every rung reached, and at the top
             payload["rung_scores"] = rung_scores(self.curve, [*job.rungs, job.epochs])
         if why == "rung":
-            if self.db(lambda: self.store.jobs.pause(job, payload), "pause"):
-                self.db(self.store.studies.nudge, "nudge")
+            if self.db.jobs.pause(job, payload):
+                self.db.studies.nudge()
                 log.info("job %s paused at epoch %s", job.id, job.limit)
         elif why == "lost":
             log.warning("job %s is no longer ours; dropping its result", job.id)
         elif why == "signal":
-            self.db(lambda: self.store.jobs.release(job), "release")
+            self.db.jobs.release(job)
             log.info("job %s released back to the queue", job.id)
         elif why == "cancel":
-            self.db(lambda: self.store.jobs.mark_cancelled(job, payload), "cancel")
+            self.db.jobs.mark_cancelled(job, payload)
         elif why == "heartbeat":
             reason = f"heartbeat thread failed: {self.hb.failed!r}" if self.hb else "heartbeat"
-            self.db(lambda: self.store.jobs.fail(job, reason), "fail")
+            self.db.jobs.fail(job, reason)
         else:  # finished: ok or diverged as train() says; "stopped" here can only be the pruner
             outcome = Outcome.PRUNED if why == "pruned" else Outcome(result["status"])
             self._finish(payload, outcome, ckpt)
@@ -307,6 +310,6 @@ class TrialRun:
         data = ckpt.read_bytes() if ckpt is not None and ckpt.exists() else None
         if data is not None:
             payload["checkpoint_bytes"] = len(data)
-        if self.db(lambda: self.store.jobs.finish(job, payload, outcome.value, data), "finish"):
-            self.db(self.store.studies.nudge, "nudge")
+        if self.db.jobs.finish(job, payload, outcome.value, data):
+            self.db.studies.nudge()
             log.info("job %s %s: best val_acc %.4f", job.id, outcome, payload["best_val_acc"])

@@ -13,8 +13,10 @@ crashed or out-of-memory trial ends only its job, never the worker.
   for stale jobs, stays listed as live, keeps its GPU lease, and nudges the study drivers.
 - Signals: the first SIGTERM/SIGINT lets the current epoch finish, puts the job back to new and
   exits; a second exits at once (the job's heartbeat then expires and it is requeued).
-- Every database call goes through ``retrying``: a lost database makes the worker back off
-  (bounded by ``connect_timeout``), not spin and not fail a good trial.
+- Every database call goes through ``self.db``, the store with its calls retried
+  (trials/retrying.py): a lost database makes the worker back off (bounded by
+  ``connect_timeout``), not spin and not fail a good trial. The heartbeat thread alone uses the
+  plain store.
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from types import FrameType
-from typing import TypeVar
 
 import torch
 
-from trials.connection import DatabaseUnavailable, retrying
+from trials.connection import DatabaseUnavailable
 from trials.registry import make_owner
 from trials.requeue import StaleJobSweeper
+from trials.retrying import RetryingStore
 from trials.store import Store
 from workers.gpu import claim_device, configure_process
 from workers.train import pick_device
@@ -43,7 +44,6 @@ from workers.trial import TrialRun
 __all__ = ["Worker"]
 
 log = logging.getLogger("sru_hpo.worker")
-T = TypeVar("T")
 MIN_POLL = 0.005
 
 
@@ -52,14 +52,15 @@ class Worker:
                  burst: bool = False, study: str | None = None, poll: float = 0.5,
                  db_timeout: float = 30.0, db_url: str = "", snapshot_every: float = 60.0,
                  slots_per_gpu: int = 1, stall_timeout: float = 300.0) -> None:
-        self.store = store
+        self.store = store  # plain: the heartbeat thread's (it must not block in a retry)
+        self.db = RetryingStore(store, timeout=db_timeout, url=db_url)  # everything else
         self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
         self.db_timeout, self.db_url = db_timeout, db_url
         self.snapshot_every = snapshot_every
         self.slot: int | None = None
         if device == "auto" and (torch.cuda.device_count() > 1 or slots_per_gpu > 1):
             self.owner = make_owner("gpu")
-            self.device, self.slot = self.db(lambda: claim_device(
+            self.device, self.slot = self.db.retry(lambda: claim_device(
                 store.leases, self.owner, slots=slots_per_gpu,
                 stale_after=3 * store.heartbeat_interval), "claim GPU")
         else:
@@ -89,14 +90,10 @@ class Worker:
         log.info("signal %d: finishing the current epoch, then releasing the job", signum)
         self.stop_requested = True
 
-    def db(self, fn: Callable[[], T], what: str) -> T:
-        """``fn()`` with retries while the database is unreachable (up to ``db_timeout``)."""
-        return retrying(fn, timeout=self.db_timeout, what=what, url=self.db_url)
-
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> int:
         """Work until stopped (or out of jobs with burst, or max_jobs done). Returns jobs done."""
-        self.db(lambda: self.store.workers.register(self.owner, self.label), "register")
+        self.db.workers.register(self.owner, self.label)
         log.info("worker %s ready on %s", self.owner, self.label)
         wait = MIN_POLL
         try:
@@ -114,7 +111,7 @@ class Worker:
                 wait = MIN_POLL
                 TrialRun(self, job).execute()
                 self.jobs_done += 1
-                self.db(lambda: self.store.workers.touch(self.owner, None, done=True), "touch")
+                self.db.workers.touch(self.owner, None, done=True)
         except DatabaseUnavailable:
             log.exception("database lost for good")
             raise
@@ -125,7 +122,7 @@ class Worker:
     def reserve(self):  # noqa: ANN201 - Job | None
         """Reserve one job; a retry after a lost reply gets the same job back (same token)."""
         token, tries = uuid.uuid4().hex, itertools.count()
-        return self.db(lambda: self.store.jobs.reserve(
+        return self.db.retry(lambda: self.store.jobs.reserve(
             self.owner, token=token, exp_key=self.study, retried=next(tries) > 0), "reserve")
 
     def idle_beat(self, first: bool) -> None:
@@ -133,15 +130,15 @@ class Worker:
         interval sweep for stale jobs, stay listed as live and keep the GPU lease (staleness
         needs 2 silent intervals, so this is often enough and the poll loop stays read-only)."""
         if first:
-            self.db(self.store.studies.nudge, "nudge")
+            self.db.studies.nudge()
         now = time.monotonic()
         if now - self._last_idle_beat < self.store.heartbeat_interval / 2:
             return
         self._last_idle_beat = now
-        self.db(lambda: self.sweeper.sweep(), "sweep")
-        self.db(lambda: self.store.workers.touch(self.owner), "touch")
-        self.db(lambda: self.store.leases.refresh(self.owner), "lease")
-        self.db(lambda: self.store.workers.remove_stale(), "workers")
+        self.db.retry(self.sweeper.sweep, "sweep")
+        self.db.workers.touch(self.owner)
+        self.db.leases.refresh(self.owner)
+        self.db.workers.remove_stale()
 
     def _leave(self) -> None:
         self.trainer.close()

@@ -30,6 +30,7 @@ def test_bad_flags_are_one_line_and_exit_2():
     assert out.returncode == 2 and "--workers: must be positive, got 0" in out.stderr
 
 
+@pytest.mark.timeout(1200)  # two service starts and 72 epochs: about 90 s idle, 300+ loaded
 def test_the_dry_run_runs_every_variant_and_resumes(tmp_path):
     home = tmp_path / "home"
     first = paper("--dry-run", "--home", str(home), "--workers", "2")
