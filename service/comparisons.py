@@ -153,9 +153,8 @@ def ensure_studies(store: Store, doc: dict[str, Any]) -> list[str]:
         return []
     bodies = dict(plan(ComparisonCreate.model_validate(doc["request"])))
     made = []
-    for name, sid in todo:
-        if store.studies.get(sid) is None:  # else it was created just before a kill
-            store.studies.create(sid, _study_fields(bodies[name], doc["_id"]))
+    for name, sid in todo:  # one created just before a kill, or by another service: skipped
+        if store.studies.create_once(sid, _study_fields(bodies[name], doc["_id"])):
             made.append(sid)
         store.comparisons.mark_made(doc["_id"], sid)
     return made

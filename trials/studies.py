@@ -17,6 +17,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
 
 from trials.clock import ServerClock
 from trials.states import StudyState
@@ -51,6 +52,16 @@ class StudyRepo:
         doc = new_study_doc(sid, fields, self.clock.now())
         self._col.insert_one(doc)
         return doc
+
+    def create_once(self, sid: str, fields: dict[str, Any]) -> bool:
+        """Create ``sid`` unless a document with that id exists (a study, or its tombstone);
+        True when this call created it. Two services finishing one comparison's creation at
+        once create each study once."""
+        try:
+            self.create(sid, fields)
+        except DuplicateKeyError:
+            return False
+        return True
 
     def get(self, sid: str) -> dict[str, Any] | None:
         doc = self._col.find_one({"_id": sid})
