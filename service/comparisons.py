@@ -3,9 +3,11 @@
 ``POST /comparisons`` takes a ``ComparisonCreate``. ``plan`` turns it into one ``StudyCreate``
 per variant, every one with the **same** budget, ``trial_epochs``, scheduler, data split, seed,
 ``retrain_epochs`` and ``retrain_seeds``: only the model and the space differ. The studies run
-at once, each with ``ceil(parallelism / variants)`` trials in flight; workers take jobs oldest
-first (trials/jobs.py ``RESERVE_ORDER``), so the variants' trials interleave on the fleet and
-no variant gets it first. ``GET /comparisons/ID`` reads the studies' summaries: one row per
+at once, each with ``ceil(parallelism / variants)`` trials in flight and none queued ahead
+(``queue_ahead: 0``: a study's second queued trial would sit before the next variant's first);
+workers take jobs oldest first (trials/jobs.py ``RESERVE_ORDER``), so the variants' trials
+alternate on the fleet and no variant gets it first. A worker that finishes still finds work
+waiting: the other variants' queued trials. ``GET /comparisons/ID`` reads the studies' summaries: one row per
 variant (``ComparisonRow``).
 
 The comparison document holds only the request and the study ids (trials/comparisons.py);
@@ -99,6 +101,7 @@ def _study_body(c: ComparisonCreate, variant: str | VariantIn, n: int) -> dict[s
             "algorithm": c.algorithm, "n_trials": c.n_trials,
             "budget": c.budget.model_dump(exclude_none=True),
             "parallelism": max(1, math.ceil(c.parallelism / n)),
+            "queue_ahead": 0,  # the other variants' trials are the queue ahead (module docstring)
             "trial_epochs": c.trial_epochs, "retrain_epochs": c.retrain_epochs,
             "retrain_seeds": c.retrain_seeds, "retrain_top_k": c.retrain_top_k,
             "seed": c.seed, "scheduler": c.scheduler.model_dump()}

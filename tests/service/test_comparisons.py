@@ -78,6 +78,21 @@ def test_a_kill_between_the_writes_is_finished_and_a_deleted_variant_stays_gone(
     assert store.comparisons.get("c1") is None and store.studies.get("s1") is None
 
 
+@pytest.mark.parametrize("parallelism", [2, 3])
+def test_the_first_wave_gives_every_variant_a_worker_before_any_gets_two(store, parallelism):
+    import uuid
+
+    from service.driver import StudyDriver
+
+    c = ComparisonCreate.model_validate({**BASE, "parallelism": parallelism})
+    doc, made = cmp.create(store, c)
+    for sid in made:  # the drivers' first passes, in the variants' order
+        StudyDriver(store, sid, fail_fast=0).step()
+    got = [store.jobs.reserve(f"w:{i}", token=uuid.uuid4().hex) for i in range(parallelism)]
+    studies = [j.exp_key for j in got if j is not None and j.exp_key in made]
+    assert len(studies) == parallelism and len(set(studies)) == parallelism
+
+
 @pytest.mark.slow
 def test_a_comparison_runs_at_equal_budgets_and_evaluates_each_winner_over_two_seeds(
         mongo_url, tmp_path, spawn):
