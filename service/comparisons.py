@@ -20,7 +20,7 @@ import math
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from search_spaces.schema import SpaceError
 from search_spaces.variants import VARIANTS, unknown_variant, variant_space
@@ -81,11 +81,17 @@ class ComparisonCreate(BaseModel):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"variants: {', '.join(dup)} named more than once")
-        plan(self)  # each variant's study must validate: its error names the variant
+        self._studies = plan(self)  # each variant's study must validate: its error names it
         return self
+
+    _studies: list[tuple[str, StudyCreate]] = PrivateAttr(default_factory=list)
 
     def names(self) -> list[str]:
         return [v if isinstance(v, str) else v.name for v in self.variants]
+
+    def studies(self) -> list[tuple[str, StudyCreate]]:
+        """(variant name, its study), as validation planned them (``plan``)."""
+        return self._studies
 
 
 def _study_body(c: ComparisonCreate, variant: str | VariantIn, n: int) -> dict[str, Any]:
@@ -154,7 +160,7 @@ def ensure_studies(store: Store, doc: dict[str, Any]) -> list[str]:
     todo = [(n, sid) for n, sid in doc["studies"].items() if sid not in doc.get("made", [])]
     if not todo:
         return []
-    bodies = dict(plan(ComparisonCreate.model_validate(doc["request"])))
+    bodies = dict(ComparisonCreate.model_validate(doc["request"]).studies())
     made = []
     for name, sid in todo:  # one created just before a kill, or by another service: skipped
         if store.studies.create_once(sid, _study_fields(bodies[name], doc["_id"])):

@@ -33,7 +33,7 @@ import secrets
 import socket
 from typing import Any
 
-from service.evaluation import FinalEvaluation
+from service.evaluation import FinalEvaluation, seed_list
 from service.search import Search
 from service.summary import error_groups, raised, summarize
 from trials.budget import trained
@@ -196,7 +196,7 @@ class StudyDriver:
                                           source=d["_id"])
             if len(top) == 1:
                 self._enqueue_seeds(study, d["params"], d["_id"], job_id(self.sid, tid),
-                                    FinalEvaluation.of(study, [], []).seed_list()[1:])
+                                    seed_list(study)[1:])
 
     def _enqueue_seeds(self, study: dict[str, Any], params: dict[str, Any], source: str,
                        winner: str, seeds: list[int]) -> None:
@@ -231,8 +231,9 @@ class StudyDriver:
         if not final.succeeded:
             self._end(study, RETRAINING, StudyState.FAILED, error=final.failure())
         elif self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
+            stats = final.stats()
             log.info("study %s completed: test_acc %s over %d seed(s)", self.sid,
-                     final.stats()["test_acc"], final.stats()["tests"])
+                     stats["test_acc"], stats["tests"])
 
     # -- the published summary -----------------------------------------------------------------------
     def summary(self, study: dict[str, Any]) -> dict[str, Any]:

@@ -47,10 +47,8 @@ class DriverManager:
             comparisons.finish_deletion(self.store, tomb)
         for sid in self.store.studies.tombstones():
             self.store.finish_deletion(sid)
-        for cid in self.store.comparisons.all_ids():  # killed between creating two studies
-            doc = self.store.comparisons.get(cid)
-            if doc is not None:
-                comparisons.ensure_studies(self.store, doc)
+        for doc in self.store.comparisons.unfinished():  # killed between creating two studies
+            comparisons.ensure_studies(self.store, doc)
         for sid in self.store.studies.to_drive():
             self.start(sid)
         for target, name in ((self._watch, "driver-wake"), (self._sweep, "sweeper")):

@@ -27,13 +27,18 @@ from typing import Any
 
 from trials.states import JobState
 
-__all__ = ["FinalEvaluation", "Evaluation"]
+__all__ = ["FinalEvaluation", "Evaluation", "seed_list"]
 
 Doc = dict[str, Any]
 
 
 def _val(doc: Doc) -> float:
     return float((doc.get("result") or {}).get("best_val_acc") or 0.0)
+
+
+def seed_list(study: Doc) -> list[int]:
+    """The seeds the winner is retrained with: ``seed … seed + retrain_seeds - 1``."""
+    return [int(study["seed"]) + i for i in range(int(study.get("retrain_seeds") or 1))]
 
 
 def _terminal(doc: Doc) -> bool:
@@ -59,8 +64,7 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class FinalEvaluation:
-    seeds: int  # k: the seeds the winner is retrained with
-    base_seed: int  # the study's seed: the candidates' and the first run's
+    seeds: list[int]  # the seeds the winner is retrained with (the first: the candidates')
     candidates: tuple[Doc, ...]
     runs: tuple[Doc, ...]  # the winner's seed runs (the winner first), once it is known
     tests: dict[str, Doc]  # test job by the id of the run it tested
@@ -78,8 +82,7 @@ class FinalEvaluation:
             extra = sorted((r for r in retrains if r.get("seed_of") == winner["_id"]),
                            key=lambda r: r["tid"])
             runs = (winner, *extra)
-        return cls(seeds=int(study.get("retrain_seeds") or 1), base_seed=int(study["seed"]),
-                   candidates=candidates, runs=runs,
+        return cls(seeds=seed_list(study), candidates=candidates, runs=runs,
                    tests={t["source"]: t for t in tests if t.get("source")})
 
     # -- what the driver queues ------------------------------------------------------------------
@@ -97,11 +100,8 @@ class FinalEvaluation:
         """Seeds of the winner not queued yet."""
         if self.winner is None:
             return []
-        have = {int(r["params"].get("seed", self.base_seed)) for r in self.runs}
-        return [s for s in self.seed_list() if s not in have]
-
-    def seed_list(self) -> list[int]:
-        return [self.base_seed + i for i in range(self.seeds)]
+        have = {int(r["params"].get("seed", self.seeds[0])) for r in self.runs}
+        return [s for s in self.seeds if s not in have]
 
     def untested(self) -> list[Doc]:
         """Finished seed runs without their test job."""
@@ -151,7 +151,7 @@ class FinalEvaluation:
                 continue
             res = t.get("result") or {}
             out.append(Evaluation(
-                seed=int(r["params"].get("seed", self.base_seed)), retrain_tid=int(r["tid"]),
+                seed=int(r["params"].get("seed", self.seeds[0])), retrain_tid=int(r["tid"]),
                 test_tid=int(t["tid"]), state=JobState(t["state"]).label,
                 val_acc=(r.get("result") or {}).get("best_val_acc"),
                 test_acc=res.get("test_acc"), test_loss=res.get("test_loss"),

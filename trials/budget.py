@@ -111,11 +111,6 @@ class Budget:
         """Epochs not yet committed."""
         return max(0.0, self.limit - self.committed)
 
-    @property
-    def reserve(self) -> int:
-        """Epochs kept back from new configurations, for the end of the search."""
-        return max(0, self.top - self.high)
-
     def fits_new(self, to: int) -> bool:
         """A new configuration's first segment, to epoch ``to``, fits: its epochs and the
         reserve after it (it may become the furthest trial) are within what is left."""

@@ -53,8 +53,10 @@ class ComparisonRepo:
         """``sid`` was created: never create it again (a study deleted on its own stays gone)."""
         self._col.update_one({"_id": cid}, {"$addToSet": {"made": sid}})
 
-    def all_ids(self) -> list[str]:
-        return [d["_id"] for d in self._col.find(_VISIBLE, {"_id": 1})]
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Comparisons with a study not made yet (a service killed while creating them)."""
+        return [d for d in self._col.find(_VISIBLE)
+                if len(d.get("made") or []) < len(d["studies"])]
 
     def mark_deleted(self, cid: str) -> bool:
         res = self._col.update_one({"_id": cid, **_VISIBLE}, {"$set": {"deleted": True}})

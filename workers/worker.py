@@ -55,7 +55,6 @@ class Worker:
         self.store = store  # plain: the heartbeat thread's (it must not block in a retry)
         self.db = RetryingStore(store, timeout=db_timeout, url=db_url)  # everything else
         self.max_jobs, self.burst, self.study, self.poll = max_jobs, burst, study, poll
-        self.db_timeout, self.db_url = db_timeout, db_url
         self.snapshot_every = snapshot_every
         self.slot: int | None = None
         if device == "auto" and (torch.cuda.device_count() > 1 or slots_per_gpu > 1):

@@ -38,7 +38,7 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
     chosen = final.winner or (final.candidates[0] if len(final.candidates) == 1 else None)
     if chosen is None:
         return RetrainPublic(state=state, candidates=candidates, epochs=study["retrain_epochs"],
-                             seeds=final.seeds)
+                             seeds=len(final.seeds))
     res, stats = chosen.get("result") or {}, final.stats()
     evaluations = [EvaluationPublic(**e.public()) for e in final.evaluations()]
     first = next((e for e in evaluations if e.retrain_tid == chosen["tid"]), None)
@@ -47,7 +47,7 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
         epochs=chosen["epochs"], best_val_acc=res.get("best_val_acc"),
         best_epoch=res.get("best_epoch"), test_acc=stats["test_acc"],
         test_acc_sd=stats["test_acc_sd"], test_loss=first.test_loss if first else None,
-        seeds=final.seeds, evaluations=evaluations,
+        seeds=len(final.seeds), evaluations=evaluations,
         checkpoint=chosen.get("checkpoint") is not None,
         curve=rt.store.curves.get(chosen["_id"]))
 

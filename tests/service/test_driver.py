@@ -232,8 +232,10 @@ def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store,
     assert [r["seed_of"] for r in retrains] == [None, retrains[0]["_id"], retrains[0]["_id"]]
     vals = {0: 0.80, 1: 0.84, 2: 0.88}
     _work_all(store, sid, lambda j: {"best_val_acc": vals[j.params["seed"]]})
-    StudyDriver(store, sid, fail_fast=0).step()  # a restarted service queues the tests once
+    store.studies.release_lease(sid, d.holder)  # the service restarts: a new driver takes over
+    d = StudyDriver(store, sid, fail_fast=0)
     d.step()
+    d.step()  # a second pass queues no test again
     tests = list(db.jobs.find({"exp_key": sid, "kind": "test"}))
     assert sorted(t["source"] for t in tests) == sorted(r["_id"] for r in retrains)
     accs = {r["_id"]: a for r, a in zip(retrains, (0.75, 0.80, 0.85), strict=True)}
