@@ -13,13 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-__all__ = ["Param", "PARAMS", "MODELS", "DATASETS", "ParamError", "check", "defaults",
-           "model_param_names", "resolve", "MAX_SIZE", "MAX_ALPHAS", "ALL", "DEFAULT_BATCH"]
+__all__ = ["Param", "PARAMS", "MODELS", "DATASETS", "ModelName", "DatasetName", "ParamError",
+           "check", "defaults", "model_param_names", "resolve", "MAX_SIZE", "MAX_ALPHAS", "ALL",
+           "DEFAULT_BATCH"]
 
-MODELS = ("sru", "gru", "lstm")
-DATASETS = ("mnist", "pmnist", "digits")
+#: The models and datasets there are: the types name them once, the tuples follow from them.
+ModelName = Literal["sru", "gru", "lstm"]
+DatasetName = Literal["mnist", "pmnist", "digits"]
+MODELS: tuple[str, ...] = get_args(ModelName)
+DATASETS: tuple[str, ...] = get_args(DatasetName)
 ALL = frozenset(MODELS)
 SRU = frozenset({"sru"})
 RNN = frozenset({"gru", "lstm"})

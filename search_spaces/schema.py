@@ -34,7 +34,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from search_spaces.params import PARAMS, ParamError, check, model_param_names
+from search_spaces.params import PARAMS, ModelName, ParamError, check, model_param_names
 
 __all__ = ["SpaceSpec", "to_hyperopt", "flatten_sample", "point_to_vals", "SpaceError",
            "sample_params", "load_builtin", "BUILTIN", "Limits", "support", "did_you_mean",
@@ -262,7 +262,7 @@ class SpaceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    model: Literal["sru", "gru", "lstm"]
+    model: ModelName
     description: str | None = None
     params: dict[str, Any] = Field(min_length=1)
     _parsed: dict[str, Any] = PrivateAttr(default_factory=dict)

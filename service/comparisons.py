@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from search_spaces.params import ModelName
 from search_spaces.schema import SpaceError
 from search_spaces.variants import VARIANTS, unknown_variant, variant_space
 from service.schemas import Budget, InlineSpace, Scheduler, StudyCreate, check_depth
@@ -38,7 +39,7 @@ class VariantIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field(min_length=1, max_length=64)
-    model: Literal["sru", "gru", "lstm"]
+    model: ModelName
     space: str | InlineSpace
 
 

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from search_spaces.params import DatasetName, ModelName
 from search_spaces.schema import (
     BUILTIN,
     SpaceError,
@@ -46,7 +47,7 @@ class InlineSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str | None = Field(None, max_length=200)
-    model: Literal["sru", "gru", "lstm"]
+    model: ModelName
     description: str | None = Field(None, max_length=2000)
     params: dict[str, Any] = Field(min_length=1, examples=[{
         "phi_size": {"type": "quniform", "low": 64, "high": 256, "q": 16},
@@ -145,8 +146,8 @@ class StudyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200)
-    model: Literal["sru", "gru", "lstm"]
-    dataset: Literal["mnist", "pmnist", "digits"]
+    model: ModelName
+    dataset: DatasetName
     space: BuiltinSpace | InlineSpace = Field(  # type: ignore[valid-type]
         description="a built-in space's name, or an inline space")
     algorithm: Literal["tpe", "random"] = "tpe"

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from search_spaces.params import DATASETS, MODELS
+
 __all__ = ["train_command", "parse_alphas"]
 
 
@@ -28,8 +30,8 @@ def _fail_on_flag(exc: ValueError) -> typer.BadParameter:
 
 
 def train_command(
-    model: Annotated[str, typer.Option(help="sru | gru | lstm")] = "sru",
-    dataset: Annotated[str, typer.Option(help="digits | mnist | pmnist")] = "digits",
+    model: Annotated[str, typer.Option(help=" | ".join(MODELS))] = "sru",
+    dataset: Annotated[str, typer.Option(help=" | ".join(DATASETS))] = "digits",
     epochs: Annotated[int, typer.Option(min=1)] = 10,
     phi_size: Annotated[int | None, typer.Option(help="SRU phi units")] = None,
     r_size: Annotated[int | None, typer.Option(help="SRU r units (0 = iid variant)")] = None,
@@ -53,7 +55,6 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Train one model and print its learning curve and result."""
-    from search_spaces.params import resolve
     from workers.train import train
 
     given = {
@@ -62,18 +63,9 @@ def train_command(
         "hidden_size": hidden_size, "num_layers": num_layers, "forget_bias": forget_bias,
         "optimizer": optimizer, "lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
         "dropout": dropout, "batch_size": batch_size, "clip_norm": clip_norm,
+        "learn_alphas": True if learn_alphas else None,
     }
-    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed}
-    if learn_alphas:
-        params["learn_alphas"] = True
-    params |= {k: v for k, v in given.items() if v is not None}
-    if dataset not in ("digits", "mnist", "pmnist"):
-        raise typer.BadParameter(f"unknown dataset {dataset!r}", param_hint="--dataset")
-    try:
-        resolve(params)
-    except ValueError as exc:
-        raise _fail_on_flag(exc) from exc
-
+    params = _checked_params(model, dataset, seed, given)
     console = Console(stderr=as_json)
     with Progress(
         TextColumn("[bold]epoch {task.completed}/{task.total}"), BarColumn(),
@@ -90,8 +82,29 @@ def train_command(
                        on_epoch=on_epoch, evaluate_test=test)
     if as_json:
         typer.echo(json.dumps({"params": params, **result.to_dict()}, indent=2))
-        return
-    table = Table(title=f"{model} on {dataset}: {result.status}")
+    else:
+        _print_result(console, f"{model} on {dataset}", result)
+
+
+def _checked_params(model: str, dataset: str, seed: int, given: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The flags as a parameter dict, checked against the parameter table (a bad value names
+    its flag)."""
+    from search_spaces.params import resolve
+
+    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed}
+    params |= {k: v for k, v in given.items() if v is not None}
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"unknown dataset {dataset!r}", param_hint="--dataset")
+    try:
+        resolve(params)
+    except ValueError as exc:
+        raise _fail_on_flag(exc) from exc
+    return params
+
+
+def _print_result(console: Console, title: str, result: Any) -> None:  # noqa: ANN401
+    table = Table(title=f"{title}: {result.status}")
     for col in ("epoch", "train_loss", "val_loss", "val_acc", "lr", "seconds"):
         table.add_column(col, justify="right")
     for p in result.curve:

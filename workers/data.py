@@ -21,9 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from search_spaces.params import DATASETS
+
 __all__ = ["DATASETS", "Split", "Splits", "DatasetUnavailable", "load_dataset"]
 
-DATASETS = ("mnist", "pmnist", "digits")
 PMNIST_SEED = 92916  # fixed permutation for pmnist; recorded in Splits.meta
 SPLIT_SEED = 1234  # the validation carve-out never changes with the trial seed
 DEFAULT_VAL_SIZE = {"mnist": 5000, "pmnist": 5000, "digits": 300}

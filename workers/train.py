@@ -116,30 +116,124 @@ def load_checkpoint(path: str | Path | BinaryIO, device: str | torch.device = "c
     return model, payload
 
 
-def _snapshot(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, shuffle: torch.Generator,
-              result: TrainResult, best_state: dict | None) -> bytes:
-    buf = io.BytesIO()
-    torch.save({
-        "format": 1, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "rng": torch.get_rng_state(), "shuffle": shuffle.get_state(), "curve": result.curve,
-        "best_val_acc": result.best_val_acc, "best_epoch": result.best_epoch,
-        "best_state": best_state,
-    }, buf)
-    return buf.getvalue()
+@dataclass
+class _Run:
+    """One run's state: the model, its optimizer, the shuffling generator, the curve so far and
+    the best weights. ``train`` drives it epoch by epoch."""
 
+    p: dict[str, Any]
+    args: dict[str, Any]
+    splits: Splits
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    shuffle: torch.Generator
+    result: TrainResult
+    ckpt: Path | None
+    keep_best: bool
+    best_state: dict | None = None
 
-def _restore(data: bytes, dev: torch.device, model: nn.Module, opt: torch.optim.Optimizer,
-             shuffle: torch.Generator, result: TrainResult) -> tuple[dict | None, int]:
-    """Load a snapshot (tensors and plain data only); returns (best weights, next epoch)."""
-    s = torch.load(io.BytesIO(data), map_location=dev, weights_only=True)
-    model.load_state_dict(s["model"])
-    opt.load_state_dict(s["optimizer"])
-    torch.set_rng_state(s["rng"].cpu())
-    shuffle.set_state(s["shuffle"].cpu())
-    result.curve = list(s["curve"])
-    result.best_val_acc, result.best_epoch = s["best_val_acc"], s["best_epoch"]
-    result.epochs_run = result.resumed_from = int(s["epoch"])
-    return s["best_state"], int(s["epoch"]) + 1
+    @classmethod
+    def start(cls, params: Mapping[str, Any], dev: torch.device, data: Splits | None,
+              ckpt: Path | None, keep_best: bool) -> _Run:
+        p = resolve(params)
+        splits = data.to(dev) if data is not None else get_data(p["dataset"], dev)
+        args = model_args(p, splits.input_size, splits.n_classes)
+        torch.manual_seed(p["seed"])  # same params + seed => same initial weights and dropout masks
+        model = build_model(args).to(dev)
+        n_params = sum(x.numel() for x in model.parameters())
+        return cls(p, args, splits, model, _optimizer(model, p),
+                   torch.Generator().manual_seed(p["seed"]),
+                   TrainResult("ok", p["seed"], 0, 0.0, 0, n_params=n_params), ckpt, keep_best)
+
+    def diverged(self, why: str) -> None:
+        self.result.status, self.result.reason = "diverged", why
+
+    def train_epoch(self, epoch: int, on_step: Callable[[], None] | None) -> float | None:
+        """One pass over the training split in this epoch's order: the mean training loss, or
+        None when the loss diverged (``result`` says where)."""
+        x, y, bs = self.splits.train.x, self.splits.train.y, self.p["batch_size"]
+        self.model.train()
+        loss_sum, seen = 0.0, 0
+        order = torch.randperm(len(y), generator=self.shuffle).to(x.device)
+        for i in range(0, len(y), bs):
+            idx = order[i : i + bs]
+            loss = nn.functional.cross_entropy(self.model(x[idx]), y[idx])
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > self.p["diverge_loss"]:
+                self.diverged(f"loss {value:.4g} at epoch {epoch}, batch {i // bs}")
+                return None
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.p["clip_norm"] > 0:  # after backward, before the step
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.p["clip_norm"])
+            self.opt.step()
+            if on_step is not None:
+                on_step()
+            loss_sum += value * len(idx)
+            seen += len(idx)
+        return loss_sum / max(seen, 1)
+
+    def epoch(self, epoch: int, on_step: Callable[[], None] | None) -> Point | None:
+        """Train one epoch and validate: its point, recorded; None when it diverged."""
+        t0, lr = time.perf_counter(), self.opt.param_groups[0]["lr"]
+        train_loss = self.train_epoch(epoch, on_step)
+        if train_loss is None:
+            return None
+        val_loss, val_acc = evaluate(self.model, self.splits.val)
+        if on_step is not None:
+            on_step()
+        if not math.isfinite(val_loss):
+            self.diverged(f"validation loss {val_loss} at epoch {epoch}")
+            return None
+        point: Point = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - t0}
+        self.record(point)
+        return point
+
+    def record(self, point: Point) -> None:
+        """Append an epoch's point; keep (and checkpoint) the weights when it is the best."""
+        r, epoch, val_acc = self.result, int(point["epoch"]), point["val_acc"]
+        r.curve.append(point)
+        r.epochs_run = epoch
+        if val_acc > r.best_val_acc or r.best_epoch == 0:
+            r.best_val_acc, r.best_epoch = val_acc, epoch
+            if self.keep_best:
+                self.best_state = copy.deepcopy(self.model.state_dict())
+            if self.ckpt is not None:
+                self.save_checkpoint(self.model.state_dict(), epoch, val_acc)
+        for g in self.opt.param_groups:
+            g["lr"] *= self.p["lr_decay"]
+
+    def save_checkpoint(self, state_dict: dict, epoch: int, acc: float) -> None:
+        assert self.ckpt is not None
+        save_checkpoint(self.ckpt, state_dict, self.args, self.p, epoch, acc)
+
+    def snapshot(self, epoch: int) -> bytes:
+        buf = io.BytesIO()
+        torch.save({
+            "format": 1, "epoch": epoch, "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(), "rng": torch.get_rng_state(),
+            "shuffle": self.shuffle.get_state(), "curve": self.result.curve,
+            "best_val_acc": self.result.best_val_acc, "best_epoch": self.result.best_epoch,
+            "best_state": self.best_state,
+        }, buf)
+        return buf.getvalue()
+
+    def restore(self, data: bytes, dev: torch.device) -> int:
+        """Load a snapshot (tensors and plain data only); returns the next epoch."""
+        s = torch.load(io.BytesIO(data), map_location=dev, weights_only=True)
+        self.model.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        torch.set_rng_state(s["rng"].cpu())
+        self.shuffle.set_state(s["shuffle"].cpu())
+        r = self.result
+        r.curve = list(s["curve"])
+        r.best_val_acc, r.best_epoch = s["best_val_acc"], s["best_epoch"]
+        r.epochs_run = r.resumed_from = int(s["epoch"])
+        self.best_state = s["best_state"]
+        if self.ckpt is not None and self.best_state is not None:
+            self.save_checkpoint(self.best_state, r.best_epoch, r.best_val_acc)
+        return int(s["epoch"]) + 1
 
 
 def train(
@@ -169,91 +263,30 @@ def train(
         raise ValueError(f"epochs: must be >= 1, got {epochs}")
     t_start = time.perf_counter()
     dev = pick_device(device)
-    p = resolve(params)
-    splits = data.to(dev) if data is not None else get_data(p["dataset"], dev)
-    args = model_args(p, splits.input_size, splits.n_classes)
-
-    torch.manual_seed(p["seed"])  # same params + seed => same initial weights and dropout masks
-    model = build_model(args).to(dev)
-    opt = _optimizer(model, p)
-    shuffle = torch.Generator().manual_seed(p["seed"])
     ckpt = Path(checkpoint_path) if checkpoint_path else None
-    result = TrainResult("ok", p["seed"], 0, 0.0, 0, n_params=sum(x.numel() for x in model.parameters()))
-    best_state: dict | None = None
-    keep_best = evaluate_test or ckpt is not None or on_snapshot is not None
-    x_tr, y_tr, bs = splits.train.x, splits.train.y, p["batch_size"]
-    first = 1
-    if resume is not None:
-        best_state, first = _restore(resume, dev, model, opt, shuffle, result)
-        if ckpt is not None and best_state is not None:
-            save_checkpoint(ckpt, best_state, args, p, result.best_epoch, result.best_val_acc)
-
-    def snapshot(epoch: int) -> None:
-        if on_snapshot is not None:
-            on_snapshot(_snapshot(epoch, model, opt, shuffle, result, best_state), epoch)
-
+    run = _Run.start(params, dev, data, ckpt,
+                     keep_best=evaluate_test or ckpt is not None or on_snapshot is not None)
+    result = run.result
+    first = run.restore(resume, dev) if resume is not None else 1
     last_snapshot = time.monotonic()
     for epoch in range(first, epochs + 1):
-        t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        model.train()
-        loss_sum, seen = 0.0, 0
-        order = torch.randperm(len(y_tr), generator=shuffle).to(dev)
-        for i in range(0, len(y_tr), bs):
-            idx = order[i : i + bs]
-            loss = nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            value = float(loss.detach())
-            if not math.isfinite(value) or value > p["diverge_loss"]:
-                result.status = "diverged"
-                result.reason = f"loss {value:.4g} at epoch {epoch}, batch {i // bs}"
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if p["clip_norm"] > 0:  # after backward, before the step
-                nn.utils.clip_grad_norm_(model.parameters(), p["clip_norm"])
-            opt.step()
-            if on_step is not None:
-                on_step()
-            loss_sum += value * len(idx)
-            seen += len(idx)
-        if result.status == "diverged":
+        point = run.epoch(epoch, on_step)
+        if point is None:
             break
-        val_loss, val_acc = evaluate(model, splits.val)
-        if on_step is not None:
-            on_step()
-        if not math.isfinite(val_loss):
-            result.status, result.reason = "diverged", f"validation loss {val_loss} at epoch {epoch}"
-            break
-        point: Point = {
-            "epoch": epoch,
-            "train_loss": loss_sum / max(seen, 1),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-        }
-        result.curve.append(point)
-        result.epochs_run = epoch
-        if val_acc > result.best_val_acc or result.best_epoch == 0:
-            result.best_val_acc, result.best_epoch = val_acc, epoch
-            if keep_best:
-                best_state = copy.deepcopy(model.state_dict())
-            if ckpt is not None:
-                save_checkpoint(ckpt, model.state_dict(), args, p, epoch, val_acc)
-        for g in opt.param_groups:
-            g["lr"] *= p["lr_decay"]
         if on_epoch is not None:
             on_epoch(point)
-        if epoch < epochs and should_stop is not None and should_stop():
+        stopping = epoch < epochs and should_stop is not None and should_stop()
+        if stopping:
             result.status = "stopped"
-            snapshot(epoch)
-            break
-        if epoch < epochs and time.monotonic() - last_snapshot >= snapshot_every:
-            snapshot(epoch)
+        if on_snapshot is not None and epoch < epochs and (
+                stopping or time.monotonic() - last_snapshot >= snapshot_every):
+            on_snapshot(run.snapshot(epoch), epoch)
             last_snapshot = time.monotonic()
+        if stopping:
+            break
 
-    if evaluate_test and best_state is not None:
-        model.load_state_dict(best_state)
-        result.test_loss, result.test_acc = evaluate(model, splits.test)
+    if evaluate_test and run.best_state is not None:
+        run.model.load_state_dict(run.best_state)
+        result.test_loss, result.test_acc = evaluate(run.model, run.splits.test)
     result.seconds = time.perf_counter() - t_start
     return result
