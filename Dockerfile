@@ -11,6 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY sru_hpo ./sru_hpo
 COPY service ./service
 COPY workers ./workers
 COPY trials ./trials

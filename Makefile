@@ -71,8 +71,8 @@ wheelhouse:
 	$(PY) deploy/wheelhouse.py --python-version $(WHEEL_PYTHON) --dest .whl
 
 lint: $(STAMP)
-	$(BIN)/ruff check service workers trials search_spaces tests benchmarks
-	$(BIN)/mypy service workers trials search_spaces
+	$(BIN)/ruff check sru_hpo service workers trials search_spaces tests benchmarks
+	$(BIN)/mypy sru_hpo service workers trials search_spaces
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -34,8 +34,8 @@ def build(url: str, db: str, n: int, epochs: int = 50) -> str:
     from hyperopt import Domain
 
     from search_spaces.schema import load_builtin, to_hyperopt
-    from service.driver import StudyDriver
-    from service.schemas import StudyCreate
+    from service.orchestrator.driver import StudyDriver
+    from service.studies.schemas import StudyCreate
     from trials.store import Store
 
     store = Store.connect(url, db)
@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
-    from service.embedded_db import EmbeddedMongo, free_port
+    from service.launcher.embedded_db import EmbeddedMongo, free_port
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "nx") as server:
         db = f"scale_{uuid.uuid4().hex[:6]}"
@@ -81,7 +81,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "SRU_HPO_MONGO_URL": server.url, "SRU_HPO_DB_NAME": db,
                "SRU_HPO_PORT": str(port), "SRU_HPO_HOME": tmp}
-        api = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], cwd=ROOT, env=env,
+        api = subprocess.Popen([sys.executable, "-m", "sru_hpo", "serve"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)

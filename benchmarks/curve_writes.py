@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--reps", type=int, default=50)
     args = ap.parse_args()
-    from service.embedded_db import EmbeddedMongo
+    from service.launcher.embedded_db import EmbeddedMongo
     from trials.store import Store
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "nx") as server:

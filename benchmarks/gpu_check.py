@@ -125,7 +125,7 @@ def write_synthetic_mnist(raw: Path, n_train: int, n_test: int, seed: int = 0) -
 def _worker(env: dict[str, str], device: str, log: Path, *extra: str) -> subprocess.Popen:
     """``sru-hpo worker``, its output in ``log`` (the report quotes it when the worker fails)."""
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device", device,
+        return subprocess.Popen([sys.executable, "-m", "sru_hpo", "worker", "--device", device,
                                  "--poll", "0.1", *extra], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
 
@@ -332,7 +332,7 @@ def main() -> int:
     else:
         say(f"gpu-check {'dry run ' if args.dry_run else ''}on the CPU, torch {torch.__version__}")
     T, B = (16, 8) if args.dry_run else (784, 128)
-    from service.embedded_db import EmbeddedMongo
+    from service.launcher.embedded_db import EmbeddedMongo
 
     with tempfile.TemporaryDirectory() as tmp, EmbeddedMongo(Path(tmp) / "db") as db:
         correctness(dev, T if args.dry_run else 64, 8 if args.dry_run else 16)

@@ -8,7 +8,7 @@
   ``--points`` curve points (intermediate values), and finished with a result;
 - the objective is the same cheap function of the parameters (no training), over the same
   ``sru_mnist`` space;
-- sru-hpo: the real study driver (``service.driver.StudyDriver`` under the real
+- sru-hpo: the real study driver (``service.orchestrator.driver.StudyDriver`` under the real
   ``DriverManager``) in this process, on the embedded nx-27017 (or ``SRU_HPO_MONGO_URL``), the
   study's queue kept ``queue_ahead`` (1, the default) trials ahead of the workers;
   ``--procs`` worker processes that reserve, claim the curve, add points and finish through the
@@ -84,8 +84,8 @@ def _sru_worker(url: str, db: str, points: int, poll: float, start, out) -> None
 
 
 def bench_sru(url: str, n: int, procs: int, points: int, poll: float) -> float:
-    from service.drivers import DriverManager
-    from service.schemas import StudyCreate
+    from service.orchestrator.drivers import DriverManager
+    from service.studies.schemas import StudyCreate
     from trials.store import Store
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
@@ -218,8 +218,8 @@ def suggest_sru(url: str, n: int, reps: int) -> float:
     from hyperopt import Domain
 
     from search_spaces.schema import load_builtin, to_hyperopt
-    from service.driver import StudyDriver
-    from service.schemas import StudyCreate
+    from service.orchestrator.driver import StudyDriver
+    from service.studies.schemas import StudyCreate
     from trials.store import Store
 
     db = f"bench_{uuid.uuid4().hex[:8]}"
@@ -282,7 +282,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.trials, args.sizes, args.reps = 30, "30", 2
-    from service.embedded_db import EmbeddedMongo
+    from service.launcher.embedded_db import EmbeddedMongo
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

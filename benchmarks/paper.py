@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from service.client import ApiClient
-    from service.comparison_report import to_markdown, write_comparison_report
-    from service.embedded_db import free_port
-    from service.launcher import Cluster, GiveUp, stop_signals
+    from service.client.comparison_report import to_markdown, write_comparison_report
+    from service.launcher.cluster import Cluster, GiveUp, stop_signals
+    from service.launcher.embedded_db import free_port
     from trials.settings import Settings
 
     home = args.home or ROOT / "runs" / protocol["name"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.embedded_db import EmbeddedMongo  # noqa: E402
+from service.launcher.embedded_db import EmbeddedMongo  # noqa: E402
 from tests.service.conftest import make_api, stop  # noqa: E402
 from tests.service.test_api import STUDY  # noqa: E402
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from pymongo import MongoClient
 
-from service.embedded_db import EmbeddedMongo
+from service.launcher.embedded_db import EmbeddedMongo
 from trials.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,12 +65,12 @@ def proc_env(mongo_url: str, db_name: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def spawn(tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start a real process (`python -m service.cli ...`); every one is killed at teardown."""
+    """Start a real process (`python -m sru_hpo ...`); every one is killed at teardown."""
     procs: list[subprocess.Popen] = []
 
     def start(args: list[str], env: dict[str, str], name: str = "proc") -> subprocess.Popen:
         log = open(tmp_path / f"{name}-{len(procs)}.log", "wb")  # noqa: SIM115
-        p = subprocess.Popen([sys.executable, "-m", "service.cli", *args], env=env, cwd=ROOT,
+        p = subprocess.Popen([sys.executable, "-m", "sru_hpo", *args], env=env, cwd=ROOT,
                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         p.log_path = log.name  # type: ignore[attr-defined]
         procs.append(p)

@@ -2,9 +2,14 @@
 
 - ``trials/`` is the only package that talks to MongoDB: nothing else imports pymongo, gridfs
   or bson (tests may, to inspect the database they run against).
-- The API never imports torch: ``service/`` (but the worker-launching CLI module, which imports
-  it lazily inside the commands that train) imports no torch at module level, nor anything
+- The API never imports torch: ``service.api.app`` imports no torch at module level, nor anything
   that does.
+- The orchestrator (``service/orchestrator/``) and the study model (``service/studies/``) never
+  import FastAPI or torch, at module level or lazily, nor anything that does: the orchestrator
+  runs as its own process (``sru-hpo orchestrate``) with neither.
+- ``trials/`` imports neither FastAPI nor torch, nor any package above it.
+- No library package imports another's CLI: only ``sru_hpo/`` (the command line at the top)
+  imports ``workers.cli``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("service", "workers", "trials", "search_spaces")
+PACKAGES = ("sru_hpo", "service", "workers", "trials", "search_spaces")
 DATABASE = ("pymongo", "gridfs", "bson")
 
 
@@ -52,7 +57,7 @@ def _module_path(name: str) -> Path | None:
 
 def test_the_api_imports_no_torch_at_module_level():
     seen: set[str] = set()
-    todo = ["service.app"]
+    todo = ["service.api.app"]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -64,4 +69,52 @@ def test_the_api_imports_no_torch_at_module_level():
         mods = imports(path, top_level_only=True)
         assert not any(m.split(".")[0] == "torch" for m in mods), f"{name} imports torch"
         todo += [m for m in mods if m.split(".")[0] in PACKAGES]
-    assert "service.routes.studies" in seen and "trials.store" in seen  # the walk really walked
+    assert "service.api.routes.studies" in seen and "trials.store" in seen  # the walk really walked
+
+
+def _closure(start: list[str], top_level_only: bool) -> dict[str, set[str]]:
+    """Every project module reachable from ``start`` -> the modules it imports."""
+    seen: dict[str, set[str]] = {}
+    todo = list(start)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_path(name)
+        if path is None:
+            continue
+        seen[name] = imports(path, top_level_only)
+        todo += [m for m in seen[name] if m.split(".")[0] in PACKAGES]
+    return seen
+
+
+def _modules(package: str) -> list[str]:
+    return [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            for p in sources(package)]
+
+
+def test_the_orchestrator_imports_neither_fastapi_nor_torch():
+    start = _modules("service/orchestrator") + _modules("service/studies")
+    graph = _closure(start, top_level_only=False)
+    offenders = [f"{name} imports {m}" for name, mods in graph.items() for m in mods
+                 if m.split(".")[0] in ("fastapi", "starlette", "uvicorn", "torch")]
+    assert offenders == []
+    assert "service.orchestrator.driver" in graph and "service.studies.schemas" in graph
+    assert not any(name.startswith("service.api") for name in graph)
+
+
+def test_trials_imports_nothing_above_it():
+    graph = _closure(_modules("trials"), top_level_only=False)
+    offenders = [f"{name} imports {m}" for name, mods in graph.items() for m in mods
+                 if m.split(".")[0] in ("fastapi", "starlette", "torch", "service", "workers")]
+    assert offenders == [] and "trials.store" in graph
+
+
+def test_only_the_command_line_imports_the_workers_cli():
+    offenders = [f"{p.relative_to(ROOT)} imports {m}"
+                 for pkg in PACKAGES if pkg != "sru_hpo" for p in sources(pkg)
+                 for m in imports(p, top_level_only=False)
+                 if m == "workers.cli" or m.startswith("workers.cli.")
+                 if p.relative_to(ROOT).as_posix() != "workers/cli.py"]
+    assert offenders == []
+    assert "workers.cli" in imports(ROOT / "sru_hpo" / "cli.py", top_level_only=False)

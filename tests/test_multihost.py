@@ -110,7 +110,7 @@ def test_workers_on_two_hosts_survive_a_partition(hosts, tmp_path):
                                           str(tmp_path / "db" / "log")], env, tmp_path / "db.out"))
     api_env = {**env, "SRU_HPO_HOST": hosts.ip["head"], "SRU_HPO_PORT": "8000",
                "SRU_HPO_ALLOWED_HOSTS": hosts.ip["head"], "SRU_HPO_DRIVER_POLL": "0.2"}
-    hosts.procs.append(hosts.run("head", [py, "-m", "service.cli", "serve"], api_env,
+    hosts.procs.append(hosts.run("head", [py, "-m", "sru_hpo", "serve"], api_env,
                                  tmp_path / "api.log"))
     url = f"http://{hosts.ip['head']}:8000"
     c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
@@ -122,7 +122,7 @@ def test_workers_on_two_hosts_survive_a_partition(hosts, tmp_path):
             return False
 
     wait_for(healthy, 120, "the API on the head")
-    worker = [py, "-m", "service.cli", "worker", "--device", "cpu", "--poll", "0.2"]
+    worker = [py, "-m", "sru_hpo", "worker", "--device", "cpu", "--poll", "0.2"]
     w1 = hosts.run("gpu1", worker, env, tmp_path / "gpu1.log")
     w2 = hosts.run("gpu2", worker, env, tmp_path / "gpu2.log")
     hosts.procs += [w1, w2]

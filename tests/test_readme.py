@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from service.embedded_db import free_port
+from service.launcher.embedded_db import free_port
 from tests.conftest import ROOT
 from tests.service.conftest import wait_healthy
 
@@ -50,13 +50,13 @@ def test_every_file_the_readme_names_exists():
 
 @pytest.mark.parametrize("name", ["digits.yaml", "paper.yaml"])
 def test_the_example_studies_are_valid(name):
-    from service.schemas import StudyCreate
+    from service.studies.schemas import StudyCreate
 
     StudyCreate.model_validate(yaml.safe_load((ROOT / "examples" / name).read_text()))
 
 
 def test_the_example_comparison_is_valid():
-    from service.comparisons import ComparisonCreate, plan
+    from service.studies.comparisons import ComparisonCreate, plan
 
     c = ComparisonCreate.model_validate(yaml.safe_load(
         (ROOT / "examples" / "families.yaml").read_text()))
@@ -87,7 +87,7 @@ def test_the_quick_start_runs_as_written(tmp_path):
             args = shlex.split(line.removesuffix("&").strip())
             assert args[0] == "sru-hpo", line
             args = [sid if a == "ID" else a for a in args[1:]]
-            cmd = [sys.executable, "-m", "service.cli", *args]
+            cmd = [sys.executable, "-m", "sru_hpo", *args]
             if line.endswith("&"):
                 up = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
@@ -111,7 +111,7 @@ def test_the_quick_start_runs_as_written(tmp_path):
 
 
 def test_worker_help_says_how_it_finds_the_database():
-    out = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--help"],
+    out = subprocess.run([sys.executable, "-m", "sru_hpo", "worker", "--help"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
                          env={**os.environ, "COLUMNS": "200"})
     assert out.returncode == 0 and "SRU_HPO_MONGO_URL" in out.stdout

@@ -139,8 +139,8 @@ def test_the_api_and_the_worker_import_from_the_wheelhouse(host: dict[str, Path]
                             *map(str, sorted(host["wheels"].glob("*.whl")))),
                    check=True, env=_env())
     env = _env(PYTHONPATH=f"{site}:{ROOT}")
-    for cmd in (["-c", "from service.app import create_app; create_app()"],
-                ["-m", "service.cli", "worker", "--help"]):
+    for cmd in (["-c", "from service.api.app import create_app; create_app()"],
+                ["-m", "sru_hpo", "worker", "--help"]):
         run = subprocess.run(_offline(str(host["python"]), *cmd), capture_output=True,
                              text=True, env=env, cwd=host["tmp"], timeout=300)
         assert run.returncode == 0, run.stderr[-3000:]

@@ -5,7 +5,7 @@ the study each variant runs as (``studies``: variant -> study id), chosen before
 created. The studies carry their own state; nothing of theirs is copied here. Creation writes
 this document first and the studies after it, so a service killed in between finds the
 comparison on its next start and creates the studies it has not ``made`` yet
-(``service/comparisons.py``).
+(``service/studies/comparisons.py``).
 Deletion is two-phase like a study's: ``mark_deleted`` hides it, its studies are deleted, then
 ``remove`` drops the document; ``tombstones()`` lists the ones a crash left.
 """

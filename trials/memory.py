@@ -2,7 +2,7 @@
 caller moves.
 
 **What it is for.** The replay benchmark (``benchmarks/replay/``) drives the real study driver
-(``service/driver.py``), its cache, TPE and the ASHA rules with simulated workers on a virtual
+(``service/orchestrator/driver.py``), its cache, TPE and the ASHA rules with simulated workers on a virtual
 clock. A database round trip per call would make its thousands of simulated trials take hours;
 here a call is a dictionary lookup, and time is whatever the simulation says it is.
 

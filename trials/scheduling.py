@@ -1,5 +1,5 @@
 """Promotion-based ASHA and asynchronous Hyperband: rungs, brackets, promotions, and which rung
-TPE models. Pure functions over plain data; the study driver (service/driver.py) applies them.
+TPE models. Pure functions over plain data; the study driver (service/orchestrator/driver.py) applies them.
 
 **Rungs.** With ``min_epochs`` r and ``reduction`` η, the rungs are r, rη, rη², ... up to
 R/η, R = ``trial_epochs`` (the top): no rung lies above R/η, so every cut saves at least
@@ -25,7 +25,7 @@ highest rung (or the top) with at least d + 2 observations, d the number of sear
 parameters; below that, the next rung down; with none that full, suggestions are random.
 Scores at different rungs are never mixed in one model: a low rung's score says little about
 the top, and mixing biases the model toward configurations that merely start fast
-(service/suggest.py builds the view TPE reads).
+(service/orchestrator/suggest.py builds the view TPE reads).
 """
 
 from __future__ import annotations

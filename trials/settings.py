@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     gpu_slots: int = Field(1, ge=1, le=64, description="workers that may share one GPU")
     instance_id: str | None = Field(
         None, description="an id /healthz reports, so a launcher knows it reached its own API")
+    drive_studies: bool = Field(
+        True, description="the API process drives the studies (false: `sru-hpo orchestrate` "
+        "processes do, for deployments that scale the API apart from the orchestrator)")
     driver_poll: float = Field(0.5, gt=0, description="seconds between study-driver passes")
     stall_timeout: float = Field(
         300.0, gt=0, description="a trial whose trainer makes no progress for this many seconds "

@@ -31,6 +31,7 @@ from trials.curves import CurveStore
 from trials.files import FileStore
 from trials.jobs import JobQueue
 from trials.registry import GpuLeases, WorkerRegistry
+from trials.settings import Settings
 from trials.studies import StudyRepo
 
 __all__ = ["Store"]
@@ -53,9 +54,23 @@ class Store:
 
     @classmethod
     def connect(cls, url: str, db_name: str, *, timeout: float = 30.0,
-                heartbeat_interval: float = 10.0, max_retries: int = 2) -> Store:
-        return cls(connect(url, db_name, timeout=timeout), heartbeat_interval=heartbeat_interval,
-                   max_retries=max_retries)
+                heartbeat_interval: float = 10.0, max_retries: int = 2,
+                socket_timeout: float = 30.0) -> Store:
+        return cls(connect(url, db_name, timeout=timeout, socket_timeout=socket_timeout),
+                   heartbeat_interval=heartbeat_interval, max_retries=max_retries)
+
+    @classmethod
+    def for_service(cls, settings: Settings) -> Store:
+        """The store of an API or orchestrator process, at ``settings.mongo_url``, indexed. A
+        stalled database answers its reads with an error after 5 s instead of hanging them."""
+        if not settings.mongo_url:
+            raise ValueError("SRU_HPO_MONGO_URL: unset (`sru-hpo serve` and `up` start the "
+                             "embedded database and set it)")
+        store = cls.connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout,
+                            heartbeat_interval=settings.heartbeat_interval,
+                            max_retries=settings.max_retries, socket_timeout=5.0)
+        store.ensure_indexes()
+        return store
 
     def ensure_indexes(self) -> None:
         """Create the indexes (idempotent; run by every process that starts)."""

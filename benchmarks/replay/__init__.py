@@ -7,7 +7,7 @@
   and the coordinates the table's nearest-neighbour lookup uses.
 - ``clock.py``: simulated workers on a virtual clock (an event loop of generators).
 - ``ours.py``: sru-hpo's arms. The real study driver, scheduler, promotion and suggestion code
-  (``service/driver.py``) runs on the in-memory store (``trials/memory.py``); only training is
+  (``service/orchestrator/driver.py``) runs on the in-memory store (``trials/memory.py``); only training is
   replaced by a look-up, by a worker that takes every decision the real one does
   (``workers/trial.py``).
 - ``external.py``: Optuna (TPESampler + HyperbandPruner, ask/tell) and DEHB (ask/tell) on the same

@@ -1,7 +1,7 @@
 """sru-hpo's arms on the virtual clock: the real study driver, simulated workers.
 
 ``Simulation(problem, fields, workers=N, budget=B, seed=s).run()`` creates the study in a
-``MemoryStore`` on a virtual clock and lets the real ``StudyDriver`` (service/driver.py: its
+``MemoryStore`` on a virtual clock and lets the real ``StudyDriver`` (service/orchestrator/driver.py: its
 cache, TPE or random suggestions, ASHA/Hyperband promotions, the median rule's settings) drive
 it, as the service's driver thread does: one pass when the run starts, one after every trial
 that pauses or finishes, and one whenever a worker finds the queue empty (a real idle worker
@@ -33,9 +33,9 @@ from typing import Any
 from benchmarks.replay.clock import IDLE, EventLoop, Worker
 from benchmarks.replay.incumbent import Incumbent
 from benchmarks.replay.problems import DIVERGE_SECONDS, Problem
-from service.driver import StudyDriver
-from service.drivers import PUBLISH_EVERY
-from service.schemas import StudyCreate
+from service.orchestrator.driver import StudyDriver
+from service.orchestrator.drivers import PUBLISH_EVERY
+from service.studies.schemas import StudyCreate
 from trials.jobs import Job
 from trials.memory import ManualClock, MemoryStore
 from trials.pruning import make_pruner

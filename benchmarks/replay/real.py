@@ -27,9 +27,9 @@ from pathlib import Path
 from benchmarks.replay.ours import ARMS, study_fields
 from benchmarks.replay.problems import TableProblem
 from benchmarks.replay.protocol import Result
-from service.drivers import DriverManager
-from service.embedded_db import EmbeddedMongo
-from service.processes import spawn, terminate
+from service.launcher.embedded_db import EmbeddedMongo
+from service.launcher.processes import spawn, terminate
+from service.orchestrator.drivers import DriverManager
 from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, StudyState
 from trials.store import Store
@@ -58,7 +58,7 @@ class RealFleet:
         self.manager.resume_all()
         env = {**os.environ, "SRU_HPO_MONGO_URL": self.server.url, "SRU_HPO_DB_NAME": self.db_name,
                "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.procs = [spawn([sys.executable, "-m", "service.cli", "worker", "--device", "cpu",
+        self.procs = [spawn([sys.executable, "-m", "sru_hpo", "worker", "--device", "cpu",
                              "--poll", "0.05"], log=self.folder / f"worker-{i}.log", env=env)
                       for i in range(self.workers)]
         return self

@@ -23,7 +23,7 @@ from benchmarks.replay.ours import Simulation, study_fields
 from benchmarks.replay.problems import TableProblem
 from benchmarks.replay.spaces import finish, searched
 from search_spaces.schema import SpaceSpec
-from service.drivers import DriverManager
+from service.orchestrator.drivers import DriverManager
 from tests.conftest import proc_env, read_log, wait_for
 from trials.states import JobKind
 from trials.store import Store

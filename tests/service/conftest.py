@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from service.embedded_db import free_port
+from service.launcher.embedded_db import free_port
 from tests.conftest import ROOT, proc_env, wait_for
 from trials.store import Store
 
@@ -49,7 +49,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, why_exited, timeout: float =
 
 def start_api(env: dict, log: Path, port: int) -> subprocess.Popen:
     out = open(log, "ab")  # noqa: SIM115
-    p = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=ROOT,
+    p = subprocess.Popen([sys.executable, "-m", "sru_hpo", "serve"], env=env, cwd=ROOT,
                          stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wait_healthy(port, p, lambda: f"API exited: {log.read_text()[-3000:]}")
     return p

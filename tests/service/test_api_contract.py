@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from service.embedded_db import EmbeddedMongo
+from service.launcher.embedded_db import EmbeddedMongo
 from tests.conftest import ROOT, wait_for
 from tests.service.conftest import TOKEN, make_api, stop
 from tests.service.test_api import STUDY, TINY_SPACE, n_studies
@@ -169,11 +169,11 @@ def test_a_read_token_protects_every_read(mongo_url, tmp_path):
 
 
 def test_the_api_process_never_imports_torch():
-    code = ("import sys, service.app, service.cli\n"
-            "from service.schemas import StudyCreate\n"
+    code = ("import sys, service.api.app, sru_hpo.cli\n"
+            "from service.studies.schemas import StudyCreate\n"
             "StudyCreate.model_validate({'name': 'x', 'model': 'sru', 'dataset': 'digits', "
             "'space': 'sru_mnist', 'n_trials': 3})\n"
-            "service.app.create_app()\n"
+            "service.api.app.create_app()\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from service.embedded_db import free_port
+from service.launcher.embedded_db import free_port
 from tests.conftest import ROOT, wait_for
 from tests.service.conftest import TOKEN
 from tests.service.test_api import STUDY
@@ -20,7 +20,7 @@ def cli(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.
 
     width = {} if env and "COLUMNS" in env else {"COLUMNS": "250"}  # a test may set its own
     env = {**(env or os.environ), **width}
-    return subprocess.run([sys.executable, "-m", "service.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sru_hpo", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
 
 
@@ -78,7 +78,7 @@ def test_up_starts_everything_and_ctrl_c_stops_it(tmp_path):
            "OMP_NUM_THREADS": "1"}
     env.pop("SRU_HPO_MONGO_URL", None)
     env.pop("SRU_HPO_PORT", None)
-    p = subprocess.Popen([sys.executable, "-m", "service.cli", "up", "--workers", "1",
+    p = subprocess.Popen([sys.executable, "-m", "sru_hpo", "up", "--workers", "1",
                           "--port", str(port)], env=env,
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -222,7 +222,7 @@ def test_status_watch_prints_until_the_study_ends(api, tmp_path):
     sid = api.client().post("/studies", json={**STUDY, "name": "watched"}).json()["id"]
     log = tmp_path / "watch.out"
     with open(log, "w") as out:
-        p = subprocess.Popen([sys.executable, "-m", "service.cli", "status", sid, "--watch",
+        p = subprocess.Popen([sys.executable, "-m", "sru_hpo", "status", sid, "--watch",
                               "--interval", "0.5", "--api", api.url], stdout=out,
                              stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -239,7 +239,7 @@ def test_status_watch_prints_until_the_study_ends(api, tmp_path):
 
 def test_delete_asks_first_and_then_deletes(api, tmp_path):
     sid = api.client().post("/studies", json={**STUDY, "name": "doomed"}).json()["id"]
-    out = subprocess.run([sys.executable, "-m", "service.cli", "delete", sid, "--api", api.url,
+    out = subprocess.run([sys.executable, "-m", "sru_hpo", "delete", sid, "--api", api.url,
                           "--token", TOKEN], input="n\n", capture_output=True, text=True,
                          cwd=ROOT, timeout=60)
     assert out.returncode == 1 and "not deleted" in out.stdout

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-CLI = [sys.executable, "-m", "service.cli"]
+CLI = [sys.executable, "-m", "sru_hpo.cli"]
 
 
 def test_train_json_output():

@@ -9,8 +9,8 @@ import io
 import pytest
 import torch
 
-from service import comparisons as cmp
-from service.comparisons import ComparisonCreate
+from service.studies import comparisons as cmp
+from service.studies.comparisons import ComparisonCreate
 from tests.conftest import read_log, wait_for
 from tests.service.conftest import make_api, stop
 from tests.service.test_cli_client import cli
@@ -82,7 +82,7 @@ def test_a_kill_between_the_writes_is_finished_and_a_deleted_variant_stays_gone(
 def test_the_first_wave_gives_every_variant_a_worker_before_any_gets_two(store, parallelism):
     import uuid
 
-    from service.driver import StudyDriver
+    from service.orchestrator.driver import StudyDriver
 
     c = ComparisonCreate.model_validate({**BASE, "parallelism": parallelism})
     doc, made = cmp.create(store, c)

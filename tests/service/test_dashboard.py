@@ -51,7 +51,7 @@ def site(mongo_url, tmp_path_factory):
 
     from tests.conftest import ROOT
 
-    workers = [subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--device", "cpu",
+    workers = [subprocess.Popen([sys.executable, "-m", "sru_hpo", "worker", "--device", "cpu",
                                  "--poll", "0.2"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL) for _ in range(2)]
     try:

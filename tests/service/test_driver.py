@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from service.driver import StudyDriver
-from service.schemas import StudyCreate
+from service.orchestrator.driver import StudyDriver
+from service.studies.schemas import StudyCreate
 from tests.conftest import assert_nothing_names, wait_for
 from tests.service.test_api import STUDY
 from trials.states import JobState, StudyState
@@ -180,7 +180,7 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
         store, db):
     """A trial had reached 0.7733 after 21 epochs when the study was cancelled; the study used
     to show epochs_spent 0, best null and "retrain: pending"."""
-    from service.views import study_public
+    from service.studies.views import study_public
 
     sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=4, trial_epochs=50)
     d = StudyDriver(store, sid, fail_fast=0)
@@ -223,7 +223,7 @@ def _drive_to_retrain(store, sid) -> StudyDriver:
 
 
 def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store, db):
-    from service.views import study_public
+    from service.studies.views import study_public
 
     sid = make_study(store, n_trials=2, retrain_seeds=3)
     d = _drive_to_retrain(store, sid)

@@ -231,3 +231,37 @@ def test_a_study_that_cannot_succeed_fails_fast_with_the_reason(mongo_url, tmp_p
         assert out.returncode == 0 and "MNIST is not in" in out.stdout, out.stdout
     finally:
         stop(api.proc)
+
+
+def test_an_orchestrator_apart_from_the_api_drives_a_study_to_the_end(mongo_url, tmp_path, spawn):
+    """SRU_HPO_DRIVE_STUDIES=false: the API only stores the study; an `sru-hpo orchestrate`
+    process takes it up (a nudge), and one worker trains it to its retrain and test."""
+    api = make_api(mongo_url, tmp_path, SRU_HPO_DRIVE_STUDIES="false")
+    try:
+        c = api.client()
+        small = {**STUDY, "n_trials": 2, "parallelism": 1, "retrain_epochs": 1}
+        sid = c.post("/studies", json=small).json()["id"]
+        assert c.get("/healthz").json()["studies_driven"] == 0  # the API drives nothing itself
+        orch = spawn(["orchestrate"], {**api.env, "SRU_HPO_DRIVER_POLL": "0.2"}, "orchestrator")
+        ws = workers(spawn, api, 1)
+        s = wait_state(c, sid, ("completed", "failed"), 600)
+        assert s["state"] == "completed", (s, read_log(orch), read_log(ws[0]))
+        assert s["counts"]["finished"] == 2 and 0.0 <= s["test_acc"] <= 1.0
+        assert "orchestrating" in read_log(orch)
+        orch.send_signal(signal.SIGTERM)
+        assert orch.wait(60) == 0
+    finally:
+        stop(api.proc)
+
+
+def test_orchestrate_without_a_database_url_names_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in proc_env("", "x").items() if k != "SRU_HPO_MONGO_URL"}
+    out = subprocess.run([sys.executable, "-m", "sru_hpo", "orchestrate"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "SRU_HPO_MONGO_URL" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,6 +1,6 @@
 """The search phase in-process against the real test database, workers played by the test:
 the queue kept ahead of the workers, TPE's constant liar, promotion order, budgets, and the end of
-a search that always takes a trial to the top (service/search.py, service/suggest.py)."""
+a search that always takes a trial to the top (service/orchestrator/search.py and suggest.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from service.driver import StudyDriver
-from service.suggest import Suggester
+from service.orchestrator.driver import StudyDriver
+from service.orchestrator.suggest import Suggester
 from tests.service.test_driver import make_study
 from trials.budget import Budget
 from trials.scheduling import grid_of, rung_scores

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded_db import DatabaseInUse, EmbeddedMongo, free_port
-from service.processes import pid_alive
+from service.launcher.embedded_db import DatabaseInUse, EmbeddedMongo, free_port
+from service.launcher.processes import pid_alive
 from tests.conftest import HB, ROOT, children_of, wait_for
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def up_env(home: Path, port: int, **extra: str) -> dict[str, str]:
 
 def start_up(home: Path, port: int, *args: str, **extra: str) -> subprocess.Popen:
     extra.setdefault("OMP_NUM_THREADS", "")  # up sets the workers' own
-    return subprocess.Popen([sys.executable, "-m", "service.cli", "up", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "sru_hpo", "up", *args], cwd=ROOT,
                             env=up_env(home, port, **extra), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -190,7 +190,7 @@ def test_up_gives_up_on_a_part_that_keeps_dying(tmp_path):
 def test_a_killed_serve_comes_back_on_the_same_database_url(tmp_path):
     port = free_port()
     env = up_env(tmp_path, port)
-    cmd = [sys.executable, "-m", "service.cli", "serve"]
+    cmd = [sys.executable, "-m", "sru_hpo", "serve"]
     a = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

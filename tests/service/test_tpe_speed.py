@@ -1,5 +1,5 @@
 """The one-pass quantized mixture densities give hyperopt's numbers bit for bit, and the same
-suggestions (service/tpe_speed.py)."""
+suggestions (service/orchestrator/tpe_speed.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hyperopt import Trials, fmin, hp, tpe
 from hyperopt.pyll import scope
 
-from service import tpe_speed
+from service.orchestrator import tpe_speed
 
 
 @pytest.fixture

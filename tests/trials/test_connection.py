@@ -2,7 +2,7 @@ import time
 
 import pytest
 
-from service.embedded_db import free_port
+from service.launcher.embedded_db import free_port
 from trials.connection import DatabaseUnavailable, connect, redact
 
 

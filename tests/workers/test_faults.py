@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pymongo.errors import AutoReconnect
 
-from service.embedded_db import EmbeddedMongo
+from service.launcher.embedded_db import EmbeddedMongo
 from tests.netfault import LossyProxy
 from tests.trials.test_jobs import enqueue, reserve
 from trials.states import JobState

@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from service.processes import pid_alive
+from service.launcher.processes import pid_alive
 from tests.conftest import children_of, proc_env, read_log, wait_for
 from tests.trials.test_jobs import enqueue
 from tests.workers.test_worker import SNAP, TINY, doc, epochs

@@ -13,7 +13,7 @@ import signal
 import pytest
 import torch
 
-from service.embedded_db import EmbeddedMongo, free_port
+from service.launcher.embedded_db import EmbeddedMongo, free_port
 from tests.conftest import assert_nothing_names, proc_env, read_log, wait_for
 from tests.trials.test_jobs import enqueue
 from trials.states import JobState

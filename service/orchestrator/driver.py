@@ -1,0 +1,259 @@
+"""The study driver: keeps a study's queue filled, promotes paused trials, then retrains the best.
+
+``StudyDriver(store, sid).step()`` is one pass. It reads the study document, holds the study's
+driver lease, brings its job cache up to date (only what changed since the last pass), and moves
+the study one step through its states, each move a compare-and-set:
+
+1. queued -> running.
+2. running: one search pass (service/orchestrator/search.py: promotions, new configurations within
+   ``n_trials`` and the budget, the end of the search that takes a trial to the top). If the
+   first ``SRU_HPO_FAIL_FAST_TRIALS`` finished trials all failed with the same error, the study
+   fails at once with that error.
+3. When the search is over (trials still paused end as ``stopped_at_rung``), the
+   ``retrain_top_k`` best configurations (the highest rung reached first) are queued for
+   ``retrain_epochs`` each -> retraining.
+4. retraining: when every candidate ended, the one with the best validation accuracy wins;
+   it is retrained with ``retrain_seeds`` seeds and each seed run is tested once on the test
+   set (a ``test`` job reads its checkpoint; service/orchestrator/evaluation.py) -> completed; no retrain
+   finished, or no test did -> failed.
+5. After a terminal state the driver keeps reading until no job of the study runs any more, so
+   the counts it publishes settle.
+
+Every pass writes the study's ``summary`` (counts, best trial, error groups, epochs spent and
+saved, promotions, the top-k rank correlation) when it changed: the API reads studies in O(1)
+from it. The pass is idempotent and all its state is in MongoDB, so the service can be killed at
+any point without duplicating a trial.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from typing import Any
+
+from service.orchestrator.evaluation import FinalEvaluation, seed_list
+from service.orchestrator.search import Search
+from service.orchestrator.summary import error_groups, raised, summarize
+from trials.budget import trained
+from trials.cache import TrialCache
+from trials.jobs import job_id
+from trials.scheduling import grid_of, rank_key
+from trials.states import JobKind, JobState, Outcome, StudyState
+from trials.store import Store
+
+__all__ = ["StudyDriver", "make_holder"]
+
+log = logging.getLogger("sru_hpo.driver")
+RUNNING, RETRAINING = StudyState.RUNNING, StudyState.RETRAINING
+ACTIVE = (JobState.NEW, JobState.RUNNING)
+
+
+def make_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _rankable(d: dict[str, Any]) -> bool:
+    """A search trial that may be retrained: done, and not infeasible (it has no score)."""
+    return d["state"] == JobState.DONE and d.get("outcome") != Outcome.INFEASIBLE
+
+
+def _reportable(d: dict[str, Any]) -> bool:
+    """A search trial the summary may name best: a rankable one, or one a cancel cut short
+    after it trained (a cancelled study keeps what it found)."""
+    return _rankable(d) or (d["state"] == JobState.CANCELLED and trained(d) > 0)
+
+
+class StudyDriver:
+    def __init__(self, store: Store, sid: str, *, holder: str | None = None,
+                 lease_seconds: float = 10.0, fail_fast: int = 3,
+                 publish_every: float = 0.0) -> None:
+        """``publish_every``: seconds (server clock) between summary writes while the study
+        runs; a pass between them skips the summary, the final state is always written with
+        its own (the service uses 1 s: a summary is O(trials) to compute)."""
+        self.store, self.sid = store, sid
+        self.holder = holder or make_holder()
+        self.lease_seconds, self.fail_fast = lease_seconds, fail_fast
+        self.publish_every = publish_every
+        self.cache = TrialCache(store.jobs, sid)
+        self.search = Search(store, sid, self.cache)
+        self._summary: dict[str, Any] | None = None
+        self._published = -float("inf")  # server time of the last summary write
+
+    # -- one pass ----------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """One pass over the study. Returns True when it needs no more passes."""
+        studies, sid = self.store.studies, self.sid
+        study = studies.get(sid)
+        if study is None:  # deleted (perhaps while a pass was inserting): leave nothing behind
+            self.store.purge_study(sid)
+            return True
+        if not studies.lease(sid, self.holder, self.lease_seconds):
+            return False  # another service process drives it; take over if its lease lapses
+        self.cache.refresh()
+        state = StudyState(study["state"])
+        if state == StudyState.QUEUED:
+            if studies.transition(sid, [state], RUNNING, started=self.store.clock.now()):
+                state = study["state"] = RUNNING
+        if state == RUNNING:
+            self._search(study)
+        elif state == RETRAINING:
+            self._retrain(study)
+        done = self._settled(study)
+        if done or self.store.clock.now() - self._published >= self.publish_every:
+            self._publish(study)
+        return done
+
+    def _settled(self, study: dict[str, Any]) -> bool:
+        """True once the study ended and none of its jobs is new or running any more."""
+        now = self.store.studies.get(self.sid)
+        if now is None:
+            self.store.purge_study(self.sid)
+            return True
+        study.update(now)
+        if StudyState(now["state"]).active:
+            return False
+        states = {d["state"] for d in self.cache.docs.values()}
+        if JobState.NEW in states:  # inserted by a pass that a cancel or a failure missed
+            self.store.jobs.cancel_study(self.sid)
+        for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: nothing waits at a rung any more
+            if d.get("outcome") == Outcome.PAUSED.value:
+                self.store.jobs.stop_at_rung(self.sid, d["tid"])
+        if states & set(ACTIVE):
+            return False
+        self.store.studies.mark_settled(self.sid)
+        log.info("study %s %s; counts %s", self.sid, now["state"], self.cache.counts())
+        return True
+
+    # -- search ------------------------------------------------------------------------------------
+    def _search(self, study: dict[str, Any]) -> None:
+        if self._fail_fast(study):
+            return
+        if self.search.step(study):
+            self._start_retrain(study)
+
+    def _fail_fast(self, study: dict[str, Any]) -> bool:
+        """The first ``fail_fast`` finished trials all errored with one message: fail the study
+        with it rather than spend the rest of the budget on the same error."""
+        k = self.fail_fast
+        if k < 1:
+            return False
+        finished = sorted((d for d in self.cache.of_kind(JobKind.TRIAL)
+                           if JobState(d["state"]).is_finished()),
+                          key=lambda d: (d.get("refresh_time") or 0, d["tid"]))[:k]
+        if len(finished) < k or not all(raised(d) for d in finished):
+            return False
+        messages = {d.get("error") for d in finished}
+        if len(messages) != 1:
+            return False
+        error = f"the first {k} finished trials failed with the same error: {messages.pop()}"
+        if self._end(study, RUNNING, StudyState.FAILED, error=error):
+            self.store.jobs.cancel_study(self.sid)
+            log.warning("study %s failed fast: %s", self.sid, error)
+        return True
+
+    # -- retrain and test -------------------------------------------------------------------------
+    def _ranked(self, study: dict[str, Any]) -> list[dict[str, Any]]:
+        """Search trials with a result, best first: with ASHA by the highest rung reached and
+        the score there; otherwise by best validation accuracy."""
+        grid, top = grid_of(study), study["trial_epochs"]
+        done = [d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d)]
+        return sorted(done, key=lambda d: rank_key(d, grid, top, study["seed"]), reverse=True)
+
+    def _best(self, study: dict[str, Any]) -> dict[str, Any] | None:
+        """The first of ``_ranked`` (without sorting the others)."""
+        grid, top = grid_of(study), study["trial_epochs"]
+        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _reportable(d))
+        return max(done, key=lambda d: rank_key(d, grid, top, study["seed"]), default=None)
+
+    def _start_retrain(self, study: dict[str, Any]) -> None:
+        ranked = self._ranked(study)
+        if not ranked:
+            groups = error_groups(self.cache.of_kind(JobKind.TRIAL))
+            why = f"; most common error: {groups[0]['error']}" if groups else ""
+            self._end(study, RUNNING, StudyState.FAILED,
+                      error=f"no search trial finished successfully{why}")
+            return
+        for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: those still paused end here
+            if d.get("outcome") == Outcome.PAUSED.value:
+                self.store.jobs.stop_at_rung(self.sid, d["tid"])
+        self._enqueue_retrains(study, ranked)
+        if self.store.studies.transition(self.sid, [RUNNING], RETRAINING,
+                                         search_finished=self.store.clock.now()):
+            log.info("study %s: search done, retraining trial(s) %s", self.sid,
+                     [d["tid"] for d in ranked[: study.get("retrain_top_k", 1)]])
+
+    def _enqueue_retrains(self, study: dict[str, Any], ranked: list[dict[str, Any]]) -> None:
+        """The ``retrain_top_k`` candidates with the study's seed (service/orchestrator/evaluation.py); with
+        one candidate, its other seeds beside it."""
+        if self.cache.of_kind(JobKind.RETRAIN):
+            return
+        top = ranked[: study.get("retrain_top_k", 1)]
+        for d in top:
+            tid = self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
+                                          params=d["params"], epochs=study["retrain_epochs"],
+                                          source=d["_id"])
+            if len(top) == 1:
+                self._enqueue_seeds(study, d["params"], d["_id"], job_id(self.sid, tid),
+                                    seed_list(study)[1:])
+
+    def _enqueue_seeds(self, study: dict[str, Any], params: dict[str, Any], source: str,
+                       winner: str, seeds: list[int]) -> None:
+        for seed in seeds:
+            self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
+                                    params={**params, "seed": seed},
+                                    epochs=study["retrain_epochs"], source=source,
+                                    seed_of=winner)
+
+    def _retrain(self, study: dict[str, Any]) -> None:
+        retrains = self.cache.of_kind(JobKind.RETRAIN)
+        if not retrains:  # killed between the state change and the insert: do it again
+            self.cache.refresh(full=True)
+            self._enqueue_retrains(study, self._ranked(study))
+            return
+        final = FinalEvaluation.of(study, retrains, self.cache.of_kind(JobKind.TEST))
+        if final.no_winner:
+            self._end(study, RETRAINING, StudyState.FAILED,
+                      error=f"retrain failed: {final.candidates[0].get('error')}")
+            return
+        winner = final.winner
+        if winner is None:
+            return  # candidates still training
+        if final.missing_seeds():  # the winner's own run is tested while they train
+            self._enqueue_seeds(study, winner["params"], winner["source"], winner["_id"],
+                                final.missing_seeds())
+        for run in final.untested():  # the one evaluation on the test set of each seed run
+            self.store.jobs.enqueue(self.sid, kind=JobKind.TEST.value, params=run["params"],
+                                    epochs=1, source=run["_id"])
+        if not final.settled:
+            return
+        if not final.succeeded:
+            self._end(study, RETRAINING, StudyState.FAILED, error=final.failure())
+        elif self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
+            stats = final.stats()
+            log.info("study %s completed: test_acc %s over %d seed(s)", self.sid,
+                     stats["test_acc"], stats["tests"])
+
+    # -- the published summary -----------------------------------------------------------------------
+    def summary(self, study: dict[str, Any]) -> dict[str, Any]:
+        """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache
+        (computed once per change of the cache; the study's own fields it reads never change)."""
+        return self.cache.memoized("summary", lambda: summarize(study, self.cache,
+                                                                 self._best(study)))
+
+    def _end(self, study: dict[str, Any], frm: StudyState, to: StudyState, **fields: Any) -> bool:
+        """End the study with its summary in the same write, so that no reader sees the final
+        state beside the counts (or test accuracy) of a pass before."""
+        summary = self.summary(study)
+        if not self.store.studies.end(self.sid, [frm], to, summary=summary, **fields):
+            return False
+        self._summary = summary
+        return True
+
+    def _publish(self, study: dict[str, Any]) -> None:
+        summary = self.summary(study)
+        self._published = self.store.clock.now()
+        if summary != self._summary or summary != study.get("summary"):
+            if self.store.studies.write_summary(self.sid, self.holder, summary):
+                self._summary = summary

@@ -1,0 +1,58 @@
+"""Database documents -> public response models (what a study or a trial looks like over REST).
+
+A study is read from its own document alone: the driver keeps its ``summary`` (counts, best
+trial, error groups, retrain state) up to date, so ``GET /studies`` and ``GET /studies/ID``
+cost the same whatever the size of the study.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.orchestrator.summary import epochs_to_fraction, published_retrain_state
+from service.studies.schemas import StudyPublic, TrialPublic
+from trials.states import JobState
+
+__all__ = ["study_public", "trial_public"]
+
+
+def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None) -> TrialPublic:
+    res = doc.get("result") or {}
+    return TrialPublic(
+        tid=doc["tid"], kind=doc.get("kind", "trial"), state=JobState(doc["state"]).label,
+        outcome=doc.get("outcome"), rung=doc.get("limit"), bracket=doc.get("bracket"),
+        promotions=doc.get("promotions") or 0,
+        params=doc.get("params") or {}, epochs=doc.get("epochs", 0),
+        best_val_acc=res.get("best_val_acc"), best_epoch=res.get("best_epoch"),
+        epochs_run=res.get("epochs_run"), test_acc=res.get("test_acc"), loss=res.get("loss"),
+        retries=doc.get("retries", 0), attempt=doc.get("attempt", 0),
+        previous_owners=doc.get("previous_owners") or [], owner=doc.get("owner"),
+        book_time=doc.get("book_time"), refresh_time=doc.get("refresh_time"),
+        seconds=res.get("seconds"), error=doc.get("error"), error_at=doc.get("error_at"),
+        failure_class=doc.get("failure_class"), failures=doc.get("failures") or {},
+        peak_rss_mb=res.get("peak_rss_mb"), peak_gpu_mb=res.get("peak_gpu_mb"), curve=curve)
+
+
+def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
+    summary = doc.get("summary") or {}
+    end = doc.get("finished") or (now if now is not None else time.time())
+    fields = {k: v for k, v in doc.items() if k in StudyPublic.model_fields and k != "id"}
+    return StudyPublic(
+        id=doc["_id"], **fields, counts=summary.get("counts") or {},
+        best=summary.get("best"),
+        retrain_state=published_retrain_state(summary.get("retrain_state"), doc["state"]),
+        test_acc=summary.get("test_acc"), test_acc_sd=summary.get("test_acc_sd"),
+        tests=summary.get("tests", int(summary.get("test_acc") is not None)),  # older summaries
+        retrain_val_acc=summary.get("val_acc"), test_drop=summary.get("test_drop"),
+        n_params=summary.get("n_params"), trial_hours=summary.get("trial_hours") or 0.0,
+        anytime=summary.get("anytime") or [],
+        epochs_to_95=epochs_to_fraction(summary.get("anytime") or []),
+        epochs_spent=summary.get("epochs_spent", 0),
+        epochs_saved=summary.get("epochs_saved", 0), promotions=summary.get("promotions", 0),
+        epochs_committed=summary.get("epochs_committed", 0),
+        budget_epochs=summary.get("budget_epochs"), epochs_left=summary.get("epochs_left"),
+        fidelity=summary.get("fidelity") or [], advice=summary.get("advice") or [],
+        rank_correlation=summary.get("rank_correlation"),
+        error_groups=summary.get("error_groups") or [],
+        failures=summary.get("failures") or {}, elapsed=max(0.0, end - doc["created"]))
