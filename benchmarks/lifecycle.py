@@ -61,7 +61,7 @@ def _sru_worker(url: str, db: str, points: int, poll: float, start, out) -> None
     start.wait()
     done, wait = 0, 0.005
     while True:
-        job = store.jobs.reserve(owner, token=uuid.uuid4().hex)
+        job = store.work.reserve(owner, token=uuid.uuid4().hex)
         if job is None:
             if store.studies.get("bench")["state"] not in ("queued", "running"):
                 break
@@ -77,7 +77,7 @@ def _sru_worker(url: str, db: str, points: int, poll: float, start, out) -> None
             store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": acc * e / points,
                                                    "train_loss": 1.0, "val_loss": 1.0,
                                                    "lr": 0.001, "seconds": 0.0})
-        store.jobs.finish(job, {"best_val_acc": acc, "epochs_run": points}, "ok")
+        store.work.finish(job, {"best_val_acc": acc, "epochs_run": points}, "ok")
         store.studies.nudge()
         done += job.kind == "trial"  # the retrain that follows the search is not counted
     out.put(done)
@@ -198,7 +198,7 @@ def _history_docs(store, sid: str, n: int, spec, domain) -> None:
     from trials.mongo_trials import MongoTrials
     from trials.states import JobState
 
-    trials = MongoTrials(TrialCache(store.jobs, sid))
+    trials = MongoTrials(TrialCache(store, sid))
     tids = trials.new_trial_ids(n)
     docs = rand.suggest(tids, domain, trials, seed=1)
     for d in docs:
@@ -238,8 +238,8 @@ def suggest_sru(url: str, n: int, reps: int) -> float:
     driver.step()  # the cold load and the first suggestion, outside the clock
     times = []
     for _ in range(reps):
-        job = store.jobs.reserve("bench:1:cpu:x", token=uuid.uuid4().hex)  # outside the clock:
-        store.jobs.finish(job, {"best_val_acc": objective(job.params)}, "ok")  # a trial ends
+        job = store.work.reserve("bench:1:cpu:x", token=uuid.uuid4().hex)  # outside the clock:
+        store.work.finish(job, {"best_val_acc": objective(job.params)}, "ok")  # a trial ends
         t0 = time.perf_counter()
         driver.step()  # lease, incremental refresh, one TPE suggestion, insert, summary
         times.append(time.perf_counter() - t0)

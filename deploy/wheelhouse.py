@@ -27,7 +27,7 @@ HOST = ("torch", "numpy", "scipy", "networkx", "cloudpickle", "rich", "typer", "
 
 # name: (version, why it is needed). Pure-Python wheels unless the note says it is compiled.
 WHEELS: dict[str, tuple[str, str]] = {
-    "hyperopt": ("0.3.0", "TPE, the suggester (service/); pinned: service/orchestrator/tpe_speed.py patches it"),
+    "hyperopt": ("0.3.0", "TPE, the suggester; pinned: service/orchestrator/tpe_speed.py patches it"),
     "pymongo": ("4.20.1", "the database driver (trials/); compiled (its bson speed-ups)"),
     "dnspython": ("2.9.2", "pymongo's"),
     "nx-27017": ("0.8.1", "the embedded MongoDB-protocol database (gpu-check, the demo)"),

@@ -118,3 +118,25 @@ def test_only_the_command_line_imports_the_workers_cli():
                  if p.relative_to(ROOT).as_posix() != "workers/cli.py"]
     assert offenders == []
     assert "workers.cli" in imports(ROOT / "sru_hpo" / "cli.py", top_level_only=False)
+
+
+def _defs(kind: type) -> list[tuple[str, ast.AST]]:
+    return [(f"{p.relative_to(ROOT)}:{n.name}", n) for pkg in PACKAGES for p in sources(pkg)
+            for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, kind)]
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = [f"{name} {n.end_lineno - n.lineno + 1} lines"  # type: ignore[attr-defined]
+            for kind in (ast.FunctionDef, ast.AsyncFunctionDef) for name, n in _defs(kind)
+            if n.end_lineno - n.lineno + 1 > 60]  # type: ignore[attr-defined]
+    assert long == []
+
+
+def test_no_class_has_more_than_about_20_methods():
+    """One role per class (the job queue is four: trials/jobs.py, job_protocol.py,
+    job_reads.py, job_upkeep.py). The margin above 20 is for the API client (a method per
+    endpoint) and the in-memory twin of the job roles."""
+    big = [f"{name} {k}" for name, n in _defs(ast.ClassDef)
+           if (k := sum(isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
+                        for b in n.body)) > 25]  # type: ignore[attr-defined]
+    assert big == []

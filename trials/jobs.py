@@ -26,10 +26,10 @@ from pymongo.database import Database
 
 from trials.clock import ServerClock
 from trials.curves import CurveStore
-from trials.files import CHECKPOINTS, SNAPSHOTS, FileStore
+from trials.files import SNAPSHOTS, FileStore
 from trials.states import CONFIGURATION_OUTCOMES, FailureClass, JobKind, JobState, Outcome
 
-__all__ = ["Job", "JobQueue", "job_id", "SLIM"]
+__all__ = ["Job", "JobCollection", "JobQueue", "job_id", "SLIM"]
 
 #: The fields the study driver caches: what TPE, the counts and the summary need.
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
@@ -196,7 +196,12 @@ class Job:
                    timeout=doc.get("timeout"))
 
 
-class JobQueue:
+class JobCollection:
+    """The jobs collection and what every role over it needs. Each role is its own class over
+    the same collection, so a caller holds only the operations of its role: ``JobQueue`` (the
+    driver's, here), ``WorkerJobs`` (trials/job_protocol.py), ``JobReads``
+    (trials/job_reads.py) and ``JobUpkeep`` (trials/job_upkeep.py)."""
+
     def __init__(self, db: Database, clock: ServerClock, curves: CurveStore, files: FileStore,
                  *, heartbeat_interval: float = 10.0, max_retries: int = 2) -> None:
         self._col = db["jobs"]
@@ -204,6 +209,14 @@ class JobQueue:
         self.clock, self.curves, self.files = clock, curves, files
         self.heartbeat_interval = heartbeat_interval
         self.max_retries = max_retries
+
+    @staticmethod
+    def _mine(job: Job) -> dict[str, Any]:
+        return {"_id": job.id, "state": int(JobState.RUNNING), "attempt": job.attempt}
+
+
+class JobQueue(JobCollection):
+    """The study driver's operations: create jobs, promote and stop paused ones, cancel a study."""
 
     def ensure_indexes(self) -> None:
         self._col.create_index([("exp_key", ASCENDING), ("tid", ASCENDING)], unique=True)
@@ -214,7 +227,6 @@ class JobQueue:
                                 ("score", DESCENDING)])
         self._col.create_index([("reservation", ASCENDING)])
 
-    # -- creating jobs ------------------------------------------------------------------------------
     def next_tids(self, exp_key: str, n: int) -> list[int]:
         """``n`` fresh trial ids for ``exp_key``, allocated atomically (safe across processes)."""
         doc = self._counters.find_one_and_update(
@@ -249,102 +261,6 @@ class JobQueue:
         self.insert([self.new_job_doc(exp_key, tid, **fields)])
         return tid
 
-    # -- a worker's side ----------------------------------------------------------------------------
-    def reserve(self, owner: str, *, token: str, exp_key: str | None = None,
-                retried: bool = False) -> Job | None:
-        """Atomically move the oldest new job (highest priority first) to running for ``owner``.
-
-        Idempotent per ``token``: a worker whose first try's reply was lost (the database
-        stalled) retries with the same token and ``retried=True`` and gets the job that try
-        reserved, instead of leaving it running with nobody working on it."""
-        if retried:
-            doc = self._col.find_one({"reservation": token})
-            if doc is not None:
-                mine = doc["state"] == JobState.RUNNING and doc.get("owner") == owner
-                return Job.from_doc(doc) if mine else None
-        query: dict[str, Any] = {"state": int(JobState.NEW)}
-        if exp_key is not None:
-            query["exp_key"] = exp_key
-        doc = self._col.find_one_and_update(
-            query, reserve_update(owner, self.clock.now(), token, self.heartbeat_interval),
-            sort=RESERVE_ORDER, return_document=ReturnDocument.AFTER)
-        return Job.from_doc(doc) if doc else None
-
-    @staticmethod
-    def _mine(job: Job) -> dict[str, Any]:
-        return {"_id": job.id, "state": int(JobState.RUNNING), "attempt": job.attempt}
-
-    def heartbeat(self, job: Job) -> bool:
-        """Refresh the job's heartbeat; False when the job is no longer ours."""
-        res = self._col.update_one(self._mine(job), {"$inc": {"heartbeat": 1},
-                                                     "$set": {"refresh_time": self.clock.now()}})
-        return res.matched_count == 1
-
-    def stop_request(self, job: Job) -> str | None:
-        """"cancel" when the study asked this job to stop; "lost" when it is not ours anymore."""
-        doc = self._col.find_one({"_id": job.id}, {"stop": 1, "state": 1, "attempt": 1})
-        if doc is None or doc.get("attempt") != job.attempt or doc.get("state") != JobState.RUNNING:
-            return "lost"
-        return doc.get("stop")
-
-    def _end(self, job: Job, fields: dict[str, Any]) -> bool:
-        """End a running job of ours with ``fields``; its snapshot file is deleted once the
-        write is in (a late writer's refused end deletes nothing)."""
-        before = self._col.find_one_and_update(
-            self._mine(job), {"$set": end_fields(fields, self.clock.now())},
-            projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
-        if before is None:
-            return False
-        self.files.delete(SNAPSHOTS, before.get("snapshot"))
-        return True
-
-    def finish(self, job: Job, result: dict[str, Any], outcome: str,
-               checkpoint: bytes | None = None) -> bool:
-        """Record a finished training (ok, pruned, diverged, stopped at a rung). With a
-        retrain's ``checkpoint`` the file is written first and deleted again if the job turned
-        out not to be ours. False when the job was lost."""
-        fid = None
-        if checkpoint is not None:
-            fid = self.files.put(CHECKPOINTS, checkpoint, exp_key=job.exp_key, tid=job.tid,
-                                 attempt=job.attempt)
-        ok = self._end(job, finished_fields(result, outcome, fid))
-        if not ok:
-            self.files.delete(CHECKPOINTS, fid)
-        return ok
-
-    def fail(self, job: Job, reason: str, where: str | None = None) -> bool:
-        """End the job as error: ``reason`` is the exception's message (what the study groups
-        errors by), ``where`` the last frames it came from."""
-        return self._end(job, errored_fields(reason, where))
-
-    def infeasible(self, job: Job, result: dict[str, Any], reason: str,
-                   where: str | None = None) -> bool:
-        """The model raised for this trial's parameters: done with outcome infeasible and the
-        exception's message (never retried; TPE sees it as the worst observation)."""
-        return self._end(job, {**finished_fields(result, Outcome.INFEASIBLE.value, None),
-                               "error": reason, "error_at": where})
-
-    def retry(self, job: Job, kind: str, reason: str) -> str | None:
-        """An infrastructure failure of our running job (the trainer stalled, crashed, ran out
-        of memory): requeue it with a retry spent, as the stale sweep does for a lost worker
-        (see :func:`requeue_update`). None when the job is no longer ours."""
-        doc = self._col.find_one(self._mine(job), {"retries": 1, "previous_owners": 1,
-                                                   "stop": 1, "owner": 1})
-        if doc is None:
-            return None
-        update, outcome = requeue_update(doc, kind, reason, self.max_retries, self.clock.now())
-        return outcome if self._col.update_one(self._mine(job), update).matched_count else None
-
-    def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
-        return self._end(job, cancelled_fields(result))
-
-    def pause(self, job: Job, result: dict[str, Any]) -> bool:
-        """ASHA: the job reached its rung (``job.limit``). It keeps its snapshot and waits,
-        state done with outcome ``paused``, for the driver to promote it. No retry is spent."""
-        res = self._col.update_one(self._mine(job),
-                                   {"$set": paused_fields(result, self.clock.now())})
-        return res.matched_count == 1
-
     def promote(self, exp_key: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
         """Send a paused trial on to ``limit`` (its next rung, or the top): back to the queue
         ahead of new trials (``priority``: higher goes first). Conditional on it still being
@@ -367,69 +283,6 @@ class JobQueue:
         self.files.delete(SNAPSHOTS, before.get("snapshot"))
         return True
 
-    def release(self, job: Job) -> bool:
-        """Put a running job back to new (graceful worker stop): not lost, not failed, no retry
-        counted; the next worker resumes from its snapshot. A job whose study asked it to stop
-        is cancelled instead."""
-        now = self.clock.now()
-        if self._col.update_one({**self._mine(job), "stop": "cancel"},
-                                {"$set": {**cancelled_fields(), "updated": now}}).matched_count:
-            return True
-        res = self._col.update_one(self._mine(job), {"$set": released_fields(now),
-                                                     "$inc": {"releases": 1}})
-        return res.matched_count == 1
-
-    def release_all_running(self) -> int:
-        """Put every running job back to new with no retry spent, as a graceful stop would
-        (``release``): only for a database no live worker can hold a job in, i.e. the embedded
-        one at its launcher's start, after the launcher that ran it was killed. A job its study
-        asked to stop is cancelled instead. Returns the jobs released."""
-        now = self.clock.now()
-        self._col.update_many({"state": int(JobState.RUNNING), "stop": "cancel"},
-                              {"$set": {**cancelled_fields(), "updated": now}})
-        return self._col.update_many({"state": int(JobState.RUNNING)},
-                                     {"$set": released_fields(now), "$inc": {"releases": 1}}
-                                     ).modified_count
-
-    def save_snapshot(self, job: Job, data: bytes, epoch: int) -> bool:
-        """Write the training state after ``epoch``, then attach it to the job if the job is
-        still ours; otherwise delete it again. The replaced snapshot is deleted after the
-        attach, so a job always has one whole snapshot or none."""
-        fid = self.files.put(SNAPSHOTS, data, exp_key=job.exp_key, tid=job.tid,
-                             attempt=job.attempt)
-        before = self._col.find_one_and_update(
-            self._mine(job), {"$set": {"snapshot": fid, "snapshot_epoch": int(epoch)}},
-            projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
-        if before is None:
-            self.files.delete(SNAPSHOTS, fid)
-            return False
-        self.files.delete(SNAPSHOTS, before.get("snapshot"))
-        job.snapshot, job.snapshot_epoch = fid, int(epoch)
-        return True
-
-    def load_snapshot(self, job: Job) -> bytes | None:
-        return self.files.get(SNAPSHOTS, job.snapshot)
-
-    # -- requeue of stale jobs (trials/requeue.py decides staleness) ----------------------------------
-    def running(self, exp_key: str | None = None) -> list[dict[str, Any]]:
-        q: dict[str, Any] = {"state": int(JobState.RUNNING)}
-        if exp_key is not None:
-            q["exp_key"] = exp_key
-        fields = {"owner": 1, "heartbeat": 1, "heartbeat_interval": 1, "retries": 1,
-                  "previous_owners": 1, "exp_key": 1, "tid": 1, "stop": 1, "attempt": 1}
-        return list(self._col.find(q, fields))
-
-    def requeue_stale(self, doc: dict[str, Any], reason: str) -> str | None:
-        """Requeue (or, with retries exhausted, fail) the running job ``doc``, only if it is
-        still exactly as observed (same attempt and heartbeat count). Returns "requeued",
-        "cancelled", "error", or None when something else changed it first (race-safe)."""
-        observed = {"_id": doc["_id"], "state": int(JobState.RUNNING), "attempt": doc["attempt"],
-                    "heartbeat": doc.get("heartbeat", 0)}
-        update, outcome = requeue_update(doc, "lost", reason, self.max_retries, self.clock.now())
-        res = self._col.update_one(observed, update)
-        return outcome if res.matched_count == 1 else None
-
-    # -- the study's side -----------------------------------------------------------------------------
     def cancel_study(self, exp_key: str) -> tuple[int, int]:
         """Cancel a study's queued jobs now and ask its running ones to stop after their epoch.
         Returns (queued cancelled, running asked to stop).
@@ -445,81 +298,3 @@ class JobQueue:
             {"exp_key": exp_key, "state": int(JobState.NEW)},
             {"$set": {**cancelled_fields(), "updated": now}}).modified_count
         return queued, running
-
-    def changed(self, exp_key: str, since: float | None) -> list[dict[str, Any]]:
-        """The slim documents of a study's jobs changed at or after ``since`` (server seconds;
-        None: all of them)."""
-        q: dict[str, Any] = {"exp_key": exp_key}
-        if since is not None:
-            q["updated"] = {"$gte": since}
-        return list(self._col.find(q, SLIM))
-
-    def get(self, exp_key: str, tid: int) -> dict[str, Any] | None:
-        return self._col.find_one({"_id": job_id(exp_key, tid)})
-
-    def page(self, exp_key: str, *, state: JobState | None, kind: str | None, by_score: bool,
-             offset: int, limit: int) -> list[dict[str, Any]]:
-        """One page of a study's jobs, filtered, sorted and cut by the database."""
-        q: dict[str, Any] = {"exp_key": exp_key}
-        if state is not None:
-            q["state"] = int(state)
-        if kind is not None:
-            q["kind"] = kind
-        order = ([("score", DESCENDING), ("tid", ASCENDING)] if by_score
-                 else [("tid", ASCENDING)])
-        return list(self._col.find(q).sort(order).skip(offset).limit(limit))
-
-    def best(self, exp_key: str, k: int) -> list[dict[str, Any]]:
-        """The ``k`` finished search trials with the highest validation accuracy."""
-        q = {"exp_key": exp_key, "state": int(JobState.DONE), "kind": JobKind.TRIAL.value}
-        return list(self._col.find(q).sort([("score", DESCENDING), ("tid", ASCENDING)]).limit(k))
-
-    def retrain_of(self, exp_key: str, tid: int | None = None) -> dict[str, Any] | None:
-        """The study's retrain job: the chosen one when ``tid`` is known, else the first."""
-        if tid is not None:
-            return self.get(exp_key, tid)
-        docs = self.page(exp_key, state=None, kind=JobKind.RETRAIN.value, by_score=False,
-                         offset=0, limit=1)
-        return docs[0] if docs else None
-
-    def by_id(self, jid: str) -> dict[str, Any] | None:
-        return self._col.find_one({"_id": jid})
-
-    def load_checkpoint(self, doc: dict[str, Any]) -> bytes | None:
-        return self.files.get(CHECKPOINTS, doc.get("checkpoint"))
-
-    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
-        return list(self._col.find({"_id": {"$in": ids}})) if ids else []
-
-    def full_budget_tids(self, exp_key: str) -> list[str]:
-        """Ids of a study's search trials that ran their whole budget (the pruner's peers)."""
-        q = {"exp_key": exp_key, "kind": JobKind.TRIAL.value, "state": int(JobState.DONE),
-             "outcome": Outcome.OK.value}
-        return [d["_id"] for d in self._col.find(q, {"_id": 1})]
-
-    def counts_by_state(self) -> dict[int, int]:
-        """Jobs of every study by state (for /metrics)."""
-        out: dict[int, int] = dict.fromkeys([int(s) for s in JobState], 0)
-        for d in self._col.aggregate([{"$group": {"_id": "$state", "n": {"$sum": 1}}}]):
-            out[int(d["_id"])] = int(d["n"])
-        return out
-
-    def promotions_total(self) -> int:
-        """ASHA promotions over every study (for /metrics)."""
-        docs = list(self._col.aggregate([{"$group": {"_id": None, "n": {"$sum": "$promotions"}}}]))
-        return int(docs[0]["n"]) if docs and docs[0].get("n") else 0
-
-    def purge(self, exp_key: str) -> None:
-        self._col.delete_many({"exp_key": exp_key})
-        self._counters.delete_one({"_id": f"tid:{exp_key}"})
-
-    def existing(self, ids: list[str]) -> set[str]:
-        """Which of the job ids ``ids`` exist."""
-        if not ids:
-            return set()
-        return {d["_id"] for d in self._col.find({"_id": {"$in": ids}}, {"_id": 1})}
-
-    def snapshot_ids(self, ids: list[str]) -> dict[str, Any]:
-        return {d["_id"]: (d.get("snapshot"), d.get("checkpoint"))
-                for d in self._col.find({"_id": {"$in": ids}}, {"snapshot": 1, "checkpoint": 1})}
-

@@ -18,13 +18,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from trials.jobs import JobQueue
+from trials.job_upkeep import JobUpkeep
 
 __all__ = ["StaleJobSweeper"]
 
 
 class StaleJobSweeper:
-    def __init__(self, jobs: JobQueue, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, jobs: JobUpkeep, clock: Callable[[], float] = time.monotonic,
                  grace_factor: float = 2.0) -> None:
         self.jobs = jobs
         self.clock = clock

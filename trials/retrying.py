@@ -21,6 +21,8 @@ from typing import Any
 from trials.connection import retrying
 from trials.curves import CurveStore
 from trials.files import FileStore
+from trials.job_protocol import WorkerJobs
+from trials.job_reads import JobReads
 from trials.jobs import JobQueue
 from trials.registry import GpuLeases, WorkerRegistry
 from trials.store import Store
@@ -56,6 +58,8 @@ class RetryingStore:
             return Retrying(getattr(store, name), name, timeout, url)
 
         self.jobs: JobQueue = part("jobs")
+        self.work: WorkerJobs = part("work")
+        self.job_reads: JobReads = part("job_reads")
         self.curves: CurveStore = part("curves")
         self.studies: StudyRepo = part("studies")
         self.files: FileStore = part("files")

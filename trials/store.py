@@ -8,8 +8,11 @@ part                    collections                 what it does
 ======================  =========================  ==============================================
 ``studies``             studies, signals           create, read, page, compare-and-set state
                                                    changes, the driver lease and summary, wake-ups
-``jobs``                jobs, counters             the queue: insert, reserve, heartbeat, finish,
-                                                   release, requeue, cancel, pages and best-k
+``jobs``                jobs, counters             the driver's: insert, promote, stop, cancel
+``work``                jobs                       the worker protocol: reserve, heartbeat, finish,
+                                                   pause, fail, retry, release, snapshots
+``job_reads``           jobs                       changed since, pages, best-k, checkpoints
+``upkeep``              jobs, counters             requeue stale jobs, release all, purge, orphans
 ``curves``              curves                     one curve per trial, written by its attempt only
 ``files``               snapshots.*, checkpoints.*  GridFS files, attached to jobs conditionally
 ``workers``/``leases``  workers, gpu_leases        live workers, GPU slot leases
@@ -22,6 +25,8 @@ curves left by a process killed between two writes.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from pymongo.database import Database
 
 from trials.clock import ServerClock
@@ -29,12 +34,17 @@ from trials.comparisons import ComparisonRepo
 from trials.connection import connect
 from trials.curves import CurveStore
 from trials.files import FileStore
-from trials.jobs import JobQueue
+from trials.job_protocol import WorkerJobs
+from trials.job_reads import JobReads
+from trials.job_upkeep import JobUpkeep
+from trials.jobs import JobCollection, JobQueue
 from trials.registry import GpuLeases, WorkerRegistry
 from trials.settings import Settings
 from trials.studies import StudyRepo
 
 __all__ = ["Store"]
+
+J = TypeVar("J", bound=JobCollection)
 
 
 class Store:
@@ -46,8 +56,14 @@ class Store:
         self.comparisons = ComparisonRepo(db, self.clock)
         self.curves = CurveStore(db, self.clock)
         self.files = FileStore(db)
-        self.jobs = JobQueue(db, self.clock, self.curves, self.files,
-                             heartbeat_interval=heartbeat_interval, max_retries=max_retries)
+        def part(role: type[J]) -> J:
+            return role(db, self.clock, self.curves, self.files,
+                        heartbeat_interval=heartbeat_interval, max_retries=max_retries)
+
+        self.jobs = part(JobQueue)  # the driver's: create, promote, stop, cancel
+        self.work = part(WorkerJobs)  # the worker protocol
+        self.job_reads = part(JobReads)  # queries and pages
+        self.upkeep = part(JobUpkeep)  # requeue, release, purge, orphans
         self.workers = WorkerRegistry(db, self.clock, heartbeat_interval)
         self.leases = GpuLeases(db, self.clock)
         self.heartbeat_interval = heartbeat_interval
@@ -87,14 +103,14 @@ class Store:
         it (SIGKILL) holding jobs. Release those jobs (no retry spent), forget the workers and
         free their GPU leases. Only valid where no other live worker can use this database.
         Returns the jobs released."""
-        released = self.jobs.release_all_running()
+        released = self.upkeep.release_all_running()
         self.workers.remove_all()
         self.leases.release_all()
         return released
 
     def purge_study(self, exp_key: str) -> None:
         """Delete every job, curve, counter and file of a study (idempotent)."""
-        self.jobs.purge(exp_key)
+        self.upkeep.purge(exp_key)
         self.curves.purge(exp_key)
         self.files.purge(exp_key)
 
@@ -119,14 +135,14 @@ class Store:
         Returns how many went."""
         now = self.clock.now()
         unclaimed = self.curves.unclaimed(older_than=now - min_age)
-        jobless = sorted(set(unclaimed) - self.jobs.existing(unclaimed))
+        jobless = sorted(set(unclaimed) - self.upkeep.existing(unclaimed))
         self.curves.delete(jobless)
         return len(jobless) + self._collect_files(now, min_age)
 
     def _collect_files(self, now: float, min_age: float) -> int:
         files = [f for f in self.files.all_files() if now - f[3] > min_age]
         ids = sorted({f"{m.get('exp_key')}:{m.get('tid')}" for _, _, m, _ in files})
-        attached = self.jobs.snapshot_ids(ids)
+        attached = self.upkeep.snapshot_ids(ids)
         gone = [(bucket, fid) for bucket, fid, meta, _ in files
                 if fid not in attached.get(f"{meta.get('exp_key')}:{meta.get('tid')}", ())]
         gone += self.files.unfinished(older_than=now - min_age)

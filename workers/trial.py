@@ -105,7 +105,7 @@ class TrialRun:
     def _resume(self) -> tuple[bool, bytes | None]:
         """(claimed, the snapshot to resume from or None); not claimed: the job is lost."""
         job = self.job
-        snapshot = self.db.jobs.load_snapshot(job)
+        snapshot = self.db.work.load_snapshot(job)
         if snapshot is not None:
             self.curve = [p for p in self.db.curves.get(job.id)
                           if p["epoch"] <= job.snapshot_epoch]
@@ -132,7 +132,7 @@ class TrialRun:
         elif self.hb.failed is not None:
             self.why = "heartbeat"
         else:
-            self.why = self.db.jobs.stop_request(self.job)
+            self.why = self.db.work.stop_request(self.job)
             if not self.why and self.job.pauses and self.curve[-1]["epoch"] >= (self.job.limit or 0):
                 self.why = "rung"  # ASHA: report at the rung, snapshot, wait to be promoted
             elif not self.why and self.pruner is not None and self._prune():
@@ -142,12 +142,12 @@ class TrialRun:
     def _prune(self) -> bool:
         assert self.pruner is not None
         epoch, sid = self.curve[-1]["epoch"], self.job.exp_key
-        peers = self.db.jobs.full_budget_tids(sid)
+        peers = self.db.job_reads.full_budget_tids(sid)
         others = self.db.curves.of_jobs(peers, up_to_epoch=epoch)
         return self.pruner.should_prune(epoch, self.curve, list(others.values()))
 
     def on_snapshot(self, data: bytes, epoch: int) -> None:
-        if not self.db.jobs.save_snapshot(self.job, data, epoch):
+        if not self.db.work.save_snapshot(self.job, data, epoch):
             self.why = "lost"
 
     def _beat(self) -> None:  # in the heartbeat thread: stay listed as live, keep the GPU lease
@@ -167,7 +167,7 @@ class TrialRun:
         job = self.job
         log.info("job %s (%s, %d epochs, attempt %d) reserved", job.id, job.kind, job.epochs,
                  job.attempt)
-        with Heartbeat(lambda: self.store.jobs.heartbeat(job), self.store.heartbeat_interval,
+        with Heartbeat(lambda: self.store.work.heartbeat(job), self.store.heartbeat_interval,
                        f"heartbeat-{job.tid}", on_beat=self._beat) as self.hb:
             if job.kind == JobKind.TEST:
                 self._test()
@@ -233,7 +233,7 @@ class TrialRun:
             return
         kind = {"stalled": "stalled", "died": "crashed"}.get(ending.how) or ending.failure
         reason = ending.reason + (f" (at {ending.where})" if ending.where else "")
-        outcome = self.db.jobs.retry(job, str(kind), reason)
+        outcome = self.db.work.retry(job, str(kind), reason)
         log.error("job %s: %s: %s; %s", job.id, kind, reason, outcome or "no longer ours")
         if outcome is not None:
             self.db.studies.nudge()
@@ -244,11 +244,11 @@ class TrialRun:
         job = self.job
         log.error("job %s failed: %s (at %s)", job.id, ending.reason, ending.where)
         if job.kind == JobKind.TRIAL:
-            self.db.jobs.infeasible(job, self._reached(), ending.reason,
+            self.db.work.infeasible(job, self._reached(), ending.reason,
                                                        ending.where)
             self.db.studies.nudge()
         else:
-            self.db.jobs.fail(job, ending.reason, ending.where)
+            self.db.work.fail(job, ending.reason, ending.where)
 
     def _reached(self) -> dict[str, Any]:
         """The result of a run that ended without the trainer's own report: what its curve
@@ -267,18 +267,18 @@ class TrialRun:
         """The one evaluation on the test set: the chosen retrain's checkpoint, loaded as
         tensors only, in the trainer."""
         job = self.job
-        source = self.db.jobs.by_id(job.source or "")
-        data = self.db.jobs.load_checkpoint(source) \
+        source = self.db.job_reads.by_id(job.source or "")
+        data = self.db.job_reads.load_checkpoint(source) \
             if source else None
         if data is None:
-            self.db.jobs.fail(job, f"the checkpoint of {job.source} is gone")
+            self.db.work.fail(job, f"the checkpoint of {job.source} is gone")
             return
         ending = self._in_trainer(("test", {"checkpoint": data,
                                             "dataset": job.params["dataset"]}))
         if self._failed(ending):
             return
         result = {**ending.result, "device": self.worker.label}
-        if self.db.jobs.finish(job, result, Outcome.OK.value):
+        if self.db.work.finish(job, result, Outcome.OK.value):
             self.db.studies.nudge()
             log.info("job %s: test accuracy %.4f of %s", job.id, result["test_acc"], job.source)
 
@@ -288,19 +288,19 @@ class TrialRun:
         if job.rungs:  # ASHA: the score at every rung reached, and at the top
             payload["rung_scores"] = rung_scores(self.curve, [*job.rungs, job.epochs])
         if why == "rung":
-            if self.db.jobs.pause(job, payload):
+            if self.db.work.pause(job, payload):
                 self.db.studies.nudge()
                 log.info("job %s paused at epoch %s", job.id, job.limit)
         elif why == "lost":
             log.warning("job %s is no longer ours; dropping its result", job.id)
         elif why == "signal":
-            self.db.jobs.release(job)
+            self.db.work.release(job)
             log.info("job %s released back to the queue", job.id)
         elif why == "cancel":
-            self.db.jobs.mark_cancelled(job, payload)
+            self.db.work.mark_cancelled(job, payload)
         elif why == "heartbeat":
             reason = f"heartbeat thread failed: {self.hb.failed!r}" if self.hb else "heartbeat"
-            self.db.jobs.fail(job, reason)
+            self.db.work.fail(job, reason)
         else:  # finished: ok or diverged as train() says; "stopped" here can only be the pruner
             outcome = Outcome.PRUNED if why == "pruned" else Outcome(result["status"])
             self._finish(payload, outcome, ckpt)
@@ -310,6 +310,6 @@ class TrialRun:
         data = ckpt.read_bytes() if ckpt is not None and ckpt.exists() else None
         if data is not None:
             payload["checkpoint_bytes"] = len(data)
-        if self.db.jobs.finish(job, payload, outcome.value, data):
+        if self.db.work.finish(job, payload, outcome.value, data):
             self.db.studies.nudge()
             log.info("job %s %s: best val_acc %.4f", job.id, outcome, payload["best_val_acc"])

@@ -68,7 +68,7 @@ class Worker:
         configure_process(self.device)
         self.stall_timeout = stall_timeout
         self.trainer = Trainer(str(self.device))  # the child that trains (workers/trainer.py)
-        self.sweeper = StaleJobSweeper(store.jobs)
+        self.sweeper = StaleJobSweeper(store.upkeep)
         self.stop_requested = False
         self.jobs_done = 0
         self._last_idle_beat = -float("inf")  # monotonic time of the last idle sweep/touch
@@ -121,7 +121,7 @@ class Worker:
     def reserve(self):  # noqa: ANN201 - Job | None
         """Reserve one job; a retry after a lost reply gets the same job back (same token)."""
         token, tries = uuid.uuid4().hex, itertools.count()
-        return self.db.retry(lambda: self.store.jobs.reserve(
+        return self.db.retry(lambda: self.store.work.reserve(
             self.owner, token=token, exp_key=self.study, retried=next(tries) > 0), "reserve")
 
     def idle_beat(self, first: bool) -> None:

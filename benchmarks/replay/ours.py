@@ -107,10 +107,10 @@ class Simulation:
         for n in itertools.count():
             if not self._searching():
                 return
-            job = self.store.jobs.reserve(owner, token=f"{owner}:{n}")
+            job = self.store.work.reserve(owner, token=f"{owner}:{n}")
             if job is None:  # the queue is empty: nudge the driver, as an idle worker does
                 self.driver.step()
-                job = self.store.jobs.reserve(owner, token=f"{owner}:{n}")
+                job = self.store.work.reserve(owner, token=f"{owner}:{n}")
             if job is None:
                 yield IDLE
                 continue
@@ -145,14 +145,14 @@ class Simulation:
 
     def _stop_reason(self, job: Job, curve: list[dict[str, Any]], pruner: Any) -> str | None:
         """As ``TrialRun.should_stop``: a stop request, then the rung, then the pruner."""
-        why = self.store.jobs.stop_request(job)
+        why = self.store.work.stop_request(job)
         if why:
             return why
         if job.pauses and curve[-1]["epoch"] >= (job.limit or 0):
             return "rung"
         if pruner is not None:
             epoch = curve[-1]["epoch"]
-            peers = self.store.jobs.full_budget_tids(job.exp_key)
+            peers = self.store.job_reads.full_budget_tids(job.exp_key)
             others = self.store.curves.of_jobs(peers, up_to_epoch=epoch)
             if pruner.should_prune(epoch, curve, list(others.values())):
                 return "pruned"
@@ -173,16 +173,16 @@ class Simulation:
             "device": "sim"}
         if job.rungs:
             payload["rung_scores"] = rung_scores(curve, [*job.rungs, job.epochs])
-        jobs = self.store.jobs
+        work = self.store.work
         if why == "rung":
-            jobs.pause(job, payload)
+            work.pause(job, payload)
         elif why == "cancel":
-            jobs.mark_cancelled(job, payload)
+            work.mark_cancelled(job, payload)
         elif why != "lost":
             outcome = (Outcome.PRUNED if why == "pruned" else
                        Outcome.DIVERGED if diverged else Outcome.OK)
-            jobs.finish(job, payload, outcome.value)
-        doc = jobs.get(job.exp_key, job.tid)
+            work.finish(job, payload, outcome.value)
+        doc = self.store.job_reads.get(job.exp_key, job.tid)
         if doc is not None and doc.get("result", {}).get("status") == "ok":
             self.incumbent.offer(rank_key(doc, self.grid, self.top, self.seed),
                                  dict(doc["params"]))

@@ -100,7 +100,7 @@ class RealFleet:
     def _sample(self, sid: str, ranking: tuple[list[int], int, int]
                 ) -> tuple[int, float | None, int]:
         """(epochs the search trials trained so far, the incumbent's own score, trials)."""
-        trials = self.store.jobs.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
+        trials = self.store.job_reads.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
                                       offset=0, limit=100_000)
         curves = self.store.curves.of_jobs([t["_id"] for t in trials])
         spent = sum(len(points) for points in curves.values())

@@ -76,7 +76,7 @@ class StudyDriver:
         self.holder = holder or make_holder()
         self.lease_seconds, self.fail_fast = lease_seconds, fail_fast
         self.publish_every = publish_every
-        self.cache = TrialCache(store.jobs, sid)
+        self.cache = TrialCache(store, sid)
         self.search = Search(store, sid, self.cache)
         self._summary: dict[str, Any] | None = None
         self._published = -float("inf")  # server time of the last summary write

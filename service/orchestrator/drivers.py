@@ -150,7 +150,7 @@ class DriverManager:
             log.warning("orchestrator: %s", exc)
 
     def _sweep(self) -> None:
-        sweeper = StaleJobSweeper(self.store.jobs)
+        sweeper = StaleJobSweeper(self.store.upkeep)
         last_gc = time.monotonic()
         while not self._stopping.wait(self.store.heartbeat_interval / 2):
             try:

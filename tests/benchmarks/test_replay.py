@@ -78,14 +78,14 @@ def _real(mongo_url: str, db_name: str, spawn, fields: dict) -> dict:
                  f"the real search to end; worker log:\n{read_log(worker)[-2000:]}")
     finally:
         manager.stop()
-    jobs = store.jobs.page("real", state=None, kind=None, by_score=False, offset=0, limit=1000)
+    jobs = store.job_reads.page("real", state=None, kind=None, by_score=False, offset=0, limit=1000)
     return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
                       [j for j in jobs if j["kind"] == JobKind.RETRAIN])
 
 
 def _simulated(problem: TableProblem, fields: dict) -> dict:
     sim = Simulation(problem, fields, workers=1, budget=10**9, seed=0).run()
-    jobs = sim.store.jobs.changed("sim", None)
+    jobs = sim.store.job_reads.changed("sim", None)
     return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
                       [j for j in jobs if j["kind"] == JobKind.RETRAIN])
 

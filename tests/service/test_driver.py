@@ -87,8 +87,8 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(store, db):
     import uuid as u
 
     for _ in range(3):
-        j = store.jobs.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
-        store.jobs.fail(j, "DatasetUnavailable: MNIST is not in data/MNIST/raw", "data.py:1")
+        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+        store.work.fail(j, "DatasetUnavailable: MNIST is not in data/MNIST/raw", "data.py:1")
     # what a reader sees the moment the study turns failed (it once saw the summary of the pass
     # before, with 2 of the 3 errors)
     seen, end = [], store.studies.end
@@ -118,8 +118,8 @@ def test_different_errors_do_not_fail_fast(store):
     import uuid as u
 
     for i in range(3):
-        j = store.jobs.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
-        store.jobs.fail(j, f"error {i}")
+        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+        store.work.fail(j, f"error {i}")
     d.step()
     assert store.studies.get(sid)["state"] == StudyState.RUNNING
 
@@ -135,9 +135,9 @@ def test_the_summary_follows_concurrent_writers(store, db):
 
     def work(n):
         for _ in range(n):
-            j = store.jobs.reserve(f"w:{n}:cpu:x", token=u.uuid4().hex, exp_key=sid)
+            j = store.work.reserve(f"w:{n}:cpu:x", token=u.uuid4().hex, exp_key=sid)
             if j is not None:
-                store.jobs.finish(j, {"best_val_acc": 0.5}, "ok")
+                store.work.finish(j, {"best_val_acc": 0.5}, "ok")
 
     for _ in range(6):
         d.step()
@@ -163,10 +163,10 @@ def test_a_cancelled_asha_study_leaves_nothing_paused(store, db):
                      scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    job = store.jobs.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+    job = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
     assert job.limit == 1 and job.rungs == [1, 3]
-    assert store.jobs.save_snapshot(job, b"state at the rung", 1)
-    assert store.jobs.pause(job, {"best_val_acc": 0.3, "rung_scores": {"1": 0.3}})
+    assert store.work.save_snapshot(job, b"state at the rung", 1)
+    assert store.work.pause(job, {"best_val_acc": 0.3, "rung_scores": {"1": 0.3}})
     store.studies.cancel(sid)
     for _ in range(3):
         if d.step():
@@ -185,14 +185,14 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
     sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=4, trial_epochs=50)
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    job = store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)
+    job = store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)
     assert store.curves.claim(job.id, job.attempt, [])
     for e in range(1, 22):
         assert store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": 0.7733 * e / 21})
     store.studies.cancel(sid)
     store.jobs.cancel_study(sid)
-    assert store.jobs.stop_request(job) == "cancel"  # the worker stops after its epoch
-    assert store.jobs.mark_cancelled(job, {"best_val_acc": 0.7733, "best_epoch": 21,
+    assert store.work.stop_request(job) == "cancel"  # the worker stops after its epoch
+    assert store.work.mark_cancelled(job, {"best_val_acc": 0.7733, "best_epoch": 21,
                                            "epochs_run": 21})
     wait_for(d.step, 30, "the study settles")
     s = study_public(store.studies.get(sid))
@@ -206,8 +206,8 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
 def _work_all(store, sid, result) -> list:
     """Reserve and finish every queued job of ``sid`` with ``result(job)``; the jobs done."""
     done = []
-    while (j := store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)):
-        assert store.jobs.finish(j, {"epochs_run": j.epochs, **result(j)}, "ok")
+    while (j := store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)):
+        assert store.work.finish(j, {"epochs_run": j.epochs, **result(j)}, "ok")
         done.append(j)
     return done
 
@@ -273,12 +273,12 @@ def test_with_top_k_the_seeds_follow_the_winner_only(store, db):
 def test_a_failed_seed_run_leaves_the_others_tested(store, db):
     sid = make_study(store, n_trials=2, retrain_seeds=2)
     d = _drive_to_retrain(store, sid)
-    for j in iter(lambda: store.jobs.reserve("w:1:cpu:x", token=uuid.uuid4().hex,
+    for j in iter(lambda: store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex,
                                              exp_key=sid), None):
         if j.params["seed"] == 1:
-            store.jobs.fail(j, "CUDA error: an illegal memory access")
+            store.work.fail(j, "CUDA error: an illegal memory access")
         else:
-            store.jobs.finish(j, {"best_val_acc": 0.8, "epochs_run": 2}, "ok")
+            store.work.finish(j, {"best_val_acc": 0.8, "epochs_run": 2}, "ok")
     d.step()
     _work_all(store, sid, lambda j: {"test_acc": 0.7})
     wait_for(d.step, 30, "the study settles")

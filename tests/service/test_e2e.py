@@ -138,7 +138,7 @@ def three_strong_finished_trials(store) -> None:
         for e in range(1, 9):
             store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": 0.9, "train_loss": 0.1,
                                                    "val_loss": 0.1, "lr": 0.01, "seconds": 0.1})
-        store.jobs.finish(job, {"best_val_acc": 0.9}, "ok")
+        store.work.finish(job, {"best_val_acc": 0.9}, "ok")
 
 
 def test_median_pruning_prunes_a_bad_trial(store, spawn, mongo_url, db_name):
@@ -165,8 +165,8 @@ def test_pruning_after_resume_judges_the_real_epoch(store, spawn, mongo_url, db_
     train(BAD, epochs=8, on_epoch=lambda p: store.curves.add(job.id, job.attempt, p),
           on_snapshot=lambda b, e: snaps.append((b, e)), should_stop=lambda: len(snaps) >= 2,
           snapshot_every=0.0)
-    assert store.jobs.save_snapshot(job, *snaps[-1])
-    assert store.jobs.release(job)
+    assert store.work.save_snapshot(job, *snaps[-1])
+    assert store.work.release(job)
     w = spawn(["worker", "--burst", "--device", "cpu"], proc_env(mongo_url, db_name), "w")
     assert w.wait(180) == 0, read_log(w)
     d = store.db.jobs.find_one({"tid": bad})

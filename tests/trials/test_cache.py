@@ -13,7 +13,7 @@ from trials.states import JobKind
 
 
 def cold(store, sid="s") -> dict:
-    c = TrialCache(store.jobs, sid)
+    c = TrialCache(store, sid)
     c.refresh()
     return c.docs
 
@@ -25,17 +25,17 @@ def same(a: dict, b: dict) -> bool:
 
 
 def test_incremental_refresh_equals_a_cold_load(store, db):
-    cache = TrialCache(store.jobs, "s", resync=1e9)  # never a full reload by time
+    cache = TrialCache(store, "s", resync=1e9)  # never a full reload by time
     for _ in range(4):
         enqueue(store)
     cache.refresh(full=True)
     assert same(cache.docs, cold(store))
     a, b = reserve(store, "h:1:cpu"), reserve(store, "h:2:cpu")  # updated
-    store.jobs.finish(a, {"best_val_acc": 0.7}, "ok")
+    store.work.finish(a, {"best_val_acc": 0.7}, "ok")
     enqueue(store)  # new
-    store.jobs.release(b)  # back to new
+    store.work.release(b)  # back to new
     c = reserve(store, "h:3:cpu")
-    store.jobs.requeue_stale(db.jobs.find_one({"_id": c.id}), "test")  # requeued
+    store.upkeep.requeue_stale(db.jobs.find_one({"_id": c.id}), "test")  # requeued
     read = cache.refresh()
     assert 0 < read < 5 + 1  # only what changed (within the overlap window), not a reload
     assert same(cache.docs, cold(store))
@@ -51,7 +51,7 @@ def views(cache: TrialCache) -> tuple:
 def test_views_are_computed_once_per_change_and_follow_every_change(store, db):
     """counts and of_kind are memoized per version of the cache: a refresh that brings nothing
     new keeps them, any change (new, updated, deleted) recomputes them."""
-    cache = TrialCache(store.jobs, "s", resync=1e9)
+    cache = TrialCache(store, "s", resync=1e9)
     for _ in range(3):
         enqueue(store)
     cache.refresh()
@@ -63,11 +63,11 @@ def test_views_are_computed_once_per_change_and_follow_every_change(store, db):
     cache.refresh()
     counts, tids, version = views(cache)
     assert counts["new"] == 2 and counts["running"] == 1 and version > first[2]
-    store.jobs.finish(j, {"best_val_acc": 0.5}, "ok")
+    store.work.finish(j, {"best_val_acc": 0.5}, "ok")
     enqueue(store)
     cache.refresh()
     counts, tids, _ = views(cache)
-    cold_cache = TrialCache(store.jobs, "s")
+    cold_cache = TrialCache(store, "s")
     cold_cache.refresh()
     assert counts == cold_cache.counts() and counts["done"] == 1 and counts["finished"] == 1
     assert tids == [0, 1, 2, 3]
@@ -77,13 +77,13 @@ def test_views_are_computed_once_per_change_and_follow_every_change(store, db):
 
 
 def test_a_refresh_reads_only_recent_changes(store):
-    cache = TrialCache(store.jobs, "s", overlap=0.0, resync=1e9)
+    cache = TrialCache(store, "s", overlap=0.0, resync=1e9)
     for _ in range(30):
         enqueue(store)
     cache.refresh()
     before = cache.reads
     j = reserve(store)
-    store.jobs.finish(j, {"best_val_acc": 0.5}, "ok")
+    store.work.finish(j, {"best_val_acc": 0.5}, "ok")
     cache.refresh()
     assert cache.reads - before == 1  # the one trial that changed
     assert cache.docs[j.tid]["result"]["best_val_acc"] == 0.5
@@ -92,7 +92,7 @@ def test_a_refresh_reads_only_recent_changes(store):
 def test_tpe_and_plotting_work_on_mongo_trials(store):
     space = {"x": hp.uniform("x", -5, 5), "k": hp.choice("k", [1, 2])}
     domain = Domain(lambda p: 0.0, space)
-    cache = TrialCache(store.jobs, "study")
+    cache = TrialCache(store, "study")
     trials = MongoTrials(cache)
     for i in range(25):  # a finished history, more than TPE's startup count
         (tid,) = trials.new_trial_ids(1)
@@ -102,7 +102,7 @@ def test_tpe_and_plotting_work_on_mongo_trials(store):
         trials.insert_trial_docs(docs)
         job = reserve(store, exp_key="study")
         x = cache.docs[job.tid]["misc"]["vals"]["x"][0]
-        store.jobs.finish(job, {"best_val_acc": float(np.exp(-x * x))}, "ok")  # best at x = 0
+        store.work.finish(job, {"best_val_acc": float(np.exp(-x * x))}, "ok")  # best at x = 0
         cache.refresh()
         trials.refresh()
     assert len(trials) == 25

@@ -18,7 +18,7 @@ def test_only_the_claiming_attempt_writes_the_curve(store):
     assert store.curves.claim(a.id, a.attempt, [])
     for e in (1, 2, 3):
         assert store.curves.add(a.id, a.attempt, {**POINT, "epoch": e, "val_acc": 0.1 * e})
-    store.jobs.release(a)
+    store.work.release(a)
     b = reserve(store, "h:2:cpu")
     carried = [p for p in store.curves.get(b.id) if p["epoch"] <= 2]  # b's snapshot: epoch 2
     assert store.curves.claim(b.id, b.attempt, carried)
@@ -96,12 +96,12 @@ def test_delete_study_leaves_nothing_that_names_it(store, db):
     j = reserve(store)
     store.curves.claim(j.id, j.attempt, [])
     store.curves.add(j.id, j.attempt, {**POINT, "epoch": 1, "val_acc": 0.2})
-    store.jobs.save_snapshot(j, b"state", 1)
+    store.work.save_snapshot(j, b"state", 1)
     assert store.delete_study(sid)
     assert store.studies.get(sid) is None and not store.delete_study(sid)
     # the worker's late writes are refused and leave nothing
     assert not store.curves.add(j.id, j.attempt, {**POINT, "epoch": 2, "val_acc": 0.3})
-    assert not store.jobs.save_snapshot(j, b"late", 2)
-    assert not store.jobs.finish(j, {"best_val_acc": 0.3}, "ok", checkpoint=b"late")
+    assert not store.work.save_snapshot(j, b"late", 2)
+    assert not store.work.finish(j, {"best_val_acc": 0.3}, "ok", checkpoint=b"late")
     assert_nothing_names(store, sid)
     assert store.files.all_files() == []

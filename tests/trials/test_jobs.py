@@ -20,7 +20,7 @@ def enqueue(store: Store, sid: str = "s", kind: str = "trial", **fields) -> int:
 def reserve(store: Store, owner: str = "h:1:cpu", **kw) -> Job | None:
     import uuid
 
-    return store.jobs.reserve(owner, token=uuid.uuid4().hex, **kw)
+    return store.work.reserve(owner, token=uuid.uuid4().hex, **kw)
 
 
 def doc(db, sid: str, tid: int) -> dict:
@@ -83,24 +83,24 @@ def test_a_retried_reserve_gets_its_own_job_back(store, db):
     ghost is left running and no retry is spent."""
     enqueue(store)
     enqueue(store)
-    first = store.jobs.reserve("h:1:cpu", token="tok")  # the reply that "got lost"
-    again = store.jobs.reserve("h:1:cpu", token="tok", retried=True)
+    first = store.work.reserve("h:1:cpu", token="tok")  # the reply that "got lost"
+    again = store.work.reserve("h:1:cpu", token="tok", retried=True)
     assert again is not None and again.id == first.id and again.attempt == first.attempt
     assert db.jobs.count_documents({"state": int(JobState.RUNNING)}) == 1
     assert doc(db, "s", first.tid)["retries"] == 0
     # a fresh token reserves the next job as usual
-    assert store.jobs.reserve("h:1:cpu", token="other", retried=True).tid != first.tid
+    assert store.work.reserve("h:1:cpu", token="other", retried=True).tid != first.tid
 
 
 def test_only_the_current_attempt_can_write(store, db):
     enqueue(store)
     job = reserve(store)
     old = Job(**{**job.__dict__, "attempt": job.attempt - 1})
-    assert not store.jobs.finish(old, {"best_val_acc": 0.9}, "ok")
-    assert not store.jobs.heartbeat(old)
-    assert store.jobs.stop_request(old) == "lost"
-    assert store.jobs.heartbeat(job)
-    assert store.jobs.finish(job, {"best_val_acc": 0.5}, "ok")
+    assert not store.work.finish(old, {"best_val_acc": 0.9}, "ok")
+    assert not store.work.heartbeat(old)
+    assert store.work.stop_request(old) == "lost"
+    assert store.work.heartbeat(job)
+    assert store.work.finish(job, {"best_val_acc": 0.5}, "ok")
     d = doc(db, "s", job.tid)
     assert d["state"] == JobState.DONE and d["result"]["loss"] == -0.5
     assert d["result"]["status"] == "ok" and d["outcome"] == "ok" and d["score"] == 0.5
@@ -110,7 +110,7 @@ def test_only_the_current_attempt_can_write(store, db):
 def test_stale_job_is_requeued_then_errors_after_max_retries(store, db):
     enqueue(store)
     clock = FakeClock()
-    sweepers = [StaleJobSweeper(store.jobs, clock=clock) for _ in range(3)]
+    sweepers = [StaleJobSweeper(store.upkeep, clock=clock) for _ in range(3)]
     owners = []
     for attempt in range(3):
         job = reserve(store, f"h:{attempt}:cpu")
@@ -135,11 +135,11 @@ def test_stale_job_is_requeued_then_errors_after_max_retries(store, db):
 def test_heartbeats_keep_a_job_alive(store, db):
     enqueue(store)
     clock, job = FakeClock(), reserve(store)
-    sw = StaleJobSweeper(store.jobs, clock=clock)
+    sw = StaleJobSweeper(store.upkeep, clock=clock)
     for _ in range(10):
         sw.sweep()
         clock.t += 0.8
-        assert store.jobs.heartbeat(job)
+        assert store.work.heartbeat(job)
     assert sw.sweep() == []
     assert doc(db, "s", job.tid)["state"] == JobState.RUNNING
 
@@ -149,7 +149,7 @@ def test_release_puts_job_back_without_a_retry(store, db):
     job = reserve(store)
     assert store.curves.claim(job.id, job.attempt, [])
     assert store.curves.add(job.id, job.attempt, {"epoch": 1, "val_acc": 0.1})
-    assert store.jobs.release(job)
+    assert store.work.release(job)
     d = doc(db, "s", job.tid)
     assert d["state"] == JobState.NEW and d["retries"] == 0 and d["owner"] is None
     assert len(store.curves.get(job.id)) == 1  # kept: the next worker resumes after it
@@ -161,7 +161,7 @@ def test_cancel_cancels_queued_and_flags_running(store, db):
     running = reserve(store)
     assert store.jobs.cancel_study("s") == (2, 1)
     assert db.jobs.count_documents({"state": int(JobState.CANCELLED)}) == 2
-    assert store.jobs.stop_request(running) == "cancel"
+    assert store.work.stop_request(running) == "cancel"
 
 
 def test_a_cancelled_study_job_is_not_requeued(store, db):
@@ -170,13 +170,13 @@ def test_a_cancelled_study_job_is_not_requeued(store, db):
     dead, stopping = reserve(store, "h:1:cpu"), reserve(store, "h:2:cpu")
     store.jobs.cancel_study("s")
     clock = FakeClock()
-    sw = StaleJobSweeper(store.jobs, clock=clock)
+    sw = StaleJobSweeper(store.upkeep, clock=clock)
     sw.sweep()
     clock.t += 5
-    assert store.jobs.heartbeat(stopping)  # alive
+    assert store.work.heartbeat(stopping)  # alive
     assert [a[2] for a in sw.sweep()] == ["cancelled"]  # the dead one
     assert doc(db, "s", dead.tid)["state"] == JobState.CANCELLED
-    assert store.jobs.release(stopping)  # a SIGTERMed worker of a cancelled study
+    assert store.work.release(stopping)  # a SIGTERMed worker of a cancelled study
     assert doc(db, "s", stopping.tid)["state"] == JobState.CANCELLED
     assert db.jobs.count_documents({"state": int(JobState.NEW)}) == 0
 
@@ -184,22 +184,22 @@ def test_a_cancelled_study_job_is_not_requeued(store, db):
 def test_snapshots_replace_each_other_and_a_lost_job_leaves_none(store, db):
     enqueue(store, epochs=5)
     job = reserve(store)
-    assert store.jobs.save_snapshot(job, b"one", 1)
-    assert store.jobs.save_snapshot(job, b"two", 2)
-    assert store.jobs.load_snapshot(job) == b"two"
+    assert store.work.save_snapshot(job, b"one", 1)
+    assert store.work.save_snapshot(job, b"two", 2)
+    assert store.work.load_snapshot(job) == b"two"
     assert store.files.count("snapshots") == 1  # the first was replaced
-    store.jobs.release(job)
+    store.work.release(job)
     mine = reserve(store, "h:2:cpu")
-    assert mine.snapshot_epoch == 2 and store.jobs.load_snapshot(mine) == b"two"
+    assert mine.snapshot_epoch == 2 and store.work.load_snapshot(mine) == b"two"
     # the first worker wakes up: its writes are refused and leave nothing behind
-    assert not store.jobs.save_snapshot(job, b"late", 3)
-    assert not store.jobs.finish(job, {"best_val_acc": 1.0}, "ok", checkpoint=b"late ckpt")
+    assert not store.work.save_snapshot(job, b"late", 3)
+    assert not store.work.finish(job, {"best_val_acc": 1.0}, "ok", checkpoint=b"late ckpt")
     assert store.files.count("snapshots") == 1
     assert store.files.count("checkpoints") == 0
-    assert store.jobs.load_snapshot(mine) == b"two"
-    assert store.jobs.finish(mine, {"best_val_acc": 0.5}, "ok", checkpoint=b"ckpt")
+    assert store.work.load_snapshot(mine) == b"two"
+    assert store.work.finish(mine, {"best_val_acc": 0.5}, "ok", checkpoint=b"ckpt")
     assert store.files.count("snapshots") == 0  # finished: its snapshot went
-    assert store.jobs.load_checkpoint(doc(db, "s", mine.tid)) == b"ckpt"
+    assert store.job_reads.load_checkpoint(doc(db, "s", mine.tid)) == b"ckpt"
 
 
 def test_orphan_files_are_collected(store, db):
@@ -209,10 +209,10 @@ def test_orphan_files_are_collected(store, db):
 
     # a worker killed between writing a file and attaching it
     store.files.put(SNAPSHOTS, b"orphan", exp_key="s", tid=job.tid, attempt=job.attempt)
-    assert store.jobs.save_snapshot(job, b"kept", 1)
+    assert store.work.save_snapshot(job, b"kept", 1)
     assert store.collect_orphans(min_age=3600) == 0  # too young to judge
     assert store.collect_orphans(min_age=-1) == 1
-    assert store.jobs.load_snapshot(job) == b"kept"
+    assert store.work.load_snapshot(job) == b"kept"
     assert store.files.count("snapshots") == 1
 
 
@@ -224,14 +224,14 @@ def test_a_file_whose_writer_was_killed_mid_write_is_collected(store, db):
 
     enqueue(store)
     job = reserve(store)
-    assert store.jobs.save_snapshot(job, b"kept", 1)
+    assert store.work.save_snapshot(job, b"kept", 1)
     killed = ObjectId()
     db["snapshots.chunks"].insert_one({"files_id": killed, "n": 0, "data": b"half a snapsh"})
     assert store.collect_orphans(min_age=3600) == 0  # too young to judge
     assert store.collect_orphans(min_age=-1) == 1
     assert [f[1] for f in store.files.all_files()] == [job.snapshot]
     assert db["snapshots.chunks"].find_one({"files_id": killed}) is None
-    assert store.jobs.load_snapshot(job) == b"kept"
+    assert store.work.load_snapshot(job) == b"kept"
 
 
 def test_a_job_is_never_reservable_before_its_curve_exists(store):

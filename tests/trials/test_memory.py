@@ -45,8 +45,8 @@ def scenario(store, tick) -> dict[str, Any]:  # noqa: ANN001 - either backend
     tids = store.jobs.next_tids("s", 3)
     store.jobs.insert([_trial(store, "s", t, limit=1, rungs=[1, 3]) for t in tids])
     seen["retrain"] = store.jobs.enqueue("s", kind="retrain", params={"lr": 1}, epochs=2)
-    first = store.jobs.reserve("w1", token="a")  # the retrain: priority 1 before trials' 0
-    second = store.jobs.reserve("w2", token="b")
+    first = store.work.reserve("w1", token="a")  # the retrain: priority 1 before trials' 0
+    second = store.work.reserve("w2", token="b")
     seen["reserved"] = [(first.tid, first.kind, first.attempt), (second.tid, second.attempt)]
     seen["claim"] = [store.curves.claim(second.id, second.attempt, []),
                      store.curves.claim(second.id, 0, [])]
@@ -56,25 +56,25 @@ def scenario(store, tick) -> dict[str, Any]:  # noqa: ANN001 - either backend
     tick()
     mid = store.clock.now()
     tick()
-    seen["pause"] = store.jobs.pause(second, {"best_val_acc": 0.5, "rung_scores": {"1": 0.5}})
+    seen["pause"] = store.work.pause(second, {"best_val_acc": 0.5, "rung_scores": {"1": 0.5}})
     seen["promote"] = [store.jobs.promote("s", second.tid, 3), store.jobs.promote("s", 2, 3)]
-    again = store.jobs.reserve("w1", token="c")  # the promoted trial goes first
+    again = store.work.reserve("w1", token="c")  # the promoted trial goes first
     seen["again"] = (again.tid, again.attempt, again.limit)
-    seen["finish"] = [store.jobs.finish(again, {"best_val_acc": 0.7, "epochs_run": 3}, "ok"),
-                      store.jobs.finish(second, {"best_val_acc": 0.1}, "ok")]  # a stale attempt
-    seen["fail"] = store.jobs.fail(first, "boom", "here")
-    third = store.jobs.reserve("w2", token="d")
-    seen["pause3"] = store.jobs.pause(third, {"best_val_acc": 0.2, "rung_scores": {"1": 0.2}})
+    seen["finish"] = [store.work.finish(again, {"best_val_acc": 0.7, "epochs_run": 3}, "ok"),
+                      store.work.finish(second, {"best_val_acc": 0.1}, "ok")]  # a stale attempt
+    seen["fail"] = store.work.fail(first, "boom", "here")
+    third = store.work.reserve("w2", token="d")
+    seen["pause3"] = store.work.pause(third, {"best_val_acc": 0.2, "rung_scores": {"1": 0.2}})
     seen["stop_at_rung"] = [store.jobs.stop_at_rung("s", third.tid),
                             store.jobs.stop_at_rung("s", third.tid)]
-    seen["changed_since"] = sorted(d["tid"] for d in store.jobs.changed("s", mid))
-    seen["slim"] = sorted(set().union(*(d.keys() for d in store.jobs.changed("s", None))))
-    seen["full_budget"] = store.jobs.full_budget_tids("s")
+    seen["changed_since"] = sorted(d["tid"] for d in store.job_reads.changed("s", mid))
+    seen["slim"] = sorted(set().union(*(d.keys() for d in store.job_reads.changed("s", None))))
+    seen["full_budget"] = store.job_reads.full_budget_tids("s")
     seen["cancel"] = store.jobs.cancel_study("s")
-    seen["stop_request"] = store.jobs.stop_request(again)
+    seen["stop_request"] = store.work.stop_request(again)
     seen["ended"] = store.studies.end("s", [StudyState.RUNNING], StudyState.COMPLETED,
                                       summary={"n": 3})
-    seen["jobs"] = [_plain(store.jobs.get("s", t)) for t in range(4)]
+    seen["jobs"] = [_plain(store.job_reads.get("s", t)) for t in range(4)]
     seen["curve"] = _plain(store.curves.get(second.id))
     study = store.studies.get("s")
     seen["study"] = {k: _plain(study[k]) for k in ("state", "summary", "driver", "settled")}

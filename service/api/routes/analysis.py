@@ -18,7 +18,7 @@ MAX_ROWS = 100_000
 
 
 def _trials(rt, sid: str) -> list[dict[str, Any]]:  # noqa: ANN001
-    return rt.store.jobs.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
+    return rt.store.job_reads.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
                               offset=0, limit=MAX_ROWS)
 
 

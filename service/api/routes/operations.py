@@ -37,7 +37,7 @@ def metrics(rt: Rt, _: Reader) -> str:
     """Prometheus text format: jobs by state, queue depth, live workers, studies by state."""
     # written out: each family is one query per scrape, so a client-library registry would
     # add a dependency and no behaviour
-    jobs = rt.store.jobs.counts_by_state()
+    jobs = rt.store.job_reads.counts_by_state()
     lines = ["# HELP sru_hpo_jobs Jobs by state (all studies).", "# TYPE sru_hpo_jobs gauge"]
     lines += [f'sru_hpo_jobs{{state="{s.label}"}} {jobs.get(int(s), 0)}' for s in JobState]
     lines += ["# HELP sru_hpo_queue_depth Jobs waiting for a worker.",
@@ -45,7 +45,7 @@ def metrics(rt: Rt, _: Reader) -> str:
               f"sru_hpo_queue_depth {jobs.get(int(JobState.NEW), 0)}",
               "# HELP sru_hpo_promotions_total ASHA promotions of paused trials.",
               "# TYPE sru_hpo_promotions_total counter",
-              f"sru_hpo_promotions_total {rt.store.jobs.promotions_total()}",
+              f"sru_hpo_promotions_total {rt.store.job_reads.promotions_total()}",
               "# HELP sru_hpo_workers Live workers.", "# TYPE sru_hpo_workers gauge",
               f"sru_hpo_workers {len(rt.store.workers.live())}",
               "# HELP sru_hpo_studies Studies by state.", "# TYPE sru_hpo_studies gauge"]

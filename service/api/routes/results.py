@@ -26,7 +26,7 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
     """The retrain of the best configuration(s), the winner's seed runs and their test-set
     evaluations (service/orchestrator/evaluation.py)."""
     study = get_study(rt, sid)
-    pages = {kind: rt.store.jobs.page(sid, state=None, kind=kind.value, by_score=False,
+    pages = {kind: rt.store.job_reads.page(sid, state=None, kind=kind.value, by_score=False,
                                       offset=0, limit=100)
              for kind in (JobKind.RETRAIN, JobKind.TEST)}
     final = FinalEvaluation.of(study, pages[JobKind.RETRAIN], pages[JobKind.TEST])
@@ -61,10 +61,10 @@ def checkpoint(sid: StudyId, rt: Rt, _: Reader,
                               "a retrain's tid (one seed run; GET /studies/ID/retrain lists "
                               "them); default: the winner's")] = None) -> Response:
     study = get_study(rt, sid)
-    job = rt.store.jobs.retrain_of(sid, study.get("retrain_tid") if tid is None else tid)
+    job = rt.store.job_reads.retrain_of(sid, study.get("retrain_tid") if tid is None else tid)
     if tid is not None and (job is None or job.get("kind") != JobKind.RETRAIN.value):
         raise HTTPException(404, f"study {sid!r} has no retrain with tid {tid}")
-    data = rt.store.jobs.load_checkpoint(job) if job else None
+    data = rt.store.job_reads.load_checkpoint(job) if job else None
     if data is None:
         raise HTTPException(404, f"study {sid!r} has no retrained checkpoint yet")
     name = sid if tid is None else f"{sid}-{tid}"

@@ -28,7 +28,7 @@ def list_trials(
 ) -> TrialList:
     study = get_study(rt, sid)
     st = JobState[state.upper()] if state else None
-    docs = rt.store.jobs.page(sid, state=st, kind=JobKind.TRIAL.value, by_score=sort == "val_acc",
+    docs = rt.store.job_reads.page(sid, state=st, kind=JobKind.TRIAL.value, by_score=sort == "val_acc",
                               offset=offset, limit=limit)
     counts = (study.get("summary") or {}).get("counts") or {}
     total = counts.get(state, 0) if state else sum(counts.get(s.label, 0) for s in JobState)
@@ -40,13 +40,13 @@ def list_trials(
 def best_trials(sid: StudyId, rt: Rt, _: Reader,
                 k: Annotated[int, Query(ge=1, le=1000)] = 5) -> list[TrialPublic]:
     get_study(rt, sid)
-    return [trial_public(d) for d in rt.store.jobs.best(sid, k)]
+    return [trial_public(d) for d in rt.store.job_reads.best(sid, k)]
 
 
 @router.get("/trials/{tid}", response_model=TrialPublic, responses=responses(401, 404))
 def read_trial(sid: StudyId, tid: TrialId, rt: Rt, _: Reader) -> TrialPublic:
     get_study(rt, sid)
-    doc = rt.store.jobs.get(sid, tid)
+    doc = rt.store.job_reads.get(sid, tid)
     if doc is None:
         raise HTTPException(404, f"trial {tid} of study {sid!r} not found")
     return trial_public(doc, curve=rt.store.curves.get(doc["_id"]))
@@ -71,7 +71,7 @@ def curves(
     else:
         docs = rt.store.curves.changed(sid, -1.0 if updated_after is None else updated_after,
                                        limit)
-    jobs = {d["_id"]: d for d in rt.store.jobs.by_ids([d["_id"] for d in docs])}
+    jobs = {d["_id"]: d for d in rt.store.job_reads.by_ids([d["_id"] for d in docs])}
     out = []
     for c in docs:
         j = jobs.get(c["_id"])
