@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from trials.job_reads import JobReads
-from trials.jobs import JobQueue
+from trials.interface import DriverStore
 from trials.states import FINISHED, JobKind, JobState, Outcome
 
 __all__ = ["TrialCache", "count_trials"]
@@ -43,18 +42,11 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
-class JobParts(Protocol):
-    """What the cache needs of a store (``Store`` or the in-memory twin): the driver's queue to
-    insert through, and the reads to refresh from."""
-
-    jobs: JobQueue
-    job_reads: JobReads
-
-
 class TrialCache:
-    def __init__(self, store: JobParts, exp_key: str, *, overlap: float = 3.0,
+    def __init__(self, store: DriverStore, exp_key: str, *, overlap: float = 3.0,
                  resync: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.jobs, self.job_reads, self.exp_key = store.jobs, store.job_reads, exp_key
+        self.server = store.clock
         self.overlap, self.resync, self.clock = overlap, resync, clock
         self.docs: dict[int, dict[str, Any]] = {}
         self._since: float | None = None  # server time the last read started
@@ -68,7 +60,7 @@ class TrialCache:
 
     def refresh(self, full: bool = False) -> int:
         """Bring the cache up to date; returns how many documents were read."""
-        started = self.jobs.clock.now()
+        started = self.server.now()
         if full or self._since is None or self.clock() - self._last_full > self.resync:
             docs = self.job_reads.changed(self.exp_key, None)
             fresh = {int(d["tid"]): d for d in docs}

@@ -26,9 +26,10 @@ import bisect
 import copy
 import itertools
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trials.curves import points_of
+from trials.interface import DriverStore
 from trials.jobs import (
     PROMOTED,
     SLIM,
@@ -385,3 +386,7 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to close."""
 
+
+
+if TYPE_CHECKING:  # mypy: the twin satisfies the interface the driver is written against
+    _twin: DriverStore = MemoryStore()

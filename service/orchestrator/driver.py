@@ -38,10 +38,10 @@ from service.orchestrator.search import Search
 from service.orchestrator.summary import error_groups, raised, summarize
 from trials.budget import trained
 from trials.cache import TrialCache
+from trials.interface import DriverStore
 from trials.jobs import job_id
 from trials.scheduling import grid_of, rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
-from trials.store import Store
 
 __all__ = ["StudyDriver", "make_holder"]
 
@@ -66,7 +66,7 @@ def _reportable(d: dict[str, Any]) -> bool:
 
 
 class StudyDriver:
-    def __init__(self, store: Store, sid: str, *, holder: str | None = None,
+    def __init__(self, store: DriverStore, sid: str, *, holder: str | None = None,
                  lease_seconds: float = 10.0, fail_fast: int = 3,
                  publish_every: float = 0.0) -> None:
         """``publish_every``: seconds (server clock) between summary writes while the study

@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from trials.budget import Budget
 from trials.cache import TrialCache
+from trials.interface import DriverStore
 from trials.jobs import PROMOTED
 from trials.scheduling import best_paused, grid_of, promotions, search_rank
 from trials.states import JobKind, JobState, StudyState
-from trials.store import Store
 
 if TYPE_CHECKING:
     from service.orchestrator.suggest import Suggester
@@ -43,7 +43,7 @@ log = logging.getLogger("sru_hpo.driver")
 
 
 class Search:
-    def __init__(self, store: Store, sid: str, cache: TrialCache) -> None:
+    def __init__(self, store: DriverStore, sid: str, cache: TrialCache) -> None:
         self.store, self.sid, self.cache = store, sid, cache
         self._suggester: Suggester | None = None
 
