@@ -35,8 +35,8 @@ PROTOCOL: dict[str, Any] = {
     "trial_epochs": 50, "scheduler": {"rule": "off"}, "retrain_epochs": 200, "retrain_seeds": 3,
     "retrain_top_k": 1, "seed": 0, "algorithm": "tpe"}
 DRY_RUN: dict[str, Any] = {
-    **PROTOCOL, "name": "paper-dry-run", "dataset": "digits", "budget": {"epochs": 4},
-    "trial_epochs": 2, "retrain_epochs": 2, "retrain_seeds": 2}
+    **PROTOCOL, "name": "paper-dry-run", "dataset": "digits", "budget": {"epochs": 2},
+    "trial_epochs": 1, "retrain_epochs": 1, "retrain_seeds": 2}
 #: An assumption until measured (make gpu-check prints epochs per minute): one pixel-MNIST epoch
 #: (55,000 sequences of 784 steps at batch 128) of a paper-sized model on one GPU.
 SECONDS_PER_EPOCH = 60.0
