@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     from service.client.comparison_report import to_markdown, write_comparison_report
     from service.launcher.cluster import Cluster, GiveUp, stop_signals
     from service.launcher.embedded_db import free_port
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
 
     home = args.home or ROOT / "runs" / protocol["name"]
     home.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ WHEELS: dict[str, tuple[str, str]] = {
     "dnspython": ("2.9.2", "pymongo's"),
     "nx-27017": ("0.8.1", "the embedded MongoDB-protocol database (gpu-check, the demo)"),
     "neosqlite": ("1.17.2", "nx-27017's storage"),
-    "pydantic": ("2.14.4", "schemas and settings (trials/settings.py, the API)"),
+    "pydantic": ("2.14.4", "schemas and settings (sru_hpo/settings.py, the API)"),
     "pydantic-core": ("2.50.5", "pydantic's; compiled"),
     "annotated-types": ("0.8.0", "pydantic's"),
     "typing-inspection": ("0.4.5", "pydantic's and fastapi's"),

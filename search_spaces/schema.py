@@ -32,27 +32,15 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from search_spaces.params import PARAMS, ModelName, ParamError, check, model_param_names
+from sru_hpo.settings import get_settings
 
 __all__ = ["SpaceSpec", "to_hyperopt", "flatten_sample", "point_to_vals", "SpaceError",
-           "sample_params", "load_builtin", "BUILTIN", "Limits", "support", "did_you_mean",
+           "sample_params", "load_builtin", "BUILTIN", "support", "did_you_mean",
            "unknown_space"]
 
 
-class Limits(BaseSettings):
-    """Bounds on what a space may ask for, read from ``SRU_HPO_*`` like every other setting.
-    They keep one request from costing the API seconds of CPU (10,000-option choices) or
-    breaking readers of the stored study (deeply nested sub-spaces)."""
-
-    model_config = SettingsConfigDict(env_prefix="SRU_HPO_", extra="ignore")
-    max_choice_options: int = Field(256, ge=1, description="options of one choice")
-    max_nesting: int = Field(4, ge=1, description="levels of conditional sub-spaces")
-    max_params: int = Field(64, ge=1, description="entries in one (sub-)space")
-
-
-LIMITS = Limits()
 
 
 class SpaceError(ValueError):
@@ -156,12 +144,12 @@ def _parse_params(params: Mapping[str, Any], path: str, problems: list[str],
                   depth: int = 0) -> dict[str, Any]:
     """Validate every entry; distributions become models, sub-spaces are parsed recursively.
     Every problem found is appended to ``problems`` (the entries that parse are returned)."""
-    if depth > LIMITS.max_nesting:
+    if depth > get_settings().max_nesting:
         problems.append(f"{path.rstrip('.')}: sub-spaces nested deeper than "
-                        f"{LIMITS.max_nesting} levels (SRU_HPO_MAX_NESTING)")
+                        f"{get_settings().max_nesting} levels (SRU_HPO_MAX_NESTING)")
         return {}
-    if len(params) > LIMITS.max_params:
-        problems.append(f"{path.rstrip('.') or 'params'}: more than {LIMITS.max_params} entries")
+    if len(params) > get_settings().max_params:
+        problems.append(f"{path.rstrip('.') or 'params'}: more than {get_settings().max_params} entries")
         return {}
     out: dict[str, Any] = {}
     for name, value in params.items():
@@ -179,9 +167,9 @@ def _parse_params(params: Mapping[str, Any], path: str, problems: list[str],
                          for e in exc.errors(include_url=False, include_input=False)]
             continue
         if isinstance(dist, Choice):
-            if len(dist.options) > LIMITS.max_choice_options:
+            if len(dist.options) > get_settings().max_choice_options:
                 problems.append(f"{where}: {len(dist.options)} options; at most "
-                                f"{LIMITS.max_choice_options} (SRU_HPO_MAX_CHOICE_OPTIONS)")
+                                f"{get_settings().max_choice_options} (SRU_HPO_MAX_CHOICE_OPTIONS)")
                 continue
             dist.options = [_parse_params(o, f"{where}[{i}].", problems, depth + 1)
                             if _is_subspace(o) else o for i, o in enumerate(dist.options)]

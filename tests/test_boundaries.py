@@ -140,3 +140,20 @@ def test_no_class_has_more_than_about_20_methods():
            if (k := sum(isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
                         for b in n.body)) > 25]  # type: ignore[attr-defined]
     assert big == []
+
+
+def test_the_settings_are_one_module_every_part_may_import():
+    """sru_hpo/settings.py is the one settings module: it imports nothing of the project, and it
+    is the only module of sru_hpo/ (the command line at the top) a library package imports."""
+    own = imports(ROOT / "sru_hpo" / "settings.py", top_level_only=False)
+    assert not any(m.split(".")[0] in PACKAGES for m in own)
+    reached_up = [f"{p.relative_to(ROOT)} imports {m}"
+                  for pkg in PACKAGES if pkg != "sru_hpo" for p in sources(pkg)
+                  for m in imports(p, top_level_only=False)
+                  if m.split(".")[0] == "sru_hpo" and m not in ("sru_hpo.settings",
+                                                                 "sru_hpo.settings.Settings",
+                                                                 "sru_hpo.settings.get_settings")]
+    assert reached_up == []
+    settings_classes = [f"{p.relative_to(ROOT)}" for pkg in PACKAGES for p in sources(pkg)
+                        if "BaseSettings" in p.read_text() and p.name != "settings.py"]
+    assert settings_classes == []  # no second settings object anywhere

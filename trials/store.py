@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from pymongo.database import Database
 
+from sru_hpo.settings import Settings
 from trials.clock import ServerClock
 from trials.comparisons import ComparisonRepo
 from trials.connection import connect
@@ -39,7 +40,6 @@ from trials.job_reads import JobReads
 from trials.job_upkeep import JobUpkeep
 from trials.jobs import JobCollection, JobQueue
 from trials.registry import GpuLeases, WorkerRegistry
-from trials.settings import Settings
 from trials.studies import StudyRepo
 
 __all__ = ["Store"]

@@ -135,7 +135,7 @@ def worker_command(
     embedded database listens on 127.0.0.1 only: workers on other machines need a real MongoDB."""
     import logging
 
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
     from trials.store import Store
     from workers.train import pick_device
     from workers.worker import Worker

@@ -187,7 +187,7 @@ def load_dataset(
     if name == "digits":
         return _digits(DEFAULT_VAL_SIZE[name] if val_size is None else int(val_size))
     val_size = None if val_size is None else int(val_size)
-    from trials.settings import get_settings
+    from sru_hpo.settings import get_settings
 
     if data_dir is None:
         data_dir = get_settings().data_dir

@@ -24,8 +24,8 @@ from service.api.errors import install_error_handlers
 from service.api.routes import analysis, comparisons, operations, pages, results, studies, trials
 from service.api.runtime import Runtime
 from service.api.security import RequestGuard
+from sru_hpo.settings import Settings
 from trials.connection import request_deadline
-from trials.settings import Settings
 
 __all__ = ["create_app"]
 

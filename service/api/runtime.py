@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from service.orchestrator.drivers import DriverManager
+from sru_hpo.settings import Settings
 from trials.connection import HealthProbe, redact
-from trials.settings import Settings
 from trials.store import Store
 
 __all__ = ["Runtime"]

@@ -25,7 +25,7 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trials.settings import Settings
+from sru_hpo.settings import Settings
 
 __all__ = ["RequestGuard", "require_writer", "require_reader", "Writer", "Reader", "OPEN_PATHS"]
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from service.client import ApiClient, ApiError
 from service.launcher.embedded_db import EmbeddedMongo, port_is_free, start_embedded
 from service.launcher.processes import spawn
-from trials.settings import Settings
+from sru_hpo.settings import Settings
 from trials.store import Store
 
 __all__ = ["Cluster", "GiveUp", "PortBusy", "stop_signals"]

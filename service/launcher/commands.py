@@ -44,7 +44,7 @@ def serve() -> None:
 
     from service.api.app import create_app
     from service.launcher.embedded_db import DatabaseInUse, start_embedded
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
@@ -79,7 +79,7 @@ def orchestrate() -> None:
 
     from service.launcher.cluster import stop_signals
     from service.orchestrator.drivers import DriverManager
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
     from trials.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -125,7 +125,7 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
     """Embedded database (unless SRU_HPO_MONGO_URL is set), the API and N workers, supervised:
     a part that dies is restarted. Ctrl-C (or SIGTERM/SIGHUP) stops them all."""
     from service.launcher.cluster import Cluster, GiveUp, stop_signals
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
 
     stop = stop_signals()
     threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
@@ -165,7 +165,7 @@ def demo(
 
     from service.launcher.cluster import Cluster, GiveUp, stop_signals
     from service.launcher.embedded_db import free_port, port_is_free
-    from trials.settings import Settings
+    from sru_hpo.settings import Settings
 
     settings = Settings()
     threads = max(1, (os.cpu_count() or 2) // workers)

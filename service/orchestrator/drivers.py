@@ -16,9 +16,9 @@ import time
 
 from service.orchestrator.driver import StudyDriver, make_holder
 from service.studies import comparisons
+from sru_hpo.settings import Settings
 from trials.connection import NETWORK_ERRORS
 from trials.requeue import StaleJobSweeper
-from trials.settings import Settings
 from trials.store import Store
 
 __all__ = ["DriverManager"]

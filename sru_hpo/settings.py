@@ -1,7 +1,8 @@
-"""All configuration, read from the environment (``SRU_HPO_*``) by one pydantic-settings class.
+"""All configuration, read from the environment (``SRU_HPO_*``) by one pydantic-settings class:
+the database, the API, the orchestrator, the workers and the search-space limits.
 
-It lives in ``trials/`` (the bottom layer) because the service and the workers both read it and
-neither may import the other's package.
+Every part reads it, so it imports nothing of the project (tests/test_boundaries.py checks):
+it is the one module of ``sru_hpo/`` a library package may import.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Settings(BaseSettings):
     stall_timeout: float = Field(
         300.0, gt=0, description="a trial whose trainer makes no progress for this many seconds "
         "(or 20 × its mean step time, if longer) is killed and retried (reason stalled)")
+    max_choice_options: int = Field(256, ge=1, description="options of one choice in a space")
+    max_nesting: int = Field(4, ge=1, description="levels of conditional sub-spaces")
+    max_params: int = Field(64, ge=1, description="entries in one (sub-)space")
     snapshot_seconds: float = Field(
         60.0, ge=0, description="a running trial saves its training state this often (resume)")
 
