@@ -43,7 +43,7 @@ def test_a_database_blip_in_the_pruner_is_retried(store, monkeypatch):
     job = reserve(store)
     worker = Worker(store, device="cpu", db_timeout=30)
     run = TrialRun(worker, job)
-    real, calls = store.jobs.full_budget_tids, []
+    real, calls = store.job_reads.full_budget_tids, []
 
     def flaky(sid):
         calls.append(1)
@@ -51,7 +51,7 @@ def test_a_database_blip_in_the_pruner_is_retried(store, monkeypatch):
             raise AutoReconnect("connection reset")
         return real(sid)
 
-    monkeypatch.setattr(store.jobs, "full_budget_tids", flaky)
+    monkeypatch.setattr(store.job_reads, "full_budget_tids", flaky)
     run.curve = [{"epoch": 6, "val_acc": 0.5}]
     assert run._prune() is False and len(calls) == 2
 
