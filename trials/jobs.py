@@ -29,7 +29,7 @@ from trials.curves import CurveStore
 from trials.files import SNAPSHOTS, FileStore
 from trials.states import CONFIGURATION_OUTCOMES, FailureClass, JobKind, JobState, Outcome
 
-__all__ = ["Job", "JobCollection", "JobQueue", "job_id", "SLIM"]
+__all__ = ["Job", "JobCollection", "JobQueue", "job_id", "tid_of", "SLIM"]
 
 #: The fields the study driver caches: what TPE, the counts and the summary need.
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
@@ -39,7 +39,13 @@ SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "
 
 
 def job_id(exp_key: str, tid: int) -> str:
+    """A job's ``_id``: ``"<study>:<tid>"``. Built only here, and read back only by ``tid_of``."""
     return f"{exp_key}:{tid}"
+
+
+def tid_of(jid: str) -> int:
+    """The trial id in a job id made by ``job_id``."""
+    return int(jid.rsplit(":", 1)[1])
 
 
 def cancelled_fields(result: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ curves left by a process killed between two writes.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pymongo.database import Database
 
@@ -38,7 +38,7 @@ from trials.files import FileStore
 from trials.job_protocol import WorkerJobs
 from trials.job_reads import JobReads
 from trials.job_upkeep import JobUpkeep
-from trials.jobs import JobCollection, JobQueue
+from trials.jobs import JobCollection, JobQueue, job_id
 from trials.registry import GpuLeases, WorkerRegistry
 from trials.studies import StudyRepo
 
@@ -141,11 +141,16 @@ class Store:
 
     def _collect_files(self, now: float, min_age: float) -> int:
         files = [f for f in self.files.all_files() if now - f[3] > min_age]
-        ids = sorted({f"{m.get('exp_key')}:{m.get('tid')}" for _, _, m, _ in files})
+        ids = sorted({_owner(m) for _, _, m, _ in files})
         attached = self.upkeep.snapshot_ids(ids)
         gone = [(bucket, fid) for bucket, fid, meta, _ in files
-                if fid not in attached.get(f"{meta.get('exp_key')}:{meta.get('tid')}", ())]
+                if fid not in attached.get(_owner(meta), ())]
         gone += self.files.unfinished(older_than=now - min_age)
         for bucket, fid in gone:
             self.files.delete(bucket, fid)
         return len(gone)
+
+
+def _owner(meta: dict[str, Any]) -> str:
+    """The id of the job a file's metadata names (a file that names none matches no job)."""
+    return job_id(str(meta.get("exp_key")), int(meta.get("tid", -1)))

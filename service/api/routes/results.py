@@ -12,13 +12,14 @@ from service.api.security import Reader
 from service.orchestrator.evaluation import FinalEvaluation
 from service.orchestrator.summary import published_retrain_state
 from service.studies.schemas import EvaluationPublic, RetrainCandidate, RetrainPublic
+from trials.jobs import tid_of
 from trials.states import JobKind, JobState
 
 router = APIRouter(prefix="/studies/{sid}", tags=["results"])
 
 
 def _tid(job_id: str | None) -> int | None:
-    return int(job_id.rsplit(":", 1)[1]) if job_id else None
+    return tid_of(job_id) if job_id else None
 
 
 @router.get("/retrain", response_model=RetrainPublic, responses=responses(401, 404))
