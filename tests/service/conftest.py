@@ -1,4 +1,6 @@
-"""A real API server process (uvicorn) on a free port against the test database."""
+"""The API against the test database: a real server process (uvicorn on a free port), or the
+app in this process (``in_process_api``: FastAPI's TestClient, the lifespan and the study drivers
+included) for route logic that needs no process of its own."""
 
 from __future__ import annotations
 
@@ -6,15 +8,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from pymongo import MongoClient
 
 from service.launcher.embedded_db import free_port
-from tests.conftest import ROOT, proc_env, wait_for
+from tests.conftest import HB, ROOT, proc_env, wait_for
 from trials.store import Store
 
 TOKEN = "s3cret-token"
@@ -87,3 +92,35 @@ def api(mongo_url, tmp_path_factory) -> Iterator[Api]:
 @pytest.fixture
 def api_store(api, mongo_url) -> Store:
     return Store(MongoClient(mongo_url)[api.db_name], heartbeat_interval=3)
+
+
+@dataclass
+class InProcessApi:
+    """The app in the test's process; ``client()`` answers like ``Api.client()``."""
+
+    app: Any
+    db_name: str
+    base_url: str = "http://127.0.0.1:8000"  # a loopback Host, as the Host guard expects
+
+    def client(self, token: str | None = TOKEN) -> TestClient:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # not entered: the lifespan ran once for the app (see in_process_api); this client only
+        # sends requests to it
+        return TestClient(self.app, base_url=self.base_url, headers=headers)
+
+
+@contextmanager
+def in_process_api(mongo_url: str, tmp: Path, **settings: Any) -> Iterator[InProcessApi]:
+    from service.api.app import create_app
+    from sru_hpo.settings import Settings
+
+    db_name = f"api_{uuid.uuid4().hex[:10]}"
+    config = Settings(**{"mongo_url": mongo_url, "db_name": db_name, "api_token": TOKEN,
+                         "home": tmp, "driver_poll": 0.2, "heartbeat_interval": float(HB),
+                         **settings})
+    app = create_app(config)
+    try:
+        with TestClient(app, base_url=InProcessApi.base_url):  # runs the lifespan: drivers up
+            yield InProcessApi(app, db_name)
+    finally:
+        MongoClient(mongo_url).drop_database(db_name)

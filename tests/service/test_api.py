@@ -1,4 +1,7 @@
-"""Every endpoint of a real API process: happy paths and the 401/404/409/413/422 paths."""
+"""Every endpoint of the API: happy paths and the 401/404/409/413/422 paths. The app runs in
+this process (tests/service/conftest.py ``in_process_api``, the drivers included); what needs a
+server process of its own (uvicorn, signals, a stalled database) is in test_api_contract.py and
+the end-to-end tests."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import copy
 import pytest
 
 from tests.conftest import wait_for
+from tests.service.conftest import in_process_api
 
 TINY_SPACE = {
     "model": "sru",
@@ -21,6 +25,12 @@ TINY_SPACE = {
 }
 STUDY = {"name": "t", "model": "sru", "dataset": "digits", "space": TINY_SPACE,
          "n_trials": 4, "parallelism": 2, "trial_epochs": 2, "retrain_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def api(mongo_url, tmp_path_factory):
+    with in_process_api(mongo_url, tmp_path_factory.mktemp("api"), max_body_bytes=20_000) as a:
+        yield a
 
 
 def n_studies(api) -> int:
@@ -188,15 +198,10 @@ def test_workers_endpoint_lists_live_workers(api, api_store):
 
 
 def test_token_is_not_needed_when_unset(mongo_url, tmp_path):
-    from tests.service.conftest import make_api, stop
-
-    a = make_api(mongo_url, tmp_path, SRU_HPO_API_TOKEN="")
-    try:
+    with in_process_api(mongo_url, tmp_path, api_token=None) as a:
         r = a.client(None).post("/studies", json=STUDY)
         assert r.status_code == 201
         a.client(None).post(f"/studies/{r.json()['id']}/cancel", json={})
-    finally:
-        stop(a.proc)
 
 
 def test_warm_start_points_are_evaluated_first(api):
