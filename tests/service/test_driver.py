@@ -1,13 +1,19 @@
-"""The study driver in-process against the real test database (no workers)."""
+"""The study driver in-process, no workers: the test plays them. Most tests run twice, on the
+real test database and on the in-memory twin (``any_store``), as contract tests of the storage
+interface the driver is written against (trials/interface.py); those that need what only the
+database has (GridFS files, threads, the lease on the server's clock) use it alone."""
 
 from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from service.orchestrator.driver import StudyDriver
 from service.studies.schemas import StudyCreate
 from tests.conftest import assert_nothing_names, wait_for
 from tests.service.test_api import STUDY
+from trials.memory import MemoryStore
 from trials.states import JobState, StudyState
 
 
@@ -25,15 +31,36 @@ def jobs(db, sid, state=None) -> int:
     return db.jobs.count_documents(q)
 
 
-def test_two_drivers_never_top_up_the_same_study(store, db):
+@pytest.fixture(params=["mongo", "memory"])
+def any_store(request):
+    """The store on the real test database, then the in-memory twin."""
+    if request.param == "mongo":
+        return request.getfixturevalue("store")
+    return MemoryStore(heartbeat_interval=0.5, max_retries=2)
+
+
+def docs(store, sid, **where) -> list[dict]:
+    """A study's job documents matching ``where`` (field: value), in tid order, read through
+    the interface both stores have."""
+    found = [store.job_reads.get(sid, d["tid"]) for d in store.job_reads.changed(sid, None)]
+    return sorted((d for d in found if all(d.get(k) == v for k, v in where.items())),
+                  key=lambda d: d["tid"])
+
+
+def count(store, sid, state=None) -> int:
+    return len(docs(store, sid, **({"state": int(state)} if state is not None else {})))
+
+
+def test_two_drivers_never_top_up_the_same_study(any_store):
+    store = any_store
     sid = make_study(store, parallelism=3, n_trials=10)
     a = StudyDriver(store, sid, holder="a", lease_seconds=60)
     b = StudyDriver(store, sid, holder="b", lease_seconds=60)
     for _ in range(5):
         a.step()
         b.step()
-    assert jobs(db, sid) == 3 + 1  # parallelism + queue_ahead (1), not twice that
-    assert db.studies.find_one({"_id": sid})["driver"] == "a"
+    assert count(store, sid) == 3 + 1  # parallelism + queue_ahead (1), not twice that
+    assert store.studies.get(sid)["driver"] == "a"
 
 
 def test_a_lapsed_lease_is_taken_over(store, db):
@@ -46,7 +73,8 @@ def test_a_lapsed_lease_is_taken_over(store, db):
     assert jobs(db, sid) == 2 + 1
 
 
-def test_cancel_during_a_pass_leaves_nothing_to_run(store, db):
+def test_cancel_during_a_pass_leaves_nothing_to_run(any_store):
+    store = any_store
     sid = make_study(store, parallelism=2)
     d = StudyDriver(store, sid)
     real_suggest = d.search._suggest
@@ -60,7 +88,7 @@ def test_cancel_during_a_pass_leaves_nothing_to_run(store, db):
     for _ in range(3):
         if d.step():
             break
-    assert jobs(db, sid, JobState.NEW) == 0
+    assert count(store, sid, JobState.NEW) == 0
 
 
 def test_delete_during_a_pass_leaves_nothing(store, db):
@@ -80,7 +108,8 @@ def test_delete_during_a_pass_leaves_nothing(store, db):
     assert_nothing_names(store, sid)
 
 
-def test_fail_fast_fails_the_study_with_the_grouped_error(store, db):
+def test_fail_fast_fails_the_study_with_the_grouped_error(any_store):
+    store = any_store
     sid = make_study(store, parallelism=3, n_trials=30)
     d = StudyDriver(store, sid, fail_fast=3)
     d.step()
@@ -104,14 +133,15 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(store, db):
     study = store.studies.get(sid)
     assert study["state"] == StudyState.FAILED
     assert "MNIST is not in data/MNIST/raw" in study["error"]
-    assert jobs(db, sid) == 3 + 1  # the rest of n_trials was not spent
+    assert count(store, sid) == 3 + 1  # the rest of n_trials was not spent
     d.step()
     groups = store.studies.get(sid)["summary"]["error_groups"]
     assert groups == [{"error": "DatasetUnavailable: MNIST is not in data/MNIST/raw", "count": 3,
                        "tids": [0, 1, 2]}]
 
 
-def test_different_errors_do_not_fail_fast(store):
+def test_different_errors_do_not_fail_fast(any_store):
+    store = any_store
     sid = make_study(store, parallelism=3, n_trials=30)
     d = StudyDriver(store, sid, fail_fast=3)
     d.step()
@@ -177,9 +207,10 @@ def test_a_cancelled_asha_study_leaves_nothing_paused(store, db):
 
 
 def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_not_run(
-        store, db):
+        any_store):
     """A trial had reached 0.7733 after 21 epochs when the study was cancelled; the study used
     to show epochs_spent 0, best null and "retrain: pending"."""
+    store = any_store
     from service.studies.views import study_public
 
     sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=4, trial_epochs=50)
@@ -222,12 +253,13 @@ def _drive_to_retrain(store, sid) -> StudyDriver:
     raise AssertionError("the search did not end")
 
 
-def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store, db):
+def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(any_store):
+    store = any_store
     from service.studies.views import study_public
 
     sid = make_study(store, n_trials=2, retrain_seeds=3)
     d = _drive_to_retrain(store, sid)
-    retrains = list(db.jobs.find({"exp_key": sid, "kind": "retrain"}).sort("tid"))
+    retrains = docs(store, sid, kind="retrain")
     assert [r["params"]["seed"] for r in retrains] == [0, 1, 2]  # queued at once: top_k is 1
     assert [r["seed_of"] for r in retrains] == [None, retrains[0]["_id"], retrains[0]["_id"]]
     vals = {0: 0.80, 1: 0.84, 2: 0.88}
@@ -236,7 +268,7 @@ def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store,
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
     d.step()  # a second pass queues no test again
-    tests = list(db.jobs.find({"exp_key": sid, "kind": "test"}))
+    tests = docs(store, sid, kind="test")
     assert sorted(t["source"] for t in tests) == sorted(r["_id"] for r in retrains)
     accs = {r["_id"]: a for r, a in zip(retrains, (0.75, 0.80, 0.85), strict=True)}
     _work_all(store, sid, lambda j: {"test_acc": accs[j.source], "test_loss": 0.5})
@@ -245,23 +277,24 @@ def test_retrain_seeds_retrain_the_winner_with_k_seeds_and_test_each_once(store,
     assert s.state == StudyState.COMPLETED and s.retrain_state == "done"
     assert s.tests == 3 and abs(s.test_acc - 0.80) < 1e-9 and abs(s.test_acc_sd - 0.05) < 1e-9
     assert abs(s.retrain_val_acc - 0.84) < 1e-9 and abs(s.test_drop - 0.04) < 1e-9
-    assert db.jobs.count_documents({"exp_key": sid, "kind": "test"}) == 3
+    assert len(docs(store, sid, kind="test")) == 3
 
 
-def test_with_top_k_the_seeds_follow_the_winner_only(store, db):
+def test_with_top_k_the_seeds_follow_the_winner_only(any_store):
+    store = any_store
     sid = make_study(store, n_trials=3, retrain_top_k=2, retrain_seeds=2)
     d = _drive_to_retrain(store, sid)
-    candidates = list(db.jobs.find({"exp_key": sid, "kind": "retrain"}).sort("tid"))
+    candidates = docs(store, sid, kind="retrain")
     assert len(candidates) == 2 and all(c["params"]["seed"] == 0 for c in candidates)
     _work_all(store, sid, lambda j: {"best_val_acc": 0.9 if j.tid == candidates[1]["tid"]
                                      else 0.7})
     d.step()
-    extra = list(db.jobs.find({"exp_key": sid, "kind": "retrain", "seed_of": {"$ne": None}}))
+    extra = [r for r in docs(store, sid, kind="retrain") if r.get("seed_of") is not None]
     assert [(e["seed_of"], e["params"]["seed"]) for e in extra] == [(candidates[1]["_id"], 1)]
-    assert db.jobs.count_documents({"exp_key": sid, "kind": "test"}) == 1  # the winner's run 1
+    assert len(docs(store, sid, kind="test")) == 1  # the winner's run 1
     _work_all(store, sid, lambda j: {"best_val_acc": 0.88, "test_acc": 0.8})
     d.step()
-    tests = list(db.jobs.find({"exp_key": sid, "kind": "test"}))
+    tests = docs(store, sid, kind="test")
     assert sorted(t["source"] for t in tests) == sorted([candidates[1]["_id"], extra[0]["_id"]])
     _work_all(store, sid, lambda j: {"test_acc": 0.8})
     wait_for(d.step, 30, "the study settles")
@@ -270,7 +303,8 @@ def test_with_top_k_the_seeds_follow_the_winner_only(store, db):
     assert study["summary"]["tests"] == 2
 
 
-def test_a_failed_seed_run_leaves_the_others_tested(store, db):
+def test_a_failed_seed_run_leaves_the_others_tested(any_store):
+    store = any_store
     sid = make_study(store, n_trials=2, retrain_seeds=2)
     d = _drive_to_retrain(store, sid)
     for j in iter(lambda: store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex,
