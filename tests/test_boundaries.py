@@ -134,8 +134,8 @@ def test_no_function_is_longer_than_60_lines():
 
 def test_no_class_has_more_than_about_20_methods():
     """One role per class (the job queue is four: trials/jobs.py, job_protocol.py,
-    job_reads.py, job_upkeep.py). The margin above 20 is for the API client (a method per
-    endpoint) and the in-memory twin of the job roles."""
+    job_reads.py, job_upkeep.py). Above 20 today: the API client (23, a method per endpoint),
+    StudyRepo (21) and the in-memory twin of the job roles (25)."""
     big = [f"{name} {k}" for name, n in _defs(ast.ClassDef)
            if (k := sum(isinstance(b, (ast.FunctionDef, ast.AsyncFunctionDef))
                         for b in n.body)) > 25]  # type: ignore[attr-defined]

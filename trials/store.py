@@ -152,5 +152,6 @@ class Store:
 
 
 def _owner(meta: dict[str, Any]) -> str:
-    """The id of the job a file's metadata names (a file that names none matches no job)."""
-    return job_id(str(meta.get("exp_key")), int(meta.get("tid", -1)))
+    """The id of the job a file's metadata names ("" when it names none: it matches no job)."""
+    tid = meta.get("tid")
+    return job_id(str(meta.get("exp_key")), int(tid)) if tid is not None else ""

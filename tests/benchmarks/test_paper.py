@@ -30,7 +30,7 @@ def test_bad_flags_are_one_line_and_exit_2():
     assert out.returncode == 2 and "--workers: must be positive, got 0" in out.stderr
 
 
-@pytest.mark.timeout(1200)  # two service starts and 24 epochs: about 80 s idle, 250 loaded
+@pytest.mark.timeout(1200)  # two service starts and 24 epochs: 74 s idle, 142 s in the suite
 def test_the_dry_run_runs_every_variant_and_resumes(tmp_path):
     home = tmp_path / "home"
     first = paper("--dry-run", "--home", str(home), "--workers", "2")
