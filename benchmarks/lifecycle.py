@@ -63,7 +63,7 @@ def _sru_worker(url: str, db: str, points: int, poll: float, start, out) -> None
     while True:
         job = store.work.reserve(owner, token=uuid.uuid4().hex)
         if job is None:
-            if store.studies.get("bench")["state"] not in ("queued", "running"):
+            if store.studies.get("bench").state not in ("queued", "running"):
                 break
             if wait == 0.005:  # went idle: tell the driver a slot is free
                 store.studies.nudge()
@@ -108,7 +108,7 @@ def bench_sru(url: str, n: int, procs: int, points: int, poll: float) -> float:
     store.studies.create("bench", fields)
     manager.resume_all()
     start.set()
-    while store.studies.get("bench")["state"] in ("queued", "running"):
+    while store.studies.get("bench").state in ("queued", "running"):
         time.sleep(0.01)
     wall = time.perf_counter() - t0
     manager.stop()

@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from trials.records import Study
 from trials.states import JobState
 
 __all__ = ["Budget", "target", "trained"]
@@ -81,9 +82,8 @@ class Budget:
     top: int = 0  # trial_epochs, when the study has rungs (0: no reserve is kept)
 
     @classmethod
-    def of(cls, study: Mapping[str, Any], trials: list[dict[str, Any]], grid: list[int]
-           ) -> Budget:
-        top = int(study["trial_epochs"])
+    def of(cls, study: Study, trials: list[dict[str, Any]], grid: list[int]) -> Budget:
+        top = study.trial_epochs
         committed = spent = high = 0
         for d in trials:
             done = trained(d)
@@ -93,13 +93,15 @@ class Budget:
         return cls(cls._limit(study, trials), committed, spent, high, top if grid else 0)
 
     @staticmethod
-    def _limit(study: Mapping[str, Any], trials: list[dict[str, Any]]) -> float:
-        budget = study.get("budget") or {}
-        if budget.get("epochs") is not None:
-            return float(budget["epochs"])
-        if budget.get("hours") is not None:
+    def _limit(study: Study, trials: list[dict[str, Any]]) -> float:
+        budget = study.budget
+        if budget is None:
+            return math.inf
+        if budget.epochs is not None:
+            return float(budget.epochs)
+        if budget.hours is not None:
             pace = _seconds_per_epoch(trials)
-            return math.inf if pace is None else float(budget["hours"]) * 3600 / pace
+            return math.inf if pace is None else budget.hours * 3600 / pace
         return math.inf
 
     @property

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from trials.records import Study
 from trials.states import StudyState
 
 __all__ = ["Clock", "StudyOps", "DriverJobOps", "JobReadOps", "DriverStore"]
@@ -31,9 +32,9 @@ class Clock(Protocol):
 
 
 class StudyOps(Protocol):
-    """A study's document: read, compare-and-set transitions, the driver lease, the summary."""
+    """A study (a typed record): read, compare-and-set transitions, the driver lease, the summary."""
 
-    def get(self, sid: str) -> dict[str, Any] | None: ...
+    def get(self, sid: str) -> Study | None: ...
 
     def transition(self, sid: str, frm: Iterable[StudyState], to: StudyState,
                    **fields: Any) -> bool: ...

@@ -47,6 +47,7 @@ from trials.jobs import (
     reserve_update,
     stopped_at_rung_fields,
 )
+from trials.records import Study
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.studies import new_study_doc
 
@@ -86,26 +87,30 @@ class MemoryStudies:
         self._docs: dict[str, dict[str, Any]] = {}
         self._seq = 0
 
-    def create(self, sid: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def create(self, sid: str, fields: dict[str, Any]) -> Study:
         if sid in self._docs:
             raise KeyError(f"duplicate study id {sid!r}")
         doc = new_study_doc(sid, copy.deepcopy(fields), self.clock.now())
         self._docs[sid] = doc
-        return copy.deepcopy(doc)
+        return Study.from_doc(copy.deepcopy(doc))
 
-    def get(self, sid: str) -> dict[str, Any] | None:
+    def get(self, sid: str) -> Study | None:
+        doc = self._doc(sid)
+        return None if doc is None else Study.from_doc(copy.deepcopy(doc))
+
+    def _doc(self, sid: str) -> dict[str, Any] | None:
         doc = self._docs.get(sid)
-        return None if doc is None or doc["deleted"] else dict(doc)
+        return None if doc is None or doc["deleted"] else doc
 
     def exists(self, sid: str) -> bool:
-        return self.get(sid) is not None
+        return self._doc(sid) is not None
 
     def _set(self, sid: str, fields: dict[str, Any]) -> None:
         self._docs[sid] = {**self._docs[sid], **fields}
 
     def transition(self, sid: str, frm: Iterable[StudyState], to: StudyState,
                    **fields: Any) -> bool:
-        doc = self.get(sid)
+        doc = self._doc(sid)
         if doc is None or doc["state"] not in {s.value for s in frm}:
             return False
         self._set(sid, {"state": to.value, **fields})
@@ -115,10 +120,10 @@ class MemoryStudies:
         return self.transition(sid, frm, to, finished=self.clock.now(), settled=False, **fields)
 
     def cancel(self, sid: str) -> StudyState | None:
-        doc = self.get(sid)
-        if doc is None:
+        study = self.get(sid)
+        if study is None:
             return None
-        state = StudyState(doc["state"])
+        state = study.state
         if state.active:
             self.end(sid, [state], StudyState.CANCELLED)
         return state
@@ -128,7 +133,7 @@ class MemoryStudies:
             self._set(sid, {"settled": True})
 
     def lease(self, sid: str, holder: str, seconds: float) -> bool:
-        doc, now = self.get(sid), self.clock.now()
+        doc, now = self._doc(sid), self.clock.now()
         if doc is None or not (doc["driver"] in (None, holder) or doc["driver_until"] < now):
             return False
         self._set(sid, {"driver": holder, "driver_until": now + seconds})
@@ -139,7 +144,7 @@ class MemoryStudies:
             self._set(sid, {"driver": None})
 
     def write_summary(self, sid: str, holder: str, summary: dict[str, Any], **fields: Any) -> bool:
-        doc = self.get(sid)
+        doc = self._doc(sid)
         if doc is None or doc["driver"] != holder:
             return False
         self._set(sid, {"summary": summary, **fields})

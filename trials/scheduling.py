@@ -37,7 +37,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["rung_epochs", "grid_of", "bracket_weights", "bracket_for", "promotions", "best_paused",
+__all__ = ["rung_epochs", "bracket_weights", "bracket_for", "promotions", "best_paused",
            "model_epoch",
            "rung_scores", "search_rank", "rank_key", "uniform_draw"]
 
@@ -50,14 +50,6 @@ def rung_epochs(min_epochs: int, reduction: int, trial_epochs: int) -> list[int]
         out.append(r)
         r *= eta
     return out
-
-
-def grid_of(study: dict[str, Any]) -> list[int]:
-    """The study's rung epochs (empty unless its scheduler is asha or hyperband)."""
-    s = study.get("scheduler") or {}
-    if s.get("rule") not in ("asha", "hyperband"):
-        return []
-    return rung_epochs(s["min_epochs"], s["reduction"], study["trial_epochs"])
 
 
 def bracket_weights(n_rungs: int, reduction: int) -> list[int]:

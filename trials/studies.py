@@ -20,6 +20,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from trials.clock import ServerClock
+from trials.records import Study
 from trials.states import StudyState
 
 __all__ = ["StudyRepo", "new_study_doc"]
@@ -48,10 +49,10 @@ class StudyRepo:
         self._col.create_index([("state", ASCENDING), ("created", DESCENDING)])
 
     # -- create and read -------------------------------------------------------------------------
-    def create(self, sid: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def create(self, sid: str, fields: dict[str, Any]) -> Study:
         doc = new_study_doc(sid, fields, self.clock.now())
         self._col.insert_one(doc)
-        return doc
+        return Study.from_doc(doc)
 
     def create_once(self, sid: str, fields: dict[str, Any]) -> bool:
         """Create ``sid`` unless a document with that id exists (a study, or its tombstone);
@@ -63,19 +64,18 @@ class StudyRepo:
             return False
         return True
 
-    def get(self, sid: str) -> dict[str, Any] | None:
+    def get(self, sid: str) -> Study | None:
         doc = self._col.find_one({"_id": sid})
-        return None if doc is None or doc.get("deleted") else doc
+        return None if doc is None or doc.get("deleted") else Study.from_doc(doc)
 
-    def page(self, state: StudyState | None, offset: int, limit: int) -> tuple[int, list[dict]]:
+    def page(self, state: StudyState | None, offset: int, limit: int) -> tuple[int, list[Study]]:
         """(total, newest first from ``offset``), sorted and cut by the database."""
         q: dict[str, Any] = dict(_VISIBLE)
         if state is not None:
             q["state"] = state.value
         total = self._col.count_documents(q)
-        docs = list(self._col.find(q).sort([("created", DESCENDING), ("_id", ASCENDING)])
-                    .skip(offset).limit(limit))
-        return total, docs
+        docs = self._col.find(q).sort([("created", DESCENDING), ("_id", ASCENDING)])
+        return total, [Study.from_doc(d) for d in docs.skip(offset).limit(limit)]
 
     def count_by_state(self) -> dict[str, int]:
         out = dict.fromkeys([s.value for s in StudyState], 0)
@@ -116,10 +116,10 @@ class StudyRepo:
         """Cancel an active study. Returns the state it was in before; a terminal state is
         returned unchanged (nothing written). None when the study does not exist."""
         while True:
-            doc = self.get(sid)
-            if doc is None:
+            study = self.get(sid)
+            if study is None:
                 return None
-            state = StudyState(doc["state"])
+            state = study.state
             if not state.active:
                 return state
             if self.end(sid, [state], StudyState.CANCELLED):

@@ -39,7 +39,7 @@ from service.studies.schemas import StudyCreate
 from trials.jobs import Job
 from trials.memory import ManualClock, MemoryStore
 from trials.pruning import make_pruner
-from trials.scheduling import grid_of, rank_key, rung_scores
+from trials.scheduling import rank_key, rung_scores
 from trials.states import JobKind, Outcome, StudyState
 
 __all__ = ["ARMS", "study_fields", "Simulation"]
@@ -80,12 +80,11 @@ class Simulation:
         self.problem, self.fields, self.workers = problem, fields, workers
         self.clock = ManualClock(1_000_000.0)
         self.store = MemoryStore(self.clock)
-        self.store.studies.create(SID, fields)
+        study = self.store.studies.create(SID, fields)
         self.driver = StudyDriver(self.store, SID, fail_fast=0, publish_every=PUBLISH_EVERY)
         self.loop = EventLoop(self.clock, budget)
         self.incumbent = Incumbent(problem, seed, lambda: self.loop.spent)
-        self.grid, self.top = grid_of(fields), int(fields["trial_epochs"])
-        self.seed = int(fields["seed"])
+        self.grid, self.top, self.seed = study.grid, study.trial_epochs, study.seed
 
     def run(self) -> Simulation:
         self.driver.step()
@@ -99,7 +98,7 @@ class Simulation:
 
     def _searching(self) -> bool:
         study = self.store.studies.get(SID)
-        return study is not None and study["state"] in (StudyState.QUEUED, StudyState.RUNNING)
+        return study is not None and study.state in (StudyState.QUEUED, StudyState.RUNNING)
 
     # -- a worker -----------------------------------------------------------------------------------
     def _worker(self, wid: int) -> Worker:

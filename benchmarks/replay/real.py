@@ -30,7 +30,7 @@ from benchmarks.replay.protocol import Result
 from service.launcher.embedded_db import EmbeddedMongo
 from service.launcher.processes import spawn, terminate
 from service.orchestrator.drivers import DriverManager
-from trials.scheduling import grid_of, rank_key
+from trials.scheduling import rank_key
 from trials.states import JobKind, StudyState
 from trials.store import Store
 
@@ -76,14 +76,14 @@ class RealFleet:
         fields = study_fields(problem, ARMS[arm], workers=self.workers, seed=seed, n_trials=None,
                               budget={"epochs": budget})
         sid = f"{arm.replace('+', '-')}-{seed}-{uuid.uuid4().hex[:6]}"
-        self.store.studies.create(sid, fields)
+        created = self.store.studies.create(sid, fields)
         self.manager.start(sid)
-        ranking = (grid_of(fields), int(fields["trial_epochs"]), int(fields["seed"]))
+        ranking = (created.grid, created.trial_epochs, created.seed)
         t0 = time.monotonic()
         trace: list[tuple[int, float]] = []
         while True:
             study = self.store.studies.get(sid)
-            state = study["state"]
+            state = study.state if study is not None else StudyState.FAILED
             spent, quality, configs = self._sample(sid, ranking)
             if quality is not None and (not trace or quality != trace[-1][1]):
                 trace.append((spent, quality))
@@ -95,7 +95,8 @@ class RealFleet:
             time.sleep(SAMPLE_EVERY)
         return Result(PROBLEM, arm, seed, trace, budget, 1.0, spent, configs,
                       time.monotonic() - t0,
-                      {"test_acc": (study.get("summary") or {}).get("test_acc"), "state": state})
+                      {"test_acc": study.summary.get("test_acc") if study else None,
+                       "state": state})
 
     def _sample(self, sid: str, ranking: tuple[list[int], int, int]
                 ) -> tuple[int, float | None, int]:

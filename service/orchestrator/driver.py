@@ -33,14 +33,15 @@ import secrets
 import socket
 from typing import Any
 
-from service.orchestrator.evaluation import FinalEvaluation, seed_list
+from service.orchestrator.evaluation import FinalEvaluation
 from service.orchestrator.search import Search
 from service.orchestrator.summary import error_groups, raised, summarize
 from trials.budget import trained
 from trials.cache import TrialCache
 from trials.interface import DriverStore
 from trials.jobs import job_id
-from trials.scheduling import grid_of, rank_key
+from trials.records import Params, Study, Summary
+from trials.scheduling import rank_key
 from trials.states import JobKind, JobState, Outcome, StudyState
 
 __all__ = ["StudyDriver", "make_holder"]
@@ -78,7 +79,7 @@ class StudyDriver:
         self.publish_every = publish_every
         self.cache = TrialCache(store, sid)
         self.search = Search(store, sid, self.cache)
-        self._summary: dict[str, Any] | None = None
+        self._summary: Summary | None = None
         self._published = -float("inf")  # server time of the last summary write
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -92,27 +93,26 @@ class StudyDriver:
         if not studies.lease(sid, self.holder, self.lease_seconds):
             return False  # another service process drives it; take over if its lease lapses
         self.cache.refresh()
-        state = StudyState(study["state"])
+        state = study.state
         if state == StudyState.QUEUED:
             if studies.transition(sid, [state], RUNNING, started=self.store.clock.now()):
-                state = study["state"] = RUNNING
+                state = RUNNING
         if state == RUNNING:
             self._search(study)
         elif state == RETRAINING:
             self._retrain(study)
-        done = self._settled(study)
+        now = studies.get(sid)  # as this pass left it
+        if now is None:
+            self.store.purge_study(sid)
+            return True
+        done = self._settled(now)
         if done or self.store.clock.now() - self._published >= self.publish_every:
-            self._publish(study)
+            self._publish(now)
         return done
 
-    def _settled(self, study: dict[str, Any]) -> bool:
+    def _settled(self, now: Study) -> bool:
         """True once the study ended and none of its jobs is new or running any more."""
-        now = self.store.studies.get(self.sid)
-        if now is None:
-            self.store.purge_study(self.sid)
-            return True
-        study.update(now)
-        if StudyState(now["state"]).active:
+        if now.active:
             return False
         states = {d["state"] for d in self.cache.docs.values()}
         if JobState.NEW in states:  # inserted by a pass that a cancel or a failure missed
@@ -123,17 +123,17 @@ class StudyDriver:
         if states & set(ACTIVE):
             return False
         self.store.studies.mark_settled(self.sid)
-        log.info("study %s %s; counts %s", self.sid, now["state"], self.cache.counts())
+        log.info("study %s %s; counts %s", self.sid, now.state.value, self.cache.counts())
         return True
 
     # -- search ------------------------------------------------------------------------------------
-    def _search(self, study: dict[str, Any]) -> None:
+    def _search(self, study: Study) -> None:
         if self._fail_fast(study):
             return
         if self.search.step(study):
             self._start_retrain(study)
 
-    def _fail_fast(self, study: dict[str, Any]) -> bool:
+    def _fail_fast(self, study: Study) -> bool:
         """The first ``fail_fast`` finished trials all errored with one message: fail the study
         with it rather than spend the rest of the budget on the same error."""
         k = self.fail_fast
@@ -154,20 +154,20 @@ class StudyDriver:
         return True
 
     # -- retrain and test -------------------------------------------------------------------------
-    def _ranked(self, study: dict[str, Any]) -> list[dict[str, Any]]:
+    def _ranked(self, study: Study) -> list[dict[str, Any]]:
         """Search trials with a result, best first: with ASHA by the highest rung reached and
         the score there; otherwise by best validation accuracy."""
-        grid, top = grid_of(study), study["trial_epochs"]
+        grid, top = study.grid, study.trial_epochs
         done = [d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d)]
-        return sorted(done, key=lambda d: rank_key(d, grid, top, study["seed"]), reverse=True)
+        return sorted(done, key=lambda d: rank_key(d, grid, top, study.seed), reverse=True)
 
-    def _best(self, study: dict[str, Any]) -> dict[str, Any] | None:
+    def _best(self, study: Study) -> dict[str, Any] | None:
         """The first of ``_ranked`` (without sorting the others)."""
-        grid, top = grid_of(study), study["trial_epochs"]
+        grid, top = study.grid, study.trial_epochs
         done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _reportable(d))
-        return max(done, key=lambda d: rank_key(d, grid, top, study["seed"]), default=None)
+        return max(done, key=lambda d: rank_key(d, grid, top, study.seed), default=None)
 
-    def _start_retrain(self, study: dict[str, Any]) -> None:
+    def _start_retrain(self, study: Study) -> None:
         ranked = self._ranked(study)
         if not ranked:
             groups = error_groups(self.cache.of_kind(JobKind.TRIAL))
@@ -182,31 +182,31 @@ class StudyDriver:
         if self.store.studies.transition(self.sid, [RUNNING], RETRAINING,
                                          search_finished=self.store.clock.now()):
             log.info("study %s: search done, retraining trial(s) %s", self.sid,
-                     [d["tid"] for d in ranked[: study.get("retrain_top_k", 1)]])
+                     [d["tid"] for d in ranked[: study.retrain_top_k]])
 
-    def _enqueue_retrains(self, study: dict[str, Any], ranked: list[dict[str, Any]]) -> None:
+    def _enqueue_retrains(self, study: Study, ranked: list[dict[str, Any]]) -> None:
         """The ``retrain_top_k`` candidates with the study's seed (service/orchestrator/evaluation.py); with
         one candidate, its other seeds beside it."""
         if self.cache.of_kind(JobKind.RETRAIN):
             return
-        top = ranked[: study.get("retrain_top_k", 1)]
+        top = ranked[: study.retrain_top_k]
         for d in top:
             tid = self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
-                                          params=d["params"], epochs=study["retrain_epochs"],
+                                          params=d["params"], epochs=study.retrain_epochs,
                                           source=d["_id"])
             if len(top) == 1:
                 self._enqueue_seeds(study, d["params"], d["_id"], job_id(self.sid, tid),
-                                    seed_list(study)[1:])
+                                    study.seeds[1:])
 
-    def _enqueue_seeds(self, study: dict[str, Any], params: dict[str, Any], source: str,
-                       winner: str, seeds: list[int]) -> None:
+    def _enqueue_seeds(self, study: Study, params: Params, source: str, winner: str,
+                       seeds: list[int]) -> None:
         for seed in seeds:
             self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
                                     params={**params, "seed": seed},
-                                    epochs=study["retrain_epochs"], source=source,
+                                    epochs=study.retrain_epochs, source=source,
                                     seed_of=winner)
 
-    def _retrain(self, study: dict[str, Any]) -> None:
+    def _retrain(self, study: Study) -> None:
         retrains = self.cache.of_kind(JobKind.RETRAIN)
         if not retrains:  # killed between the state change and the insert: do it again
             self.cache.refresh(full=True)
@@ -236,13 +236,13 @@ class StudyDriver:
                      stats["test_acc"], stats["tests"])
 
     # -- the published summary -----------------------------------------------------------------------
-    def summary(self, study: dict[str, Any]) -> dict[str, Any]:
+    def summary(self, study: Study) -> dict[str, Any]:
         """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache
         (computed once per change of the cache; the study's own fields it reads never change)."""
         return self.cache.memoized("summary", lambda: summarize(study, self.cache,
                                                                  self._best(study)))
 
-    def _end(self, study: dict[str, Any], frm: StudyState, to: StudyState, **fields: Any) -> bool:
+    def _end(self, study: Study, frm: StudyState, to: StudyState, **fields: Any) -> bool:
         """End the study with its summary in the same write, so that no reader sees the final
         state beside the counts (or test accuracy) of a pass before."""
         summary = self.summary(study)
@@ -251,9 +251,9 @@ class StudyDriver:
         self._summary = summary
         return True
 
-    def _publish(self, study: dict[str, Any]) -> None:
+    def _publish(self, study: Study) -> None:
         summary = self.summary(study)
         self._published = self.store.clock.now()
-        if summary != self._summary or summary != study.get("summary"):
+        if summary != self._summary or summary != study.summary:
             if self.store.studies.write_summary(self.sid, self.holder, summary):
                 self._summary = summary

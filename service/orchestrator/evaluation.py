@@ -25,20 +25,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trials.records import Study
 from trials.states import JobState
 
-__all__ = ["FinalEvaluation", "Evaluation", "seed_list"]
+__all__ = ["FinalEvaluation", "Evaluation"]
 
 Doc = dict[str, Any]
 
 
 def _val(doc: Doc) -> float:
     return float((doc.get("result") or {}).get("best_val_acc") or 0.0)
-
-
-def seed_list(study: Doc) -> list[int]:
-    """The seeds the winner is retrained with: ``seed … seed + retrain_seeds - 1``."""
-    return [int(study["seed"]) + i for i in range(int(study.get("retrain_seeds") or 1))]
 
 
 def _terminal(doc: Doc) -> bool:
@@ -70,7 +66,7 @@ class FinalEvaluation:
     tests: dict[str, Doc]  # test job by the id of the run it tested
 
     @classmethod
-    def of(cls, study: Doc, retrains: Sequence[Doc], tests: Sequence[Doc]) -> FinalEvaluation:
+    def of(cls, study: Study, retrains: Sequence[Doc], tests: Sequence[Doc]) -> FinalEvaluation:
         candidates = tuple(sorted((r for r in retrains if not r.get("seed_of")),
                                   key=lambda r: r["tid"]))
         winner = None
@@ -82,7 +78,7 @@ class FinalEvaluation:
             extra = sorted((r for r in retrains if r.get("seed_of") == winner["_id"]),
                            key=lambda r: r["tid"])
             runs = (winner, *extra)
-        return cls(seeds=seed_list(study), candidates=candidates, runs=runs,
+        return cls(seeds=study.seeds, candidates=candidates, runs=runs,
                    tests={t["source"]: t for t in tests if t.get("source")})
 
     # -- what the driver queues ------------------------------------------------------------------

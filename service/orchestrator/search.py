@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trials.budget import Budget
 from trials.cache import TrialCache
 from trials.interface import DriverStore
 from trials.jobs import PROMOTED
-from trials.scheduling import best_paused, grid_of, promotions, search_rank
+from trials.records import Study
+from trials.scheduling import best_paused, promotions, search_rank
 from trials.states import JobKind, JobState, StudyState
 
 if TYPE_CHECKING:
@@ -47,18 +48,18 @@ class Search:
         self.store, self.sid, self.cache = store, sid, cache
         self._suggester: Suggester | None = None
 
-    def step(self, study: dict[str, Any]) -> bool:
-        grid = grid_of(study)
+    def step(self, study: Study) -> bool:
+        grid = study.grid
         trials = self.cache.of_kind(JobKind.TRIAL)
         budget = Budget.of(study, trials, grid)
-        todo = promotions(trials, grid, study["trial_epochs"], study["scheduler"]["reduction"],
-                          study["seed"]) if grid else []
+        todo = promotions(trials, grid, study.trial_epochs, study.scheduler.reduction,
+                          study.seed) if grid else []
         promoted, budget = self._promote(grid, budget, todo)
         counts = self.cache.counts()
         created = sum(counts[s.label] for s in JobState)
         active = counts["new"] + counts["running"]
         if self._may_create(study, grid, budget, created):
-            room = study["parallelism"] + int(study.get("queue_ahead") or 0) - active
+            room = study.parallelism + study.queue_ahead - active
             if room > 0:
                 self._suggest(study, created, room, grid, budget)
             return False
@@ -68,17 +69,16 @@ class Search:
 
     # -- what may start -------------------------------------------------------------------------------
     @staticmethod
-    def _cap(study: dict[str, Any]) -> float:
-        n = study.get("n_trials")
-        return math.inf if n is None else int(n)
+    def _cap(study: Study) -> float:
+        return math.inf if study.n_trials is None else study.n_trials
 
-    def _may_create(self, study: dict[str, Any], grid: list[int], budget: Budget,
+    def _may_create(self, study: Study, grid: list[int], budget: Budget,
                     created: int) -> bool:
         """Another configuration may be created: under ``n_trials``, and a first segment fits
         in the budget (the first rung with rungs; a whole trial without)."""
         if created >= self._cap(study):
             return False
-        return budget.fits_new(grid[0] if grid else int(study["trial_epochs"]))
+        return budget.fits_new(grid[0] if grid else study.trial_epochs)
 
     # -- promotions -----------------------------------------------------------------------------------
     def _promote(self, grid: list[int], budget: Budget, todo: list[tuple[int, int, int]],
@@ -103,23 +103,23 @@ class Search:
             self.cache.refresh()
         return n, budget
 
-    def _end_round(self, study: dict[str, Any], grid: list[int], budget: Budget,
+    def _end_round(self, study: Study, grid: list[int], budget: Budget,
                    created: int) -> bool:
         """The fleet is idle and nothing more will be created: promote the best paused trial
         of each rung while no trial has reached the top (and, when the budget ended the
         search, while budget is left). False when there is nothing left to do."""
         trials = self.cache.of_kind(JobKind.TRIAL)
-        top = int(study["trial_epochs"])
+        top = study.trial_epochs
         at_top = any(search_rank(d, grid, top)[0] >= top for d in trials
                      if d["state"] == JobState.DONE)
         budget_ended = budget.bounded and created < self._cap(study)
         if at_top and not budget_ended:
             return False
-        n, _ = self._promote(grid, budget, best_paused(trials, grid, top, study["seed"]), cut=True)
+        n, _ = self._promote(grid, budget, best_paused(trials, grid, top, study.seed), cut=True)
         return n > 0
 
     # -- new configurations ----------------------------------------------------------------------------
-    def _suggest(self, study: dict[str, Any], created: int, room: int, grid: list[int],
+    def _suggest(self, study: Study, created: int, room: int, grid: list[int],
                  budget: Budget) -> None:
         if self._suggester is None:
             # imported on the first suggestion: hyperopt pulls in SciPy (~2 s of the API's start)
@@ -132,7 +132,7 @@ class Search:
                 break
             # A cancel or delete may land while this pass inserts: look before every insert.
             now = self.store.studies.get(self.sid)
-            if now is None or now["state"] != StudyState.RUNNING:
+            if now is None or now.state != StudyState.RUNNING:
                 break
             first = self._suggester.new_trial(created + i, self.store.jobs.job_fields,
                                               budget.fits_new)

@@ -41,10 +41,11 @@ from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hy
 from service.orchestrator import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
-from trials.scheduling import bracket_for, bracket_weights, grid_of, model_epoch, uniform_draw
+from trials.records import Params, Study
+from trials.scheduling import bracket_for, bracket_weights, model_epoch, uniform_draw
 from trials.states import JobKind, JobState, Outcome
 
-__all__ = ["Suggester", "random_fraction", "REDRAWS"]
+__all__ = ["Suggester", "REDRAWS"]
 
 REDRAWS = 10  # draws of a suggestion that duplicates a pending configuration before giving up
 ACTIVE = (JobState.NEW, JobState.RUNNING)
@@ -52,12 +53,6 @@ ACTIVE = (JobState.NEW, JobState.RUNNING)
 
 def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs a Domain
     raise RuntimeError("trials are evaluated by workers, not in the service")
-
-
-def random_fraction(study: dict[str, Any]) -> float:
-    """The study's ρ: its own, else BOHB's 1/3 with rungs and 0 without."""
-    rho = study.get("random_fraction")
-    return float(rho) if rho is not None else (1 / 3 if grid_of(study) else 0.0)
 
 
 def _score(d: dict[str, Any], epoch: int | None) -> float | None:
@@ -70,17 +65,17 @@ def _score(d: dict[str, Any], epoch: int | None) -> float | None:
 
 
 class Suggester:
-    def __init__(self, study: dict[str, Any], cache: TrialCache) -> None:
+    def __init__(self, study: Study, cache: TrialCache) -> None:
         tpe_speed.install()  # hyperopt's TPE, its quantized densities in one numpy pass
         self.study, self.cache = study, cache
-        self.spec = SpaceSpec.model_validate(study["space"])
+        self.spec = SpaceSpec.model_validate(dict(study.space))
         self.domain = Domain(_never_called, to_hyperopt(self.spec))
-        self.grid, self.top = grid_of(study), int(study["trial_epochs"])
-        sched = study.get("scheduler") or {}
-        self.weights = (bracket_weights(len(self.grid), sched["reduction"])
-                        if sched.get("rule") == "hyperband" else [1])
+        self.grid, self.top = study.grid, study.trial_epochs
+        sched = study.scheduler
+        self.weights = (bracket_weights(len(self.grid), sched.reduction)
+                        if sched.rule == "hyperband" else [1])
         self.n_min = sum(1 for v in self.spec.parsed.values() if hasattr(v, "type")) + 2
-        self.rho = random_fraction(study)
+        self.rho = study.rho
         # tid -> (the cached document, the key it was viewed under, the view's document): a
         # document is rewritten only when the cache replaced it (a refresh hands out new ones)
         self._views: dict[int, tuple[dict[str, Any], tuple, dict[str, Any]]] = {}
@@ -127,8 +122,8 @@ class Suggester:
 
     def _trials_and_algo(self, tid: int):  # noqa: ANN202
         docs = self.cache.of_kind(JobKind.TRIAL)
-        view = self.model_view(docs) if self.study["algorithm"] == "tpe" else None
-        if view is None or uniform_draw(self.study["seed"], tid, 1) < self.rho:
+        view = self.model_view(docs) if self.study.algorithm == "tpe" else None
+        if view is None or uniform_draw(self.study.seed, tid, 1) < self.rho:
             return MongoTrials(self.cache), rand.suggest
         return (MongoTrials(self.cache, view=lambda _docs: view),
                 functools.partial(tpe.suggest, n_startup_jobs=0))
@@ -142,7 +137,7 @@ class Suggester:
         study, domain = self.study, self.domain
         tid = self.cache.jobs.next_tids(self.cache.exp_key, 1)[0]
         trials, algo = self._trials_and_algo(tid)
-        warm = study.get("warm_start") or []
+        warm = study.warm_start
         if index < len(warm):  # warm-start points go first, in the order given
             vals = point_to_vals(self.spec, warm[index])
             misc = {"tid": tid, "cmd": domain.cmd, "workdir": domain.workdir}
@@ -158,34 +153,36 @@ class Suggester:
 
     def _draw(self, tid: int, trials: MongoTrials, algo) -> tuple[list[dict], dict]:  # noqa: ANN001
         pending = [d["params"] for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] in ACTIVE]
-        base = (self.study["seed"] * 100_003 + tid) % 2**31
+        base = (self.study.seed * 100_003 + tid) % 2**31
         for k in range(REDRAWS):
             docs = algo([tid], self.domain, trials, seed=(base + 7_919 * k) % 2**31)
             params = self._params(docs[0])
-            full = {**params, "model": self.study["model"], "dataset": self.study["dataset"],
-                    "seed": self.study["seed"]}
-            if full not in pending:
+            if self._full(params) not in pending:
                 break
         return docs, params
 
-    def _params(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def _full(self, params: Params) -> Params:
+        """What a trial of the study trains: the searched parameters with the fixed ones."""
+        s = self.study
+        return {**params, "model": s.model, "dataset": s.dataset, "seed": s.seed}
+
+    def _params(self, doc: dict[str, Any]) -> Params:
         vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         return flatten_sample(self.spec, space_eval(self.domain.expr, vals))
 
-    def _fields(self, tid: int, params: dict[str, Any], fits: Callable[[int], bool] | None
+    def _fields(self, tid: int, params: Params, fits: Callable[[int], bool] | None
                 ) -> dict[str, Any]:
         study = self.study
-        fields: dict[str, Any] = {
-            "kind": JobKind.TRIAL.value, "epochs": study["trial_epochs"],
-            "params": {**params, "model": study["model"], "dataset": study["dataset"],
-                       "seed": study["seed"]}}
-        if study.get("trial_timeout"):
-            fields["timeout"] = float(study["trial_timeout"])
-        sched = study.get("scheduler") or {}
-        if sched.get("rule") == "median":
-            fields["pruning"] = {k: sched[k] for k in ("rule", "warmup", "min_trials")}
+        fields: dict[str, Any] = {"kind": JobKind.TRIAL.value, "epochs": study.trial_epochs,
+                                  "params": self._full(params)}
+        if study.trial_timeout:
+            fields["timeout"] = study.trial_timeout
+        sched = study.scheduler
+        if sched.rule == "median":
+            fields["pruning"] = {"rule": sched.rule, "warmup": sched.warmup,
+                                 "min_trials": sched.min_trials}
         if self.grid:
-            bracket = bracket_for(tid, study["seed"], self.weights)
+            bracket = bracket_for(tid, study.seed, self.weights)
             target = self.grid[bracket] if bracket < len(self.grid) else self.top
             while fits is not None and bracket > 0 and not fits(target):
                 bracket -= 1  # a lower bracket, whose first rung the budget fits

@@ -17,11 +17,10 @@ from typing import Any
 from service.orchestrator.evaluation import FinalEvaluation
 from trials.budget import Budget, trained
 from trials.cache import TrialCache
-from trials.scheduling import grid_of
+from trials.records import Study
 from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
 
-__all__ = ["summarize", "error_groups", "failure_counts", "raised", "published_retrain_state",
-           "anytime", "epochs_to_fraction",
+__all__ = ["summarize", "error_groups", "failure_counts", "raised", "anytime", "epochs_to_fraction",
            "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
@@ -105,12 +104,11 @@ def failure_counts(docs: list[dict[str, Any]]) -> dict[str, Any]:
             "by_kind": by_kind}
 
 
-def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | None
-              ) -> dict[str, Any]:
+def summarize(study: Study, cache: TrialCache, best: dict[str, Any] | None) -> dict[str, Any]:
     """The summary of ``study`` from its ``cache``; ``best``: the trial the driver ranks
     first."""
     trials = cache.of_kind(JobKind.TRIAL)
-    grid, top = grid_of(study), int(study["trial_epochs"])
+    grid, top = study.grid, study.trial_epochs
     ran = [trained(d) for d in trials if d["state"] == JobState.DONE]
     cut = [trained(d) for d in trials if d["state"] == JobState.CANCELLED]  # by a cancel
     budget = Budget.of(study, trials, grid)
@@ -137,13 +135,6 @@ def summarize(study: dict[str, Any], cache: TrialCache, best: dict[str, Any] | N
         "fidelity": fidelity,
         "advice": fidelity_advice(fidelity),
     }
-
-
-def published_retrain_state(summary_state: str | None, study_state: str) -> str:
-    """What a reader is told: a study that ended (cancelled, failed) before its retrain says
-    "not run", never "pending"."""
-    state = summary_state or "pending"
-    return "not run" if state == "pending" and study_state in ("cancelled", "failed") else state
 
 
 def anytime(trials: list[dict[str, Any]]) -> list[list[float]]:

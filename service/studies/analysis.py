@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from trials.states import JobState
@@ -28,7 +29,7 @@ TABLE_COLUMNS = ["tid", "state", "outcome", "best_val_acc", "best_epoch", "epoch
                  "retries", "worker", "seconds", "error"]
 
 
-def searched_params(space: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def searched_params(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Every parameter a trial of ``space`` can draw -> its distribution (sub-spaces flattened,
     the last definition winning for a name several sub-spaces set)."""
     out: dict[str, dict[str, Any]] = {}
@@ -57,7 +58,7 @@ def _encode(spec: dict[str, Any], value: Any) -> float:
     return math.log10(v) if spec["type"] in ("loguniform", "qloguniform") and v > 0 else v
 
 
-def importance(space: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
+def importance(space: Mapping[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
     """Importance of each searched parameter over finished trials (``trials``: job documents)."""
     params = searched_params(space)
     done = [t for t in trials if (t.get("result") or {}).get("best_val_acc") is not None
@@ -82,8 +83,8 @@ def importance(space: dict[str, Any], trials: list[dict[str, Any]]) -> dict[str,
     return {**base, "importances": [{"param": n, "importance": float(v)} for n, v in ranked]}
 
 
-def trials_table(space: dict[str, Any], trials: list[dict[str, Any]]) -> tuple[list[str],
-                                                                               list[list[Any]]]:
+def trials_table(space: Mapping[str, Any], trials: list[dict[str, Any]]
+                 ) -> tuple[list[str], list[list[Any]]]:
     """(header, rows): one row per search trial, one column per searched parameter."""
     names = sorted(searched_params(space))
     rows = []

@@ -232,10 +232,10 @@ class ComparisonList(BaseModel):
 
 
 def _row(store: Store, variant: str, sid: str, now: float) -> ComparisonRow:
-    doc = store.studies.get(sid)
-    if doc is None:
+    study = store.studies.get(sid)
+    if study is None:
         return ComparisonRow(variant=variant, study_id=sid, model="?", state="deleted")
-    s = study_public(doc, now)
+    s = study_public(study, now)
     return ComparisonRow(
         variant=variant, study_id=sid, model=s.model, state=s.state.value,
         best_val_acc=s.best.best_val_acc if s.best else None, test_acc=s.test_acc,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from service.orchestrator.summary import epochs_to_fraction, published_retrain_state
+from service.orchestrator.summary import epochs_to_fraction
 from service.studies.schemas import StudyPublic, TrialPublic
+from trials.records import Study
 from trials.states import JobState
 
 __all__ = ["study_public", "trial_public"]
@@ -34,14 +35,14 @@ def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None)
         peak_rss_mb=res.get("peak_rss_mb"), peak_gpu_mb=res.get("peak_gpu_mb"), curve=curve)
 
 
-def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
-    summary = doc.get("summary") or {}
-    end = doc.get("finished") or (now if now is not None else time.time())
-    fields = {k: v for k, v in doc.items() if k in StudyPublic.model_fields and k != "id"}
+def study_public(study: Study, now: float | None = None) -> StudyPublic:
+    summary = study.summary
+    end = study.finished or (now if now is not None else time.time())
     return StudyPublic(
-        id=doc["_id"], **fields, counts=summary.get("counts") or {},
-        best=summary.get("best"),
-        retrain_state=published_retrain_state(summary.get("retrain_state"), doc["state"]),
+        id=study.id, **study.settings(), state=study.state, created=study.created,
+        started=study.started, search_finished=study.search_finished, finished=study.finished,
+        error=study.error, comparison=study.comparison, counts=summary.get("counts") or {}, best=summary.get("best"),
+        retrain_state=study.retrain_state(),
         test_acc=summary.get("test_acc"), test_acc_sd=summary.get("test_acc_sd"),
         tests=summary.get("tests", int(summary.get("test_acc") is not None)),  # older summaries
         retrain_val_acc=summary.get("val_acc"), test_drop=summary.get("test_drop"),
@@ -55,4 +56,4 @@ def study_public(doc: dict[str, Any], now: float | None = None) -> StudyPublic:
         fidelity=summary.get("fidelity") or [], advice=summary.get("advice") or [],
         rank_correlation=summary.get("rank_correlation"),
         error_groups=summary.get("error_groups") or [],
-        failures=summary.get("failures") or {}, elapsed=max(0.0, end - doc["created"]))
+        failures=summary.get("failures") or {}, elapsed=max(0.0, end - study.created))

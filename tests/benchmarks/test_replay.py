@@ -74,7 +74,7 @@ def _real(mongo_url: str, db_name: str, spawn, fields: dict) -> dict:
     worker = spawn(["worker", "--device", "cpu", "--poll", "0.05"], proc_env(mongo_url, db_name),
                    name="worker")
     try:
-        wait_for(lambda: store.studies.get("real")["state"] not in ("queued", "running"), 300,
+        wait_for(lambda: store.studies.get("real").state not in ("queued", "running"), 300,
                  f"the real search to end; worker log:\n{read_log(worker)[-2000:]}")
     finally:
         manager.stop()

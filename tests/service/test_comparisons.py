@@ -66,11 +66,11 @@ def test_a_kill_between_the_writes_is_finished_and_a_deleted_variant_stays_gone(
                                    {"sru": "s1", "gru": "s2", "sru-iid": "s3"})
     store.studies.create("s1", {"name": "made before the kill"})  # the kill came after s1
     assert cmp.ensure_studies(store, doc) == ["s2", "s3"]
-    assert store.studies.get("s1")["name"] == "made before the kill"
-    assert store.studies.get("s3")["comparison"] == "c1"
-    assert store.studies.get("s3")["space"]["params"]["r_size"] == 0
+    assert store.studies.get("s1").name == "made before the kill"
+    assert store.studies.get("s3").comparison == "c1"
+    assert store.studies.get("s3").space["params"]["r_size"] == 0
     assert cmp.ensure_studies(store, doc) == []  # a second service with the stale document
-    assert store.studies.get("s2")["comparison"] == "c1"
+    assert store.studies.get("s2").comparison == "c1"
     store.delete_study("s2")
     assert cmp.ensure_studies(store, store.comparisons.get("c1")) == []  # not made again
     assert store.studies.get("s2") is None

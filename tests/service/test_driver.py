@@ -60,7 +60,7 @@ def test_two_drivers_never_top_up_the_same_study(any_store):
         a.step()
         b.step()
     assert count(store, sid) == 3 + 1  # parallelism + queue_ahead (1), not twice that
-    assert store.studies.get(sid)["driver"] == "a"
+    assert store.studies.get(sid).driver == "a"
 
 
 def test_a_lapsed_lease_is_taken_over(store, db):
@@ -124,18 +124,18 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(any_store):
 
     def end_and_look(*a, **k):  # the stored summary right after the state turned
         ended = end(*a, **k)
-        seen.append(store.studies.get(sid)["summary"])
+        seen.append(store.studies.get(sid).summary)
         return ended
 
     store.studies.end = end_and_look
     d.step()
     assert seen[0]["counts"]["error"] == 3 and seen[0]["error_groups"][0]["count"] == 3
     study = store.studies.get(sid)
-    assert study["state"] == StudyState.FAILED
-    assert "MNIST is not in data/MNIST/raw" in study["error"]
+    assert study.state == StudyState.FAILED
+    assert "MNIST is not in data/MNIST/raw" in study.error
     assert count(store, sid) == 3 + 1  # the rest of n_trials was not spent
     d.step()
-    groups = store.studies.get(sid)["summary"]["error_groups"]
+    groups = store.studies.get(sid).summary["error_groups"]
     assert groups == [{"error": "DatasetUnavailable: MNIST is not in data/MNIST/raw", "count": 3,
                        "tids": [0, 1, 2]}]
 
@@ -151,7 +151,7 @@ def test_different_errors_do_not_fail_fast(any_store):
         j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
         store.work.fail(j, f"error {i}")
     d.step()
-    assert store.studies.get(sid)["state"] == StudyState.RUNNING
+    assert store.studies.get(sid).state == StudyState.RUNNING
 
 
 def test_the_summary_follows_concurrent_writers(store, db):
@@ -179,7 +179,7 @@ def test_the_summary_follows_concurrent_writers(store, db):
             t.join()
     d.cache.refresh(full=True)
     d.step()
-    counts = store.studies.get(sid)["summary"]["counts"]
+    counts = store.studies.get(sid).summary["counts"]
     real = {s.label: db.jobs.count_documents({"exp_key": sid, "kind": "trial", "state": int(s)})
             for s in JobState}
     assert {k: counts[k] for k in real} == real
@@ -247,7 +247,7 @@ def _drive_to_retrain(store, sid) -> StudyDriver:
     d = StudyDriver(store, sid, fail_fast=0)
     for _ in range(10):
         d.step()
-        if store.studies.get(sid)["state"] == StudyState.RETRAINING:
+        if store.studies.get(sid).state == StudyState.RETRAINING:
             return d
         _work_all(store, sid, lambda j: {"best_val_acc": 0.5 + 0.01 * j.tid})
     raise AssertionError("the search did not end")
@@ -299,8 +299,8 @@ def test_with_top_k_the_seeds_follow_the_winner_only(any_store):
     _work_all(store, sid, lambda j: {"test_acc": 0.8})
     wait_for(d.step, 30, "the study settles")
     study = store.studies.get(sid)
-    assert study["state"] == StudyState.COMPLETED and study["retrain_tid"] == candidates[1]["tid"]
-    assert study["summary"]["tests"] == 2
+    assert study.state == StudyState.COMPLETED and study.retrain_tid == candidates[1]["tid"]
+    assert study.summary["tests"] == 2
 
 
 def test_a_failed_seed_run_leaves_the_others_tested(any_store):
@@ -317,5 +317,5 @@ def test_a_failed_seed_run_leaves_the_others_tested(any_store):
     _work_all(store, sid, lambda j: {"test_acc": 0.7})
     wait_for(d.step, 30, "the study settles")
     s = store.studies.get(sid)
-    assert s["state"] == StudyState.COMPLETED and s["summary"]["tests"] == 1
-    assert s["summary"]["test_acc_sd"] is None
+    assert s.state == StudyState.COMPLETED and s.summary["tests"] == 1
+    assert s.summary["test_acc_sd"] is None

@@ -13,7 +13,7 @@ from service.orchestrator.driver import StudyDriver
 from service.orchestrator.suggest import Suggester
 from tests.service.test_driver import make_study
 from trials.budget import Budget
-from trials.scheduling import grid_of, rung_scores
+from trials.scheduling import rung_scores
 from trials.states import JobKind, JobState, StudyState
 
 DISCRETE = {"model": "sru", "params": {  # 8 configurations
@@ -53,9 +53,9 @@ def run_to_the_end(store, sid: str, budget: float | None = None, passes: int = 4
         d.step()
         if budget is not None:
             committed = Budget.of(store.studies.get(sid), d.cache.of_kind(JobKind.TRIAL),
-                                  grid_of(store.studies.get(sid))).committed
+                                  store.studies.get(sid).grid).committed
             assert committed <= budget  # never more work than the budget pays for
-        if store.studies.get(sid)["state"] != StudyState.RUNNING:
+        if store.studies.get(sid).state != StudyState.RUNNING:
             return
         work(store, sid)
     raise AssertionError("the search did not end")
@@ -166,7 +166,7 @@ def test_a_budget_is_never_exceeded_and_its_end_goes_to_the_top(store, db, rule)
     spent = sum(t["result"].get("epochs_run") or 0 for t in ts)
     assert 100 - 9 <= spent <= 100  # (almost) all of it spent, never more
     assert any(t["result"].get("epochs_run") == 9 for t in ts)
-    summary = store.studies.get(sid)["summary"]
+    summary = store.studies.get(sid).summary
     assert summary["budget_epochs"] == 100 and summary["epochs_spent"] == spent
     assert len(ts) > 100 / 9  # the saving went to more configurations
 
@@ -197,7 +197,7 @@ def test_summary_reports_rung_fidelity_and_advice(store, db):
         store.work.finish(job, {"best_val_acc": scores["9"], "epochs_run": 9,
                                 "rung_scores": scores}, "ok")
         d.step()
-    s = store.studies.get(sid)["summary"]
+    s = store.studies.get(sid).summary
     first = s["fidelity"][0]
     assert first["epoch"] == 1 and first["pairs"] >= 8 and first["spearman"] < -0.9
     assert s["advice"] and "raise scheduler.min_epochs" in s["advice"][0]
@@ -222,7 +222,7 @@ def test_an_infeasible_trial_is_seen_by_tpe_as_the_worst_and_is_never_the_best(s
     assert view is not None
     losses = {v["tid"]: v["result"]["loss"] for v in view}
     assert losses[bad.tid] == max(losses.values()) and losses[bad.tid] < 0  # finite, the worst
-    summary = store.studies.get(sid)["summary"]
+    summary = store.studies.get(sid).summary
     assert summary["best"]["tid"] != bad.tid and summary["counts"]["infeasible"] == 1
     assert summary["failures"]["configuration"] == 1
     assert summary["failures"]["by_kind"] == {"infeasible": 1}
@@ -253,11 +253,11 @@ def test_a_tight_budget_starts_and_cuts_no_segment_during_the_search(store, db, 
     sid = make_study(store, parallelism=2, n_trials=None, budget={"epochs": budget},
                      trial_epochs=top, scheduler={"rule": rule, "min_epochs": 1, "reduction": 3})
     run_to_the_end(store, sid, budget=budget)
-    assert store.studies.get(sid)["state"] == StudyState.RETRAINING  # searched, not failed
+    assert store.studies.get(sid).state == StudyState.RETRAINING  # searched, not failed
     ts = trials_of(db, sid)
     spent = [t["result"]["epochs_run"] for t in ts]
     assert sum(spent) <= budget and max(spent) >= 3
-    off_rung = [e for e in spent if e not in grid_of(store.studies.get(sid)) + [top]]
+    off_rung = [e for e in spent if e not in store.studies.get(sid).grid + [top]]
     assert len(off_rung) <= 1, spent  # the end's cut, if any
     if budget == top:  # one configuration, trained to the top
         assert spent == [top]

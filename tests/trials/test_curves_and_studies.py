@@ -63,7 +63,7 @@ def test_transitions_are_compare_and_set(store):
     # a cancel that read "running" a moment ago can not overwrite the completion
     assert not store.studies.end(sid, [StudyState.RUNNING], StudyState.CANCELLED)
     assert store.studies.cancel(sid) == StudyState.COMPLETED
-    assert store.studies.get(sid)["state"] == "completed"
+    assert store.studies.get(sid).state == "completed"
 
 
 def test_the_driver_lease_is_exclusive_until_it_lapses(store):

@@ -5,6 +5,7 @@ against every backend)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ TIMES = {"created", "updated", "book_time", "refresh_time", "finished", "started
 
 def _plain(v: Any) -> Any:
     """Times dropped (the clocks differ), booleans as ints (nx-27017 stores them so)."""
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):
         return {k: _plain(x) for k, x in v.items() if k not in TIMES}
     if isinstance(v, list):
         return [_plain(x) for x in v]
@@ -77,7 +78,8 @@ def scenario(store, tick) -> dict[str, Any]:  # noqa: ANN001 - either backend
     seen["jobs"] = [_plain(store.job_reads.get("s", t)) for t in range(4)]
     seen["curve"] = _plain(store.curves.get(second.id))
     study = store.studies.get("s")
-    seen["study"] = {k: _plain(study[k]) for k in ("state", "summary", "driver", "settled")}
+    seen["study"] = {k: _plain(getattr(study, k)) for k in ("state", "summary", "driver",
+                                                            "settled")}
     return seen
 
 

@@ -19,7 +19,7 @@ MAX_ROWS = 100_000
 
 def _trials(rt, sid: str) -> list[dict[str, Any]]:  # noqa: ANN001
     return rt.store.job_reads.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
-                              offset=0, limit=MAX_ROWS)
+                                   offset=0, limit=MAX_ROWS)
 
 
 @router.get("/importance", response_model=Importance, responses=responses(401, 404))
@@ -27,7 +27,7 @@ def parameter_importance(sid: StudyId, rt: Rt, _: Reader) -> Importance:
     """How much each searched parameter explains the best validation accuracy (random forest
     impurity importance over finished trials; needs at least 10)."""
     study = get_study(rt, sid)
-    return Importance(**importance(study["space"], _trials(rt, sid)))
+    return Importance(**importance(study.space, _trials(rt, sid)))
 
 
 @router.get("/trials.csv", response_class=Response, responses={
@@ -35,6 +35,6 @@ def parameter_importance(sid: StudyId, rt: Rt, _: Reader) -> Importance:
           "per searched parameter"}, **responses(401, 404)})
 def trials_csv(sid: StudyId, rt: Rt, _: Reader) -> Response:
     study = get_study(rt, sid)
-    header, rows = trials_table(study["space"], _trials(rt, sid))
+    header, rows = trials_table(study.space, _trials(rt, sid))
     return Response(to_csv(header, rows), media_type="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{sid}-trials.csv"'})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 
 from service.api.runtime import Runtime
+from trials.records import Study
 
 __all__ = ["Rt", "StudyId", "TrialId", "get_study"]
 
@@ -20,8 +21,8 @@ StudyId = Annotated[str, Path(min_length=1, max_length=64, description="study id
 TrialId = Annotated[int, Path(ge=0, le=2**31 - 1, description="trial id (tid)")]
 
 
-def get_study(rt: Runtime, sid: str) -> dict[str, Any]:
-    doc = rt.store.studies.get(sid)
-    if doc is None:
+def get_study(rt: Runtime, sid: str) -> Study:
+    study = rt.store.studies.get(sid)
+    if study is None:
         raise HTTPException(404, f"study {sid!r} not found")
-    return doc
+    return study

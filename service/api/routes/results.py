@@ -10,7 +10,6 @@ from service.api.errors import responses
 from service.api.routes.deps import Rt, StudyId, get_study
 from service.api.security import Reader
 from service.orchestrator.evaluation import FinalEvaluation
-from service.orchestrator.summary import published_retrain_state
 from service.studies.schemas import EvaluationPublic, RetrainCandidate, RetrainPublic
 from trials.jobs import tid_of
 from trials.states import JobKind, JobState
@@ -28,17 +27,17 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
     evaluations (service/orchestrator/evaluation.py)."""
     study = get_study(rt, sid)
     pages = {kind: rt.store.job_reads.page(sid, state=None, kind=kind.value, by_score=False,
-                                      offset=0, limit=100)
+                                           offset=0, limit=100)
              for kind in (JobKind.RETRAIN, JobKind.TEST)}
     final = FinalEvaluation.of(study, pages[JobKind.RETRAIN], pages[JobKind.TEST])
-    state = published_retrain_state(final.state(), study["state"])
+    state = study.retrain_state(final.state())
     candidates = [RetrainCandidate(tid=r["tid"], source_tid=_tid(r.get("source")),
                                    state=JobState(r["state"]).label,
                                    best_val_acc=(r.get("result") or {}).get("best_val_acc"))
                   for r in final.candidates]
     chosen = final.winner or (final.candidates[0] if len(final.candidates) == 1 else None)
     if chosen is None:
-        return RetrainPublic(state=state, candidates=candidates, epochs=study["retrain_epochs"],
+        return RetrainPublic(state=state, candidates=candidates, epochs=study.retrain_epochs,
                              seeds=len(final.seeds))
     res, stats = chosen.get("result") or {}, final.stats()
     evaluations = [EvaluationPublic(**e.public()) for e in final.evaluations()]
@@ -62,7 +61,7 @@ def checkpoint(sid: StudyId, rt: Rt, _: Reader,
                               "a retrain's tid (one seed run; GET /studies/ID/retrain lists "
                               "them); default: the winner's")] = None) -> Response:
     study = get_study(rt, sid)
-    job = rt.store.job_reads.retrain_of(sid, study.get("retrain_tid") if tid is None else tid)
+    job = rt.store.job_reads.retrain_of(sid, study.retrain_tid if tid is None else tid)
     if tid is not None and (job is None or job.get("kind") != JobKind.RETRAIN.value):
         raise HTTPException(404, f"study {sid!r} has no retrain with tid {tid}")
     data = rt.store.job_reads.load_checkpoint(job) if job else None

@@ -27,19 +27,19 @@ def create_study(body: StudyCreate, rt: Rt, _: Writer) -> StudyPublic:
         raise unprocessable("parallelism", f"at most {s.max_parallelism} (SRU_HPO_MAX_PARALLELISM)")
     fields = body.model_dump()
     fields["space"] = body.spec().model_dump()  # stored resolved: built-ins may change later
-    doc = rt.store.studies.create(uuid.uuid4().hex[:12], fields)
-    rt.drive(doc["_id"])
-    return study_public(doc, rt.store.clock.now())
+    study = rt.store.studies.create(uuid.uuid4().hex[:12], fields)
+    rt.drive(study.id)
+    return study_public(study, rt.store.clock.now())
 
 
 @router.get("", response_model=StudyList, responses=responses(401))
 def list_studies(rt: Rt, _: Reader, state: StudyState | None = None,
                  offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> StudyList:
-    total, docs = rt.store.studies.page(state, offset, limit)
+    total, studies = rt.store.studies.page(state, offset, limit)
     now = rt.store.clock.now()
     return StudyList(total=total, offset=offset, limit=limit,
-                     studies=[study_public(d, now) for d in docs])
+                     studies=[study_public(s, now) for s in studies])
 
 
 @router.get("/{sid}", response_model=StudyPublic, responses=responses(401, 404))

@@ -28,9 +28,9 @@ def list_trials(
 ) -> TrialList:
     study = get_study(rt, sid)
     st = JobState[state.upper()] if state else None
-    docs = rt.store.job_reads.page(sid, state=st, kind=JobKind.TRIAL.value, by_score=sort == "val_acc",
-                              offset=offset, limit=limit)
-    counts = (study.get("summary") or {}).get("counts") or {}
+    docs = rt.store.job_reads.page(sid, state=st, kind=JobKind.TRIAL.value,
+                                   by_score=sort == "val_acc", offset=offset, limit=limit)
+    counts = study.summary.get("counts") or {}
     total = counts.get(state, 0) if state else sum(counts.get(s.label, 0) for s in JobState)
     return TrialList(total=max(total, offset + len(docs)), offset=offset, limit=limit,
                      trials=[trial_public(d) for d in docs])
