@@ -43,9 +43,9 @@ def count_trials(docs: list[dict[str, Any]]) -> dict[str, int]:
 
 
 class TrialCache:
-    def __init__(self, store: DriverStore, exp_key: str, *, overlap: float = 3.0,
+    def __init__(self, store: DriverStore, sid: str, *, overlap: float = 3.0,
                  resync: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.jobs, self.job_reads, self.exp_key = store.jobs, store.job_reads, exp_key
+        self.jobs, self.job_reads, self.sid = store.jobs, store.job_reads, sid
         self.server = store.clock
         self.overlap, self.resync, self.clock = overlap, resync, clock
         self.docs: dict[int, dict[str, Any]] = {}
@@ -62,7 +62,7 @@ class TrialCache:
         """Bring the cache up to date; returns how many documents were read."""
         started = self.server.now()
         if full or self._since is None or self.clock() - self._last_full > self.resync:
-            docs = self.job_reads.changed(self.exp_key, None)
+            docs = self.job_reads.changed(self.sid, None)
             fresh = {int(d["tid"]): d for d in docs}
             if fresh != self.docs:
                 self.docs = fresh
@@ -72,7 +72,7 @@ class TrialCache:
                 self._changed()
             self._last_full = self.clock()
         else:
-            docs = self.job_reads.changed(self.exp_key, self._since - self.overlap)
+            docs = self.job_reads.changed(self.sid, self._since - self.overlap)
             self._keep(docs)
         self._since = started
         self.reads += len(docs)

@@ -82,10 +82,10 @@ class CurveStore:
         docs = self._col.find({"_id": {"$in": job_ids}})
         return {d["_id"]: points_of(d, up_to_epoch=up_to_epoch) for d in docs}
 
-    def changed(self, exp_key: str, after: float, limit: int) -> list[dict[str, Any]]:
+    def changed(self, sid: str, after: float, limit: int) -> list[dict[str, Any]]:
         """Curve documents of a study updated after ``after`` (server seconds), oldest change
         first, at most ``limit``."""
-        q = {"exp_key": exp_key, "updated": {"$gt": after}}
+        q = {"exp_key": sid, "updated": {"$gt": after}}
         return list(self._col.find(q).sort([("updated", ASCENDING), ("_id", ASCENDING)])
                     .limit(limit))
 
@@ -98,5 +98,5 @@ class CurveStore:
         if job_ids:
             self._col.delete_many({"_id": {"$in": job_ids}})
 
-    def purge(self, exp_key: str) -> None:
-        self._col.delete_many({"exp_key": exp_key})
+    def purge(self, sid: str) -> None:
+        self._col.delete_many({"exp_key": sid})

@@ -26,10 +26,10 @@ class FileStore:
         self.db = db
         self._fs = {b: gridfs.GridFS(db, collection=b) for b in (SNAPSHOTS, CHECKPOINTS)}
 
-    def put(self, bucket: str, data: bytes, *, exp_key: str, tid: int, attempt: int) -> ObjectId:
+    def put(self, bucket: str, data: bytes, *, sid: str, tid: int, attempt: int) -> ObjectId:
         return self._fs[bucket].put(
-            data, filename=f"{exp_key}:{tid}:{attempt}",
-            metadata={"exp_key": exp_key, "tid": tid, "attempt": attempt})
+            data, filename=f"{sid}:{tid}:{attempt}",
+            metadata={"exp_key": sid, "tid": tid, "attempt": attempt})
 
     def get(self, bucket: str, file_id: Any) -> bytes | None:
         if file_id is None:
@@ -43,9 +43,9 @@ class FileStore:
         if file_id is not None:
             self._fs[bucket].delete(file_id)
 
-    def of_study(self, exp_key: str) -> list[tuple[str, Any]]:
+    def of_study(self, sid: str) -> list[tuple[str, Any]]:
         return [(b, f._id) for b, fs in self._fs.items()
-                for f in fs.find({"metadata.exp_key": exp_key})]
+                for f in fs.find({"metadata.exp_key": sid})]
 
     def all_files(self) -> list[tuple[str, Any, dict[str, Any], float]]:
         """(bucket, id, metadata, upload time as UNIX seconds) of every file."""
@@ -71,8 +71,8 @@ class FileStore:
     def count(self, bucket: str) -> int:
         return sum(1 for _ in self._fs[bucket].find())
 
-    def purge(self, exp_key: str) -> int:
-        found = self.of_study(exp_key)
+    def purge(self, sid: str) -> int:
+        found = self.of_study(sid)
         for bucket, fid in found:
             self.delete(bucket, fid)
         return len(found)

@@ -33,7 +33,7 @@ __all__ = ["WorkerJobs"]
 class WorkerJobs(JobCollection):
     """The worker protocol: what a worker does with the jobs it reserves."""
 
-    def reserve(self, owner: str, *, token: str, exp_key: str | None = None,
+    def reserve(self, owner: str, *, token: str, sid: str | None = None,
                 retried: bool = False) -> Job | None:
         """Atomically move the oldest new job (highest priority first) to running for ``owner``.
 
@@ -46,8 +46,8 @@ class WorkerJobs(JobCollection):
                 mine = doc["state"] == JobState.RUNNING and doc.get("owner") == owner
                 return Job.from_doc(doc) if mine else None
         query: dict[str, Any] = {"state": int(JobState.NEW)}
-        if exp_key is not None:
-            query["exp_key"] = exp_key
+        if sid is not None:
+            query["exp_key"] = sid
         doc = self._col.find_one_and_update(
             query, reserve_update(owner, self.clock.now(), token, self.heartbeat_interval),
             sort=RESERVE_ORDER, return_document=ReturnDocument.AFTER)
@@ -84,7 +84,7 @@ class WorkerJobs(JobCollection):
         out not to be ours. False when the job was lost."""
         fid = None
         if checkpoint is not None:
-            fid = self.files.put(CHECKPOINTS, checkpoint, exp_key=job.exp_key, tid=job.tid,
+            fid = self.files.put(CHECKPOINTS, checkpoint, sid=job.sid, tid=job.tid,
                                  attempt=job.attempt)
         ok = self._end(job, finished_fields(result, outcome, fid))
         if not ok:
@@ -140,7 +140,7 @@ class WorkerJobs(JobCollection):
         """Write the training state after ``epoch``, then attach it to the job if the job is
         still ours; otherwise delete it again. The replaced snapshot is deleted after the
         attach, so a job always has one whole snapshot or none."""
-        fid = self.files.put(SNAPSHOTS, data, exp_key=job.exp_key, tid=job.tid,
+        fid = self.files.put(SNAPSHOTS, data, sid=job.sid, tid=job.tid,
                              attempt=job.attempt)
         before = self._col.find_one_and_update(
             self._mine(job), {"$set": {"snapshot": fid, "snapshot_epoch": int(epoch)}},

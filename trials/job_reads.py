@@ -21,21 +21,21 @@ __all__ = ["JobReads"]
 class JobReads(JobCollection):
     """Read queries and pages over the jobs."""
 
-    def changed(self, exp_key: str, since: float | None) -> list[dict[str, Any]]:
+    def changed(self, sid: str, since: float | None) -> list[dict[str, Any]]:
         """The slim documents of a study's jobs changed at or after ``since`` (server seconds;
         None: all of them)."""
-        q: dict[str, Any] = {"exp_key": exp_key}
+        q: dict[str, Any] = {"exp_key": sid}
         if since is not None:
             q["updated"] = {"$gte": since}
         return list(self._col.find(q, SLIM))
 
-    def get(self, exp_key: str, tid: int) -> dict[str, Any] | None:
-        return self._col.find_one({"_id": job_id(exp_key, tid)})
+    def get(self, sid: str, tid: int) -> dict[str, Any] | None:
+        return self._col.find_one({"_id": job_id(sid, tid)})
 
-    def page(self, exp_key: str, *, state: JobState | None, kind: str | None, by_score: bool,
+    def page(self, sid: str, *, state: JobState | None, kind: str | None, by_score: bool,
              offset: int, limit: int) -> list[dict[str, Any]]:
         """One page of a study's jobs, filtered, sorted and cut by the database."""
-        q: dict[str, Any] = {"exp_key": exp_key}
+        q: dict[str, Any] = {"exp_key": sid}
         if state is not None:
             q["state"] = int(state)
         if kind is not None:
@@ -44,16 +44,16 @@ class JobReads(JobCollection):
                  else [("tid", ASCENDING)])
         return list(self._col.find(q).sort(order).skip(offset).limit(limit))
 
-    def best(self, exp_key: str, k: int) -> list[dict[str, Any]]:
+    def best(self, sid: str, k: int) -> list[dict[str, Any]]:
         """The ``k`` finished search trials with the highest validation accuracy."""
-        q = {"exp_key": exp_key, "state": int(JobState.DONE), "kind": JobKind.TRIAL.value}
+        q = {"exp_key": sid, "state": int(JobState.DONE), "kind": JobKind.TRIAL.value}
         return list(self._col.find(q).sort([("score", DESCENDING), ("tid", ASCENDING)]).limit(k))
 
-    def retrain_of(self, exp_key: str, tid: int | None = None) -> dict[str, Any] | None:
+    def retrain_of(self, sid: str, tid: int | None = None) -> dict[str, Any] | None:
         """The study's retrain job: the chosen one when ``tid`` is known, else the first."""
         if tid is not None:
-            return self.get(exp_key, tid)
-        docs = self.page(exp_key, state=None, kind=JobKind.RETRAIN.value, by_score=False,
+            return self.get(sid, tid)
+        docs = self.page(sid, state=None, kind=JobKind.RETRAIN.value, by_score=False,
                          offset=0, limit=1)
         return docs[0] if docs else None
 
@@ -66,9 +66,9 @@ class JobReads(JobCollection):
     def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
         return list(self._col.find({"_id": {"$in": ids}})) if ids else []
 
-    def full_budget_tids(self, exp_key: str) -> list[str]:
+    def full_budget_tids(self, sid: str) -> list[str]:
         """Ids of a study's search trials that ran their whole budget (the pruner's peers)."""
-        q = {"exp_key": exp_key, "kind": JobKind.TRIAL.value, "state": int(JobState.DONE),
+        q = {"exp_key": sid, "kind": JobKind.TRIAL.value, "state": int(JobState.DONE),
              "outcome": Outcome.OK.value}
         return [d["_id"] for d in self._col.find(q, {"_id": 1})]
 

@@ -20,10 +20,10 @@ __all__ = ["JobUpkeep"]
 class JobUpkeep(JobCollection):
     """Maintenance of the jobs: requeue, release at a restart, purge, orphans."""
 
-    def running(self, exp_key: str | None = None) -> list[dict[str, Any]]:
+    def running(self, sid: str | None = None) -> list[dict[str, Any]]:
         q: dict[str, Any] = {"state": int(JobState.RUNNING)}
-        if exp_key is not None:
-            q["exp_key"] = exp_key
+        if sid is not None:
+            q["exp_key"] = sid
         fields = {"owner": 1, "heartbeat": 1, "heartbeat_interval": 1, "retries": 1,
                   "previous_owners": 1, "exp_key": 1, "tid": 1, "stop": 1, "attempt": 1}
         return list(self._col.find(q, fields))
@@ -50,9 +50,9 @@ class JobUpkeep(JobCollection):
                                      {"$set": released_fields(now), "$inc": {"releases": 1}}
                                      ).modified_count
 
-    def purge(self, exp_key: str) -> None:
-        self._col.delete_many({"exp_key": exp_key})
-        self._counters.delete_one({"_id": f"tid:{exp_key}"})
+    def purge(self, sid: str) -> None:
+        self._col.delete_many({"exp_key": sid})
+        self._counters.delete_one({"_id": f"tid:{sid}"})
 
     def existing(self, ids: list[str]) -> set[str]:
         """Which of the job ids ``ids`` exist."""

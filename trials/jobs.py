@@ -38,9 +38,9 @@ SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "
         "promotions": 1, "source": 1, "failures": 1, "seed_of": 1}
 
 
-def job_id(exp_key: str, tid: int) -> str:
+def job_id(sid: str, tid: int) -> str:
     """A job's ``_id``: ``"<study>:<tid>"``. Built only here, and read back only by ``tid_of``."""
-    return f"{exp_key}:{tid}"
+    return f"{sid}:{tid}"
 
 
 def tid_of(jid: str) -> int:
@@ -158,12 +158,12 @@ def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = N
             "failures": {}}
 
 
-def new_job_doc(exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
+def new_job_doc(sid: str, tid: int, **fields: Any) -> dict[str, Any]:
     """A job document for a trial TPE did not suggest (a retrain, a test job)."""
     return {"state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
             "misc": {"tid": tid, "cmd": ["sru_hpo", str(fields.get("kind"))], "idxs": {},
                      "vals": {}, "workdir": None},
-            "exp_key": exp_key, "owner": None, "version": 0, "book_time": None,
+            "exp_key": sid, "owner": None, "version": 0, "book_time": None,
             "refresh_time": None, **job_fields(**fields)}
 
 
@@ -172,7 +172,7 @@ class Job:
     """What a worker reads from a reserved job: plain data only."""
 
     id: str
-    exp_key: str
+    sid: str
     tid: int
     kind: str
     params: dict[str, Any]
@@ -193,7 +193,7 @@ class Job:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Job:
-        return cls(id=doc["_id"], exp_key=doc["exp_key"], tid=int(doc["tid"]),
+        return cls(id=doc["_id"], sid=doc["exp_key"], tid=int(doc["tid"]),
                    kind=doc.get("kind", "trial"), params=dict(doc.get("params") or {}),
                    epochs=int(doc["epochs"]), owner=doc["owner"], attempt=int(doc["attempt"]),
                    pruning=doc.get("pruning"), snapshot=doc.get("snapshot"),
@@ -233,10 +233,10 @@ class JobQueue(JobCollection):
                                 ("score", DESCENDING)])
         self._col.create_index([("reservation", ASCENDING)])
 
-    def next_tids(self, exp_key: str, n: int) -> list[int]:
-        """``n`` fresh trial ids for ``exp_key``, allocated atomically (safe across processes)."""
+    def next_tids(self, sid: str, n: int) -> list[int]:
+        """``n`` fresh trial ids for ``sid``, allocated atomically (safe across processes)."""
         doc = self._counters.find_one_and_update(
-            {"_id": f"tid:{exp_key}"}, {"$inc": {"seq": n}}, upsert=True,
+            {"_id": f"tid:{sid}"}, {"$inc": {"seq": n}}, upsert=True,
             return_document=ReturnDocument.AFTER)
         assert doc is not None  # upsert=True always returns the document
         end = int(doc["seq"])
@@ -244,9 +244,9 @@ class JobQueue(JobCollection):
 
     job_fields = staticmethod(job_fields)
 
-    def new_job_doc(self, exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
+    def new_job_doc(self, sid: str, tid: int, **fields: Any) -> dict[str, Any]:
         """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
-        return new_job_doc(exp_key, tid, **fields)
+        return new_job_doc(sid, tid, **fields)
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
         """Insert complete job documents, their empty curves first: a job is reservable the
@@ -261,26 +261,26 @@ class JobQueue(JobCollection):
             self.curves.create(docs)
             self._col.insert_many(docs)
 
-    def enqueue(self, exp_key: str, **fields: Any) -> int:
+    def enqueue(self, sid: str, **fields: Any) -> int:
         """Insert one job outside TPE; returns its tid."""
-        (tid,) = self.next_tids(exp_key, 1)
-        self.insert([self.new_job_doc(exp_key, tid, **fields)])
+        (tid,) = self.next_tids(sid, 1)
+        self.insert([self.new_job_doc(sid, tid, **fields)])
         return tid
 
-    def promote(self, exp_key: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
+    def promote(self, sid: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
         """Send a paused trial on to ``limit`` (its next rung, or the top): back to the queue
         ahead of new trials (``priority``: higher goes first). Conditional on it still being
         paused where it was."""
         res = self._col.update_one(
-            {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
+            {"_id": job_id(sid, tid), "state": int(JobState.DONE),
              "outcome": Outcome.PAUSED.value},
             promote_update(limit, self.clock.now(), priority))
         return res.matched_count == 1
 
-    def stop_at_rung(self, exp_key: str, tid: int) -> bool:
+    def stop_at_rung(self, sid: str, tid: int) -> bool:
         """The search ended with this trial still paused: it ends where it is."""
         before = self._col.find_one_and_update(
-            {"_id": job_id(exp_key, tid), "state": int(JobState.DONE),
+            {"_id": job_id(sid, tid), "state": int(JobState.DONE),
              "outcome": Outcome.PAUSED.value},
             {"$set": stopped_at_rung_fields(self.clock.now())},
             projection={"snapshot": 1}, return_document=ReturnDocument.BEFORE)
@@ -289,7 +289,7 @@ class JobQueue(JobCollection):
         self.files.delete(SNAPSHOTS, before.get("snapshot"))
         return True
 
-    def cancel_study(self, exp_key: str) -> tuple[int, int]:
+    def cancel_study(self, sid: str) -> tuple[int, int]:
         """Cancel a study's queued jobs now and ask its running ones to stop after their epoch.
         Returns (queued cancelled, running asked to stop).
 
@@ -298,9 +298,9 @@ class JobQueue(JobCollection):
         update then cancels. Either way nothing of the study is left to run."""
         now = self.clock.now()
         running = self._col.update_many(
-            {"exp_key": exp_key, "state": int(JobState.RUNNING)},
+            {"exp_key": sid, "state": int(JobState.RUNNING)},
             {"$set": {"stop": "cancel", "updated": now}}).modified_count
         queued = self._col.update_many(
-            {"exp_key": exp_key, "state": int(JobState.NEW)},
+            {"exp_key": sid, "state": int(JobState.NEW)},
             {"$set": {**cancelled_fields(), "updated": now}}).modified_count
         return queued, running

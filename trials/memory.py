@@ -196,8 +196,8 @@ class MemoryCurves:
         return {j: points_of(self._docs[j], up_to_epoch=up_to_epoch)
                 for j in job_ids if j in self._docs}
 
-    def purge(self, exp_key: str) -> None:
-        self._docs = {k: d for k, d in self._docs.items() if d["exp_key"] != exp_key}
+    def purge(self, sid: str) -> None:
+        self._docs = {k: d for k, d in self._docs.items() if d["exp_key"] != sid}
 
 
 class MemoryJobs:
@@ -219,14 +219,14 @@ class MemoryJobs:
 
     # -- storing a document ------------------------------------------------------------------------
     def _put(self, doc: dict[str, Any]) -> None:
-        jid, exp_key = doc["_id"], doc["exp_key"]
+        jid, sid = doc["_id"], doc["exp_key"]
         old = self._docs.get(jid)
         self._docs[jid] = doc
         self._slim[jid] = {"_id": jid, **{k: doc[k] for k in SLIM if k in doc}}
         if old is None or old.get("updated") != doc.get("updated"):
-            self._log.setdefault(exp_key, []).append((doc["updated"], next(self._writes), jid))
+            self._log.setdefault(sid, []).append((doc["updated"], next(self._writes), jid))
         (self._new.add if doc["state"] == JobState.NEW else self._new.discard)(jid)
-        peers = self._full.setdefault(exp_key, set())
+        peers = self._full.setdefault(sid, set())
         full = (doc["kind"] == JobKind.TRIAL.value and doc["state"] == JobState.DONE
                 and doc.get("outcome") == Outcome.OK.value)
         (peers.add if full else peers.discard)(jid)
@@ -243,14 +243,14 @@ class MemoryJobs:
         return self._update(job.id, update, state=int(JobState.RUNNING), attempt=job.attempt)
 
     # -- creating jobs ------------------------------------------------------------------------------
-    def next_tids(self, exp_key: str, n: int) -> list[int]:
-        key = f"tid:{exp_key}"
+    def next_tids(self, sid: str, n: int) -> list[int]:
+        key = f"tid:{sid}"
         end = self._counters.get(key, 0) + n
         self._counters[key] = end
         return list(range(end - n, end))
 
-    def new_job_doc(self, exp_key: str, tid: int, **fields: Any) -> dict[str, Any]:
-        return new_job_doc(exp_key, tid, **fields)
+    def new_job_doc(self, sid: str, tid: int, **fields: Any) -> dict[str, Any]:
+        return new_job_doc(sid, tid, **fields)
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
         now = self.clock.now()
@@ -262,16 +262,16 @@ class MemoryJobs:
         for d in docs:
             self._put(copy.deepcopy(d))
 
-    def enqueue(self, exp_key: str, **fields: Any) -> int:
-        (tid,) = self.next_tids(exp_key, 1)
-        self.insert([self.new_job_doc(exp_key, tid, **fields)])
+    def enqueue(self, sid: str, **fields: Any) -> int:
+        (tid,) = self.next_tids(sid, 1)
+        self.insert([self.new_job_doc(sid, tid, **fields)])
         return tid
 
     # -- a worker's side ----------------------------------------------------------------------------
-    def reserve(self, owner: str, *, token: str, exp_key: str | None = None,
+    def reserve(self, owner: str, *, token: str, sid: str | None = None,
                 retried: bool = False) -> Job | None:
         cands = [self._docs[j] for j in self._new
-                 if exp_key is None or self._docs[j]["exp_key"] == exp_key]
+                 if sid is None or self._docs[j]["exp_key"] == sid]
         if not cands:
             return None
         first = min(cands, key=lambda d: (-d["priority"], d["created"], d["tid"]))
@@ -303,12 +303,12 @@ class MemoryJobs:
     def pause(self, job: Job, result: dict[str, Any]) -> bool:
         return self._mine(job, {"$set": paused_fields(result, self.clock.now())}) is not None
 
-    def promote(self, exp_key: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
-        return self._update(job_id(exp_key, tid), promote_update(limit, self.clock.now(), priority),
+    def promote(self, sid: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:
+        return self._update(job_id(sid, tid), promote_update(limit, self.clock.now(), priority),
                             state=int(JobState.DONE), outcome=Outcome.PAUSED.value) is not None
 
-    def stop_at_rung(self, exp_key: str, tid: int) -> bool:
-        return self._update(job_id(exp_key, tid), {"$set": stopped_at_rung_fields(self.clock.now())},
+    def stop_at_rung(self, sid: str, tid: int) -> bool:
+        return self._update(job_id(sid, tid), {"$set": stopped_at_rung_fields(self.clock.now())},
                             state=int(JobState.DONE), outcome=Outcome.PAUSED.value) is not None
 
     def release(self, job: Job) -> bool:
@@ -319,43 +319,43 @@ class MemoryJobs:
         return self._mine(job, {"$set": released_fields(now), "$inc": {"releases": 1}}) is not None
 
     # -- the study's side -----------------------------------------------------------------------------
-    def cancel_study(self, exp_key: str) -> tuple[int, int]:
+    def cancel_study(self, sid: str) -> tuple[int, int]:
         now, queued, running = self.clock.now(), 0, 0
-        for jid in [j for j, d in self._docs.items() if d["exp_key"] == exp_key]:
+        for jid in [j for j, d in self._docs.items() if d["exp_key"] == sid]:
             if self._update(jid, {"$set": {"stop": "cancel", "updated": now}},
                             state=int(JobState.RUNNING)):
                 running += 1
-        for jid in [j for j in self._new if self._docs[j]["exp_key"] == exp_key]:
+        for jid in [j for j in self._new if self._docs[j]["exp_key"] == sid]:
             self._update(jid, {"$set": {**cancelled_fields(), "updated": now}})
             queued += 1
         return queued, running
 
-    def changed(self, exp_key: str, since: float | None) -> list[dict[str, Any]]:
+    def changed(self, sid: str, since: float | None) -> list[dict[str, Any]]:
         """The slim documents changed at or after ``since`` (None: all), as ``JobQueue``'s."""
-        log = self._log.get(exp_key, [])
+        log = self._log.get(sid, [])
         start = 0 if since is None else bisect.bisect_left(log, (since, -1, ""))
         ids = dict.fromkeys(jid for _, _, jid in log[start:])
         return [self._slim[j] for j in ids if j in self._slim]
 
-    def get(self, exp_key: str, tid: int) -> dict[str, Any] | None:
-        return self._docs.get(job_id(exp_key, tid))
+    def get(self, sid: str, tid: int) -> dict[str, Any] | None:
+        return self._docs.get(job_id(sid, tid))
 
     def by_id(self, jid: str) -> dict[str, Any] | None:
         return self._docs.get(jid)
 
-    def full_budget_tids(self, exp_key: str) -> list[str]:
-        return sorted(self._full.get(exp_key, ()))
+    def full_budget_tids(self, sid: str) -> list[str]:
+        return sorted(self._full.get(sid, ()))
 
     def existing(self, ids: list[str]) -> set[str]:
         return {j for j in ids if j in self._docs}
 
-    def purge(self, exp_key: str) -> None:
-        for jid in [j for j, d in self._docs.items() if d["exp_key"] == exp_key]:
+    def purge(self, sid: str) -> None:
+        for jid in [j for j, d in self._docs.items() if d["exp_key"] == sid]:
             del self._docs[jid], self._slim[jid]
             self._new.discard(jid)
-        self._log.pop(exp_key, None)
-        self._full.pop(exp_key, None)
-        self._counters.pop(f"tid:{exp_key}", None)
+        self._log.pop(sid, None)
+        self._full.pop(sid, None)
+        self._counters.pop(f"tid:{sid}", None)
 
 
 class MemoryStore:
@@ -376,9 +376,9 @@ class MemoryStore:
     def ensure_indexes(self) -> None:
         """Nothing to index in memory."""
 
-    def purge_study(self, exp_key: str) -> None:
-        self.jobs.purge(exp_key)
-        self.curves.purge(exp_key)
+    def purge_study(self, sid: str) -> None:
+        self.jobs.purge(sid)
+        self.curves.purge(sid)
 
     def delete_study(self, sid: str) -> bool:
         if not self.studies.exists(sid):

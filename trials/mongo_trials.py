@@ -27,7 +27,7 @@ class MongoTrials(Trials):
                  ) -> None:
         """``view`` rewrites the documents TPE sees (ASHA: each trial's loss at one rung)."""
         self.cache, self.view = cache, view
-        super().__init__(exp_key=cache.exp_key, refresh=refresh)
+        super().__init__(exp_key=cache.sid, refresh=refresh)
 
     def refresh(self) -> None:
         docs = self.cache.of_kind(JobKind.TRIAL)

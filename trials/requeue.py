@@ -31,13 +31,13 @@ class StaleJobSweeper:
         self.grace_factor = grace_factor
         self._seen: dict[Any, tuple[tuple[Any, int], float]] = {}
 
-    def sweep(self, exp_key: str | None = None) -> list[tuple[str, int, str]]:
-        """One pass; returns (exp_key, tid, "requeued" | "cancelled" | "error") per job it
+    def sweep(self, sid: str | None = None) -> list[tuple[str, int, str]]:
+        """One pass; returns (sid, tid, "requeued" | "cancelled" | "error") per job it
         acted on."""
         now = self.clock()
         acted: list[tuple[str, int, str]] = []
         running = set()
-        for doc in self.jobs.running(exp_key):
+        for doc in self.jobs.running(sid):
             running.add(doc["_id"])
             sig = (doc.get("attempt"), int(doc.get("heartbeat", 0)))
             prev = self._seen.get(doc["_id"])

@@ -108,11 +108,11 @@ class Store:
         self.leases.release_all()
         return released
 
-    def purge_study(self, exp_key: str) -> None:
+    def purge_study(self, sid: str) -> None:
         """Delete every job, curve, counter and file of a study (idempotent)."""
-        self.upkeep.purge(exp_key)
-        self.curves.purge(exp_key)
-        self.files.purge(exp_key)
+        self.upkeep.purge(sid)
+        self.curves.purge(sid)
+        self.files.purge(sid)
 
     def delete_study(self, sid: str) -> bool:
         """Hide the study at once, stop its jobs, purge everything, then drop its document.

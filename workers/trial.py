@@ -141,7 +141,7 @@ class TrialRun:
 
     def _prune(self) -> bool:
         assert self.pruner is not None
-        epoch, sid = self.curve[-1]["epoch"], self.job.exp_key
+        epoch, sid = self.curve[-1]["epoch"], self.job.sid
         peers = self.db.job_reads.full_budget_tids(sid)
         others = self.db.curves.of_jobs(peers, up_to_epoch=epoch)
         return self.pruner.should_prune(epoch, self.curve, list(others.values()))
@@ -156,7 +156,7 @@ class TrialRun:
         wd = self.watchdog
         progress = {"steps": wd.steps, "idle_seconds": round(wd.idle, 1),
                     "stall_after": round(wd.stall_after)} if wd is not None else {}
-        self.store.workers.touch(w.owner, {"exp_key": self.job.exp_key, "tid": self.job.tid,
+        self.store.workers.touch(w.owner, {"exp_key": self.job.sid, "tid": self.job.tid,
                                            "kind": self.job.kind, "epoch": epoch, **progress})
         self.store.leases.refresh(w.owner)
 

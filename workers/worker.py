@@ -122,7 +122,7 @@ class Worker:
         """Reserve one job; a retry after a lost reply gets the same job back (same token)."""
         token, tries = uuid.uuid4().hex, itertools.count()
         return self.db.retry(lambda: self.store.work.reserve(
-            self.owner, token=token, exp_key=self.study, retried=next(tries) > 0), "reserve")
+            self.owner, token=token, sid=self.study, retried=next(tries) > 0), "reserve")
 
     def idle_beat(self, first: bool) -> None:
         """While idle: nudge the study drivers once (a slot is free), and twice per heartbeat

@@ -151,7 +151,7 @@ class Simulation:
             return "rung"
         if pruner is not None:
             epoch = curve[-1]["epoch"]
-            peers = self.store.job_reads.full_budget_tids(job.exp_key)
+            peers = self.store.job_reads.full_budget_tids(job.sid)
             others = self.store.curves.of_jobs(peers, up_to_epoch=epoch)
             if pruner.should_prune(epoch, curve, list(others.values())):
                 return "pruned"
@@ -181,7 +181,7 @@ class Simulation:
             outcome = (Outcome.PRUNED if why == "pruned" else
                        Outcome.DIVERGED if diverged else Outcome.OK)
             work.finish(job, payload, outcome.value)
-        doc = self.store.job_reads.get(job.exp_key, job.tid)
+        doc = self.store.job_reads.get(job.sid, job.tid)
         if doc is not None and doc.get("result", {}).get("status") == "ok":
             self.incumbent.offer(rank_key(doc, self.grid, self.top, self.seed),
                                  dict(doc["params"]))

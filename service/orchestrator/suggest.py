@@ -135,7 +135,7 @@ class Suggester:
         whether the budget fits a first segment to ``epoch`` (the caller made sure the first
         rung fits). Returns the epoch that segment trains to."""
         study, domain = self.study, self.domain
-        tid = self.cache.jobs.next_tids(self.cache.exp_key, 1)[0]
+        tid = self.cache.jobs.next_tids(self.cache.sid, 1)[0]
         trials, algo = self._trials_and_algo(tid)
         warm = study.warm_start
         if index < len(warm):  # warm-start points go first, in the order given

@@ -41,7 +41,8 @@ def study_public(study: Study, now: float | None = None) -> StudyPublic:
     return StudyPublic(
         id=study.id, **study.settings(), state=study.state, created=study.created,
         started=study.started, search_finished=study.search_finished, finished=study.finished,
-        error=study.error, comparison=study.comparison, counts=summary.get("counts") or {}, best=summary.get("best"),
+        error=study.error, comparison=study.comparison, counts=summary.get("counts") or {},
+        best=summary.get("best"),
         retrain_state=study.retrain_state(),
         test_acc=summary.get("test_acc"), test_acc_sd=summary.get("test_acc_sd"),
         tests=summary.get("tests", int(summary.get("test_acc") is not None)),  # older summaries

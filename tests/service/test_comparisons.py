@@ -89,7 +89,7 @@ def test_the_first_wave_gives_every_variant_a_worker_before_any_gets_two(store, 
     for sid in made:  # the drivers' first passes, in the variants' order
         StudyDriver(store, sid, fail_fast=0).step()
     got = [store.work.reserve(f"w:{i}", token=uuid.uuid4().hex) for i in range(parallelism)]
-    studies = [j.exp_key for j in got if j is not None and j.exp_key in made]
+    studies = [j.sid for j in got if j is not None and j.sid in made]
     assert len(studies) == parallelism and len(set(studies)) == parallelism
 
 

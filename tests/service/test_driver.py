@@ -116,7 +116,7 @@ def test_fail_fast_fails_the_study_with_the_grouped_error(any_store):
     import uuid as u
 
     for _ in range(3):
-        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, sid=sid)
         store.work.fail(j, "DatasetUnavailable: MNIST is not in data/MNIST/raw", "data.py:1")
     # what a reader sees the moment the study turns failed (it once saw the summary of the pass
     # before, with 2 of the 3 errors)
@@ -148,7 +148,7 @@ def test_different_errors_do_not_fail_fast(any_store):
     import uuid as u
 
     for i in range(3):
-        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+        j = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, sid=sid)
         store.work.fail(j, f"error {i}")
     d.step()
     assert store.studies.get(sid).state == StudyState.RUNNING
@@ -165,7 +165,7 @@ def test_the_summary_follows_concurrent_writers(store, db):
 
     def work(n):
         for _ in range(n):
-            j = store.work.reserve(f"w:{n}:cpu:x", token=u.uuid4().hex, exp_key=sid)
+            j = store.work.reserve(f"w:{n}:cpu:x", token=u.uuid4().hex, sid=sid)
             if j is not None:
                 store.work.finish(j, {"best_val_acc": 0.5}, "ok")
 
@@ -193,7 +193,7 @@ def test_a_cancelled_asha_study_leaves_nothing_paused(store, db):
                      scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    job = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, exp_key=sid)
+    job = store.work.reserve("w:1:cpu:x", token=u.uuid4().hex, sid=sid)
     assert job.limit == 1 and job.rungs == [1, 3]
     assert store.work.save_snapshot(job, b"state at the rung", 1)
     assert store.work.pause(job, {"best_val_acc": 0.3, "rung_scores": {"1": 0.3}})
@@ -216,7 +216,7 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
     sid = make_study(store, parallelism=1, queue_ahead=0, n_trials=4, trial_epochs=50)
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    job = store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)
+    job = store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, sid=sid)
     assert store.curves.claim(job.id, job.attempt, [])
     for e in range(1, 22):
         assert store.curves.add(job.id, job.attempt, {"epoch": e, "val_acc": 0.7733 * e / 21})
@@ -237,7 +237,7 @@ def test_a_cancelled_study_keeps_its_epochs_best_trial_and_says_the_retrain_did_
 def _work_all(store, sid, result) -> list:
     """Reserve and finish every queued job of ``sid`` with ``result(job)``; the jobs done."""
     done = []
-    while (j := store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, exp_key=sid)):
+    while (j := store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex, sid=sid)):
         assert store.work.finish(j, {"epochs_run": j.epochs, **result(j)}, "ok")
         done.append(j)
     return done
@@ -308,7 +308,7 @@ def test_a_failed_seed_run_leaves_the_others_tested(any_store):
     sid = make_study(store, n_trials=2, retrain_seeds=2)
     d = _drive_to_retrain(store, sid)
     for j in iter(lambda: store.work.reserve("w:1:cpu:x", token=uuid.uuid4().hex,
-                                             exp_key=sid), None):
+                                             sid=sid), None):
         if j.params["seed"] == 1:
             store.work.fail(j, "CUDA error: an illegal memory access")
         else:

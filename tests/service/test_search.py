@@ -31,7 +31,7 @@ def acc(tid: int, epoch: int) -> float:
 def work(store, sid: str, owner: str = "w:1:cpu:x"):  # noqa: ANN201
     """Play a worker for one job: reserve it, train to its limit (or the top), pause or finish
     with the fields the real worker reports. None when the queue is empty."""
-    job = store.work.reserve(owner, token=uuid.uuid4().hex, exp_key=sid)
+    job = store.work.reserve(owner, token=uuid.uuid4().hex, sid=sid)
     if job is None:
         return None
     stop = job.limit if job.pauses else job.epochs
@@ -70,11 +70,11 @@ def test_the_queue_holds_a_trial_ahead_of_the_workers(store, db):
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
     assert db.jobs.count_documents({"exp_key": sid, "state": int(JobState.NEW)}) == 3
-    a = store.work.reserve("w:1", token="a", exp_key=sid)
-    b = store.work.reserve("w:2", token="b", exp_key=sid)
+    a = store.work.reserve("w:1", token="a", sid=sid)
+    b = store.work.reserve("w:2", token="b", sid=sid)
     assert store.work.finish(a, {"best_val_acc": 0.5, "epochs_run": 2}, "ok")
     # the worker that finished finds its next trial queued, with no driver pass in between
-    c = store.work.reserve("w:1", token="c", exp_key=sid)
+    c = store.work.reserve("w:1", token="c", sid=sid)
     assert c is not None and c.tid not in (a.tid, b.tid)
     d.step()  # the driver tops the queue up again: 2 running + 1 ahead
     assert db.jobs.count_documents({"exp_key": sid, "state": int(JobState.NEW)}) == 1
@@ -88,7 +88,7 @@ def test_four_workers_get_distinct_configurations_and_tpe_sees_liars(store, db):
     for _ in range(5):  # the start-up: d + 2 = 5 finished observations (3 searched params)
         work(store, sid)
         d.step()
-    running = [store.work.reserve(f"w:{i}", token=f"r{i}", exp_key=sid) for i in range(4)]
+    running = [store.work.reserve(f"w:{i}", token=f"r{i}", sid=sid) for i in range(4)]
     d.step()
     pending = [t for t in trials_of(db, sid) if t["state"] in (JobState.NEW, JobState.RUNNING)]
     assert len(pending) == 5 and all(running)
@@ -126,7 +126,7 @@ def test_promotions_from_a_higher_rung_are_reserved_first(store, db):
                      scheduler={"rule": "asha", "min_epochs": 1, "reduction": 3})
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    reserve = lambda n: [store.work.reserve(f"w:{n}:{i}", token=f"{n}{i}", exp_key=sid)  # noqa: E731
+    reserve = lambda n: [store.work.reserve(f"w:{n}:{i}", token=f"{n}{i}", sid=sid)  # noqa: E731
                          for i in range(n)]
     for i, job in enumerate(reserve(9)):
         _pause(store, job, {1: 0.1 + 0.01 * i})
@@ -141,7 +141,7 @@ def test_promotions_from_a_higher_rung_are_reserved_first(store, db):
     waiting = sorted((t["priority"], t["limit"]) for t in trials_of(db, sid)
                      if t["state"] == JobState.NEW and t["promotions"])
     assert waiting == [(2, 3), (2, 3), (2, 3), (3, 9)]
-    assert store.work.reserve("w:x", token="x", exp_key=sid).limit == 9  # the higher rung first
+    assert store.work.reserve("w:x", token="x", sid=sid).limit == 9  # the higher rung first
 
 
 def test_a_small_asha_study_still_ends_with_a_trial_at_the_top(store, db):
@@ -192,7 +192,7 @@ def test_summary_reports_rung_fidelity_and_advice(store, db):
     d.step()
     # trials whose rung-1 score is the reverse of their top score
     for tid in itertools.islice(itertools.count(), 12):
-        job = store.work.reserve("w:1", token=f"f{tid}", exp_key=sid)
+        job = store.work.reserve("w:1", token=f"f{tid}", sid=sid)
         scores = {"1": 0.9 - 0.01 * tid, "3": 0.5, "9": 0.5 + 0.01 * tid}
         store.work.finish(job, {"best_val_acc": scores["9"], "epochs_run": 9,
                                 "rung_scores": scores}, "ok")
@@ -209,7 +209,7 @@ def test_an_infeasible_trial_is_seen_by_tpe_as_the_worst_and_is_never_the_best(s
     sid = make_study(store, space=DISCRETE, parallelism=1, queue_ahead=0, n_trials=7)
     d = StudyDriver(store, sid, fail_fast=0)
     d.step()
-    bad = store.work.reserve("w:1", token="bad", exp_key=sid)
+    bad = store.work.reserve("w:1", token="bad", sid=sid)
     assert store.work.infeasible(bad, {"best_val_acc": 0.99, "epochs_run": 1},
                                  "RuntimeError: shapes do not match", "sru.py:1 in forward")
     for _ in range(6):

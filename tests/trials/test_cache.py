@@ -100,7 +100,7 @@ def test_tpe_and_plotting_work_on_mongo_trials(store):
         for d in docs:
             d.update(store.jobs.job_fields(kind=JobKind.TRIAL.value, params={}, epochs=1))
         trials.insert_trial_docs(docs)
-        job = reserve(store, exp_key="study")
+        job = reserve(store, sid="study")
         x = cache.docs[job.tid]["misc"]["vals"]["x"][0]
         store.work.finish(job, {"best_val_acc": float(np.exp(-x * x))}, "ok")  # best at x = 0
         cache.refresh()

@@ -208,7 +208,7 @@ def test_orphan_files_are_collected(store, db):
     from trials.files import SNAPSHOTS
 
     # a worker killed between writing a file and attaching it
-    store.files.put(SNAPSHOTS, b"orphan", exp_key="s", tid=job.tid, attempt=job.attempt)
+    store.files.put(SNAPSHOTS, b"orphan", sid="s", tid=job.tid, attempt=job.attempt)
     assert store.work.save_snapshot(job, b"kept", 1)
     assert store.collect_orphans(min_age=3600) == 0  # too young to judge
     assert store.collect_orphans(min_age=-1) == 1
