@@ -92,11 +92,13 @@ class MemoryStudies:
             raise KeyError(f"duplicate study id {sid!r}")
         doc = new_study_doc(sid, copy.deepcopy(fields), self.clock.now())
         self._docs[sid] = doc
-        return Study.from_doc(copy.deepcopy(doc))
+        return Study.from_doc(doc)
 
     def get(self, sid: str) -> Study | None:
         doc = self._doc(sid)
-        return None if doc is None else Study.from_doc(copy.deepcopy(doc))
+        # no copy: from_doc copies what it keeps, and a stored document is replaced, never
+        # changed in place (``_set``)
+        return None if doc is None else Study.from_doc(doc)
 
     def _doc(self, sid: str) -> dict[str, Any] | None:
         doc = self._docs.get(sid)

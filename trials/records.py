@@ -13,7 +13,7 @@ field's default, as the API's defaults at creation would have given it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -163,15 +163,11 @@ class Study:
         out: dict[str, Any] = {
             "name": self.name, "model": self.model, "dataset": self.dataset,
             "space": dict(self.space), "algorithm": self.algorithm, "n_trials": self.n_trials,
-            "budget": None if self.budget is None else
-            {"epochs": self.budget.epochs, "hours": self.budget.hours},
+            "budget": None if self.budget is None else asdict(self.budget),
             "parallelism": self.parallelism, "queue_ahead": self.queue_ahead,
             "random_fraction": self.random_fraction, "trial_epochs": self.trial_epochs,
             "retrain_epochs": self.retrain_epochs, "seed": self.seed,
-            "scheduler": {"rule": self.scheduler.rule, "warmup": self.scheduler.warmup,
-                          "min_trials": self.scheduler.min_trials,
-                          "min_epochs": self.scheduler.min_epochs,
-                          "reduction": self.scheduler.reduction},
+            "scheduler": asdict(self.scheduler),
             "warm_start": [dict(p) for p in self.warm_start],
             "trial_timeout": self.trial_timeout, "retrain_top_k": self.retrain_top_k,
             "retrain_seeds": self.retrain_seeds}

@@ -83,7 +83,9 @@ class RealFleet:
         trace: list[tuple[int, float]] = []
         while True:
             study = self.store.studies.get(sid)
-            state = study.state if study is not None else StudyState.FAILED
+            if study is None:
+                raise RuntimeError(f"study {sid} was deleted while it ran")
+            state = study.state
             spent, quality, configs = self._sample(sid, ranking)
             if quality is not None and (not trace or quality != trace[-1][1]):
                 trace.append((spent, quality))
@@ -95,8 +97,7 @@ class RealFleet:
             time.sleep(SAMPLE_EVERY)
         return Result(PROBLEM, arm, seed, trace, budget, 1.0, spent, configs,
                       time.monotonic() - t0,
-                      {"test_acc": study.summary.get("test_acc") if study else None,
-                       "state": state})
+                      {"test_acc": study.summary.get("test_acc"), "state": state})
 
     def _sample(self, sid: str, ranking: tuple[list[int], int, int]
                 ) -> tuple[int, float | None, int]:
