@@ -26,51 +26,38 @@ training time (the ``seconds`` a trial reports for the epochs it trained).
   of the segments reported so far (no limit before the first report, so the first wave of
   trials always starts).
 
-Pure functions over the driver's cached job documents; the study driver applies them.
+Pure functions over the driver's cached job records; the study driver applies them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from trials.records import Study
+from trials.records import JobRecord, Study
 from trials.states import JobState
 
-__all__ = ["Budget", "target", "trained"]
-
-ACTIVE = (JobState.NEW, JobState.RUNNING)
+__all__ = ["Budget"]
 
 
-def target(doc: Mapping[str, Any]) -> int:
-    """The epoch a queued or running trial trains to."""
-    return int(doc.get("limit") or doc["epochs"])
-
-
-def trained(doc: Mapping[str, Any]) -> int:
-    """The epochs a trial has reported training (its last result's ``epochs_run``)."""
-    return int((doc.get("result") or {}).get("epochs_run") or 0)
-
-
-def _seconds_per_epoch(docs: Iterable[Mapping[str, Any]]) -> float | None:
+def _seconds_per_epoch(trials: Iterable[JobRecord]) -> float | None:
     seconds, epochs = 0.0, 0
-    for d in docs:
-        r = d.get("result") or {}
-        n = int(r.get("epochs_run") or 0) - int(r.get("resumed_from") or 0)
-        if n > 0 and r.get("seconds"):
-            seconds, epochs = seconds + float(r["seconds"]), epochs + n
+    for t in trials:
+        r = t.result
+        n = (r.epochs_run or 0) - r.resumed_from
+        if n > 0 and r.seconds:
+            seconds, epochs = seconds + r.seconds, epochs + n
     return seconds / epochs if epochs else None
 
 
-def _front(d: Mapping[str, Any], top: int) -> int:
-    """How far ``d`` has gone, if it can still go on (the top if it is headed there)."""
-    if d["state"] in ACTIVE:
-        return top if target(d) >= top else trained(d)
-    if d.get("outcome") == "paused":
-        return trained(d)
-    return top if d["state"] == JobState.DONE and trained(d) >= top else 0
+def _front(t: JobRecord, top: int) -> int:
+    """How far ``t`` has gone, if it can still go on (the top if it is headed there)."""
+    if t.active:
+        return top if t.target >= top else t.trained
+    if t.paused:
+        return t.trained
+    return top if t.state == JobState.DONE and t.trained >= top else 0
 
 
 @dataclass(frozen=True)
@@ -82,18 +69,18 @@ class Budget:
     top: int = 0  # trial_epochs, when the study has rungs (0: no reserve is kept)
 
     @classmethod
-    def of(cls, study: Study, trials: list[dict[str, Any]], grid: list[int]) -> Budget:
+    def of(cls, study: Study, trials: Sequence[JobRecord], grid: list[int]) -> Budget:
         top = study.trial_epochs
         committed = spent = high = 0
-        for d in trials:
-            done = trained(d)
+        for t in trials:
+            done = t.trained
             spent += done
-            committed += max(target(d), done) if d["state"] in ACTIVE else done
-            high = max(high, _front(d, top))
+            committed += max(t.target, done) if t.active else done
+            high = max(high, _front(t, top))
         return cls(cls._limit(study, trials), committed, spent, high, top if grid else 0)
 
     @staticmethod
-    def _limit(study: Study, trials: list[dict[str, Any]]) -> float:
+    def _limit(study: Study, trials: Sequence[JobRecord]) -> float:
         budget = study.budget
         if budget is None:
             return math.inf

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trials.interface import DriverStore
+from trials.records import JobRecord
 from trials.states import FINISHED, JobKind, JobState, Outcome
 
 __all__ = ["TrialCache", "count_trials"]
@@ -48,15 +49,16 @@ class TrialCache:
         self.jobs, self.job_reads, self.sid = store.jobs, store.job_reads, sid
         self.server = store.clock
         self.overlap, self.resync, self.clock = overlap, resync, clock
-        self.docs: dict[int, dict[str, Any]] = {}
+        self.docs: dict[int, dict[str, Any]] = {}  # hyperopt's documents, by tid
         self._since: float | None = None  # server time the last read started
         self._last_full = -float("inf")
         self.reads = 0  # documents fetched so far (benchmarks print it)
         self.version = 0  # bumped whenever ``docs`` changes; what ``_memo`` was computed at
         self._memo: dict[Any, Any] = {}
-        # the documents of each kind by tid, kept in tid order as they change (a refresh adds
-        # mostly new, higher tids), so ``of_kind`` does not sort the study every pass
-        self._kinds: dict[str, dict[int, dict[str, Any]]] = {}
+        # the records of each kind by tid, kept in tid order as they change (a refresh adds
+        # mostly new, higher tids), so ``of_kind`` does not sort the study every pass; one
+        # record per version of a document, so a reader may key its own memo on the record
+        self._kinds: dict[str, dict[int, JobRecord]] = {}
 
     def refresh(self, full: bool = False) -> int:
         """Bring the cache up to date; returns how many documents were read."""
@@ -96,10 +98,11 @@ class TrialCache:
             self._changed()
 
     def _file(self, d: dict[str, Any]) -> None:
-        """Put ``d`` in its kind's tid-ordered dict (a tid below the last re-sorts it)."""
+        """Put ``d``'s record in its kind's tid-ordered dict (a tid below the last re-sorts
+        it)."""
         tid, kind = int(d["tid"]), self._kinds.setdefault(str(d.get("kind")), {})
         late = tid not in kind and kind and tid < next(reversed(kind))
-        kind[tid] = d
+        kind[tid] = JobRecord(d)
         if late:
             self._kinds[str(d.get("kind"))] = dict(sorted(kind.items()))
 
@@ -114,9 +117,13 @@ class TrialCache:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def of_kind(self, kind: JobKind) -> list[dict[str, Any]]:
-        """The documents of one kind of job, by tid (a new list; the documents are shared)."""
+    def of_kind(self, kind: JobKind) -> list[JobRecord]:
+        """The records of one kind of job, by tid (a new list; the records are shared)."""
         return list(self._kinds.get(kind.value, {}).values())
+
+    def records(self) -> list[JobRecord]:
+        """Every job of the study, by kind then tid."""
+        return [r for kind in self._kinds.values() for r in kind.values()]
 
     def counts(self) -> dict[str, int]:
         return dict(self.memoized("counts", lambda: count_trials(list(self.docs.values()))))

@@ -13,25 +13,22 @@ its cost does not grow with the database.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.database import Database
 
 from trials.clock import ServerClock
+from trials.records import Curve, Point
 
 __all__ = ["CurveStore", "points_of"]
 
 
-def points_of(doc: dict[str, Any] | None, since_epoch: int = 0,
-              up_to_epoch: int | None = None) -> list[dict[str, Any]]:
+def points_of(doc: Mapping[str, Any] | None, since_epoch: int = 0,
+              up_to_epoch: int | None = None) -> list[Point]:
     """The points of a curve document, sorted by epoch, optionally cut to a window."""
-    if not doc:
-        return []
-    pts = [p for p in (doc.get("points") or {}).values()
-           if p["epoch"] > since_epoch and (up_to_epoch is None or p["epoch"] <= up_to_epoch)]
-    return sorted(pts, key=lambda p: p["epoch"])
+    return Curve(doc).points(since_epoch, up_to_epoch) if doc else []
 
 
 class CurveStore:
@@ -51,7 +48,7 @@ class CurveStore:
         if docs:
             self._col.insert_many(docs)
 
-    def claim(self, job_id: str, attempt: int, points: list[dict[str, Any]]) -> bool:
+    def claim(self, job_id: str, attempt: int, points: list[Point]) -> bool:
         """Make ``attempt`` the curve's only writer, keeping ``points`` (what its snapshot
         covers; points an earlier owner wrote past them are dropped). False when the curve is
         gone or a later attempt already holds it."""
@@ -61,7 +58,7 @@ class CurveStore:
                       "points": {str(int(p["epoch"])): p for p in points}}})
         return res.matched_count == 1
 
-    def add(self, job_id: str, attempt: int, point: dict[str, Any]) -> bool:
+    def add(self, job_id: str, attempt: int, point: Point) -> bool:
         """Add (or replace) one epoch's point; False when ``attempt`` no longer holds the curve."""
         res = self._col.update_one(
             {"_id": job_id, "attempt": attempt},
@@ -69,25 +66,25 @@ class CurveStore:
         return res.matched_count == 1
 
     # -- reads --------------------------------------------------------------------------------------
-    def get(self, job_id: str) -> list[dict[str, Any]]:
+    def get(self, job_id: str) -> list[Point]:
         return points_of(self._col.find_one({"_id": job_id}))
 
-    def docs(self, job_ids: list[str]) -> list[dict[str, Any]]:
-        return list(self._col.find({"_id": {"$in": job_ids}})) if job_ids else []
+    def of_ids(self, job_ids: list[str]) -> list[Curve]:
+        return [Curve(d) for d in self._col.find({"_id": {"$in": job_ids}})] if job_ids else []
 
     def of_jobs(self, job_ids: list[str], up_to_epoch: int | None = None
-                ) -> dict[str, list[dict[str, Any]]]:
+                ) -> dict[str, list[Point]]:
         if not job_ids:
             return {}
         docs = self._col.find({"_id": {"$in": job_ids}})
         return {d["_id"]: points_of(d, up_to_epoch=up_to_epoch) for d in docs}
 
-    def changed(self, sid: str, after: float, limit: int) -> list[dict[str, Any]]:
-        """Curve documents of a study updated after ``after`` (server seconds), oldest change
-        first, at most ``limit``."""
+    def changed(self, sid: str, after: float, limit: int) -> list[Curve]:
+        """Curves of a study updated after ``after`` (server seconds), oldest change first, at
+        most ``limit``."""
         q = {"exp_key": sid, "updated": {"$gt": after}}
-        return list(self._col.find(q).sort([("updated", ASCENDING), ("_id", ASCENDING)])
-                    .limit(limit))
+        docs = self._col.find(q).sort([("updated", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [Curve(d) for d in docs]
 
     def unclaimed(self, older_than: float) -> list[str]:
         """Ids of curves nobody ever claimed (attempt 0), created before ``older_than``."""

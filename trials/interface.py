@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from trials.records import Study
+from trials.records import JobRecord, Study
 from trials.states import StudyState
 
 __all__ = ["Clock", "StudyOps", "DriverJobOps", "JobReadOps", "DriverStore"]
@@ -82,9 +82,9 @@ class JobReadOps(Protocol):
 
     def changed(self, sid: str, since: float | None) -> list[dict[str, Any]]: ...
 
-    def get(self, sid: str, tid: int) -> dict[str, Any] | None: ...
+    def get(self, sid: str, tid: int) -> JobRecord | None: ...
 
-    def by_id(self, jid: str) -> dict[str, Any] | None: ...
+    def by_id(self, jid: str) -> JobRecord | None: ...
 
     def full_budget_tids(self, sid: str) -> list[str]: ...
 

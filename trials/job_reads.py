@@ -13,6 +13,7 @@ from trials.jobs import (
     JobCollection,
     job_id,
 )
+from trials.records import JobRecord
 from trials.states import JobKind, JobState, Outcome
 
 __all__ = ["JobReads"]
@@ -29,11 +30,11 @@ class JobReads(JobCollection):
             q["updated"] = {"$gte": since}
         return list(self._col.find(q, SLIM))
 
-    def get(self, sid: str, tid: int) -> dict[str, Any] | None:
-        return self._col.find_one({"_id": job_id(sid, tid)})
+    def get(self, sid: str, tid: int) -> JobRecord | None:
+        return self.by_id(job_id(sid, tid))
 
     def page(self, sid: str, *, state: JobState | None, kind: str | None, by_score: bool,
-             offset: int, limit: int) -> list[dict[str, Any]]:
+             offset: int, limit: int) -> list[JobRecord]:
         """One page of a study's jobs, filtered, sorted and cut by the database."""
         q: dict[str, Any] = {"exp_key": sid}
         if state is not None:
@@ -42,14 +43,15 @@ class JobReads(JobCollection):
             q["kind"] = kind
         order = ([("score", DESCENDING), ("tid", ASCENDING)] if by_score
                  else [("tid", ASCENDING)])
-        return list(self._col.find(q).sort(order).skip(offset).limit(limit))
+        return [JobRecord(d) for d in self._col.find(q).sort(order).skip(offset).limit(limit)]
 
-    def best(self, sid: str, k: int) -> list[dict[str, Any]]:
+    def best(self, sid: str, k: int) -> list[JobRecord]:
         """The ``k`` finished search trials with the highest validation accuracy."""
         q = {"exp_key": sid, "state": int(JobState.DONE), "kind": JobKind.TRIAL.value}
-        return list(self._col.find(q).sort([("score", DESCENDING), ("tid", ASCENDING)]).limit(k))
+        docs = self._col.find(q).sort([("score", DESCENDING), ("tid", ASCENDING)]).limit(k)
+        return [JobRecord(d) for d in docs]
 
-    def retrain_of(self, sid: str, tid: int | None = None) -> dict[str, Any] | None:
+    def retrain_of(self, sid: str, tid: int | None = None) -> JobRecord | None:
         """The study's retrain job: the chosen one when ``tid`` is known, else the first."""
         if tid is not None:
             return self.get(sid, tid)
@@ -57,14 +59,15 @@ class JobReads(JobCollection):
                          offset=0, limit=1)
         return docs[0] if docs else None
 
-    def by_id(self, jid: str) -> dict[str, Any] | None:
-        return self._col.find_one({"_id": jid})
+    def by_id(self, jid: str) -> JobRecord | None:
+        doc = self._col.find_one({"_id": jid})
+        return None if doc is None else JobRecord(doc)
 
-    def load_checkpoint(self, doc: dict[str, Any]) -> bytes | None:
-        return self.files.get(CHECKPOINTS, doc.get("checkpoint"))
+    def load_checkpoint(self, job: JobRecord) -> bytes | None:
+        return self.files.get(CHECKPOINTS, job.checkpoint)
 
-    def by_ids(self, ids: list[str]) -> list[dict[str, Any]]:
-        return list(self._col.find({"_id": {"$in": ids}})) if ids else []
+    def by_ids(self, ids: list[str]) -> list[JobRecord]:
+        return [JobRecord(d) for d in self._col.find({"_id": {"$in": ids}})] if ids else []
 
     def full_budget_tids(self, sid: str) -> list[str]:
         """Ids of a study's search trials that ran their whole budget (the pruner's peers)."""

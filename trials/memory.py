@@ -47,7 +47,7 @@ from trials.jobs import (
     reserve_update,
     stopped_at_rung_fields,
 )
-from trials.records import Study
+from trials.records import JobRecord, Point, Study
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.studies import new_study_doc
 
@@ -174,7 +174,7 @@ class MemoryCurves:
                                     "kind": j["kind"], "attempt": 0, "points": {},
                                     "updated": now}
 
-    def claim(self, job_id: str, attempt: int, points: list[dict[str, Any]]) -> bool:
+    def claim(self, job_id: str, attempt: int, points: list[Point]) -> bool:
         doc = self._docs.get(job_id)
         if doc is None or not doc["attempt"] < attempt:
             return False
@@ -182,7 +182,7 @@ class MemoryCurves:
                               "points": {str(int(p["epoch"])): p for p in points}}
         return True
 
-    def add(self, job_id: str, attempt: int, point: dict[str, Any]) -> bool:
+    def add(self, job_id: str, attempt: int, point: Point) -> bool:
         doc = self._docs.get(job_id)
         if doc is None or doc["attempt"] != attempt:
             return False
@@ -190,11 +190,11 @@ class MemoryCurves:
                                                          "updated": self.clock.now()}})
         return True
 
-    def get(self, job_id: str) -> list[dict[str, Any]]:
+    def get(self, job_id: str) -> list[Point]:
         return points_of(self._docs.get(job_id))
 
     def of_jobs(self, job_ids: list[str], up_to_epoch: int | None = None
-                ) -> dict[str, list[dict[str, Any]]]:
+                ) -> dict[str, list[Point]]:
         return {j: points_of(self._docs[j], up_to_epoch=up_to_epoch)
                 for j in job_ids if j in self._docs}
 
@@ -339,11 +339,12 @@ class MemoryJobs:
         ids = dict.fromkeys(jid for _, _, jid in log[start:])
         return [self._slim[j] for j in ids if j in self._slim]
 
-    def get(self, sid: str, tid: int) -> dict[str, Any] | None:
-        return self._docs.get(job_id(sid, tid))
+    def get(self, sid: str, tid: int) -> JobRecord | None:
+        return self.by_id(job_id(sid, tid))
 
-    def by_id(self, jid: str) -> dict[str, Any] | None:
-        return self._docs.get(jid)
+    def by_id(self, jid: str) -> JobRecord | None:
+        doc = self._docs.get(jid)  # replaced on every write, never changed in place
+        return None if doc is None else JobRecord(doc)
 
     def full_budget_tids(self, sid: str) -> list[str]:
         return sorted(self._full.get(sid, ()))

@@ -14,6 +14,7 @@ from typing import Any
 from hyperopt.base import JOB_STATES, JOB_VALID_STATES, Trials
 
 from trials.cache import TrialCache
+from trials.records import JobRecord
 from trials.states import JobKind
 
 __all__ = ["MongoTrials"]
@@ -23,16 +24,16 @@ class MongoTrials(Trials):
     asynchronous = True
 
     def __init__(self, cache: TrialCache, refresh: bool = True,
-                 view: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+                 view: Callable[[list[JobRecord]], list[dict[str, Any]]] | None = None
                  ) -> None:
-        """``view`` rewrites the documents TPE sees (ASHA: each trial's loss at one rung)."""
+        """``view`` gives the documents TPE sees (ASHA: each trial's loss at one rung)."""
         self.cache, self.view = cache, view
         super().__init__(exp_key=cache.sid, refresh=refresh)
 
     def refresh(self) -> None:
-        docs = self.cache.of_kind(JobKind.TRIAL)
-        if self.view is not None:
-            docs = self.view(docs)
+        records = self.cache.of_kind(JobKind.TRIAL)
+        docs: list[Any] = ([r.hyperopt_doc for r in records] if self.view is None
+                           else self.view(records))
         self._dynamic_trials = docs
         self._trials = [d for d in docs if d["state"] in JOB_VALID_STATES]
         self._ids.update(d["tid"] for d in docs)
@@ -48,7 +49,7 @@ class MongoTrials(Trials):
 
     def count_by_state_unsynced(self, arg: Any) -> int:
         states = [arg] if arg in JOB_STATES else list(arg)
-        return sum(1 for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] in states)
+        return sum(1 for r in self.cache.of_kind(JobKind.TRIAL) if r.state in states)
 
     def delete_all(self) -> None:
         raise NotImplementedError("delete the study instead (DELETE /studies/ID)")

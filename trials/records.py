@@ -1,13 +1,21 @@
 """Typed records of what the store holds, and the one place they are mapped from documents.
 
 The store hands these out instead of MongoDB documents, so nothing above ``trials/`` indexes a
-raw field: a study is a frozen ``Study`` (its settings as created, its lifecycle stamps, its
-published summary), with the facts derived from them (its rung epochs, its seed list, whether
-it is active) defined here once.
+raw field:
+
+- a study is a frozen ``Study`` (its settings as created, its lifecycle stamps, its published
+  summary), with the facts derived from them (its rung epochs, its seed list, whether it is
+  active) defined here once;
+- a job is a ``JobRecord`` over its document (hyperopt's trial format, trials/jobs.py), with
+  its result as a ``JobResult``: typed, read-only properties, and the facts derived from them
+  (the epochs it trained, the epoch it trains to, whether it may be retrained) defined once.
+  A record wraps the document instead of copying its fields: the driver's cache holds a
+  study's documents for TPE (``hyperopt_doc``), and a record costs one object per change.
 
 ``Study.from_doc`` is the only reader of a study document's fields outside trials/studies.py
-(which writes them). A document written by an older version (a field missing) reads with the
-field's default, as the API's defaults at creation would have given it.
+(which writes them), and ``JobRecord`` the only reader of a job document's outside the job
+collection's own modules. A document written by an older version (a field missing) reads
+with the field's default, as the API's defaults at creation would have given it.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypedDict
 
 from trials.scheduling import rung_epochs
-from trials.states import StudyState
+from trials.states import JobKind, JobState, Outcome, StudyState
 
-__all__ = ["Schedule", "StudyBudget", "Study", "Params", "Summary"]
+__all__ = ["Schedule", "StudyBudget", "Study", "JobRecord", "JobResult", "Curve", "Point",
+           "Params", "Summary"]
 
 # A hyperparameter assignment ({name: value}; values are numbers, strings or nested choices):
 # free-form by nature, checked against its space by search_spaces/.
@@ -28,6 +37,20 @@ Params = dict[str, Any]
 # A study's published summary (counts, best trial, epochs, ...): written by the driver from
 # service/orchestrator/summary.py, read by service/studies/views.py into its response model.
 Summary = Mapping[str, Any]
+
+
+class Point(TypedDict, total=False):
+    """One epoch of a learning curve, as workers/train.py records it and trials/curves.py
+    stores it (``epoch`` and ``val_acc`` are always there)."""
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float  # of training and validation, this epoch
+    at: float  # when it was measured (the worker's clock)
+
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
@@ -180,3 +203,294 @@ def _int_or_none(v: Any) -> int | None:
 
 def _float_or_none(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+# -- jobs ------------------------------------------------------------------------------------------
+_STATES = {int(s): s for s in JobState}
+_OUTCOMES = {o.value: o for o in Outcome}
+_KINDS = {k.value: k for k in JobKind}
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class _Wrapper:
+    """A read-only record over one document (compared by the document)."""
+
+    __slots__ = ("_doc",)
+    _doc: Mapping[str, Any]
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        object.__setattr__(self, "_doc", doc)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._doc == self._doc  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict(self._doc)!r})"
+
+
+class JobResult(_Wrapper):
+    """What a job's last report holds (workers/train.py's TrainResult, plus a test's numbers
+    and ASHA's rung scores); every field is None (or 0) until it reported."""
+
+    __slots__ = ()
+
+    def _num(self, key: str) -> float | None:
+        v = self._doc.get(key)
+        return None if v is None else float(v)
+
+    @property
+    def status(self) -> str | None:
+        """hyperopt's status: ``ok`` once it reported a score (``new`` before, ``fail``)."""
+        return self._doc.get("status")
+
+    @property
+    def best_val_acc(self) -> float | None:
+        return self._num("best_val_acc")
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self._doc.get("best_epoch")
+
+    @property
+    def epochs_run(self) -> int | None:
+        """The epochs trained when it last reported (``JobRecord.trained``: 0 before that)."""
+        v = self._doc.get("epochs_run")
+        return None if v is None else int(v)
+
+    @property
+    def resumed_from(self) -> int:
+        return int(self._doc.get("resumed_from") or 0)
+
+    @property
+    def seconds(self) -> float | None:
+        """Seconds of training (of the segment since ``resumed_from``)."""
+        return self._num("seconds")
+
+    @property
+    def rung_scores(self) -> Mapping[str, float]:
+        """Best validation accuracy up to each rung epoch reached (keys: epochs as strings)."""
+        return self._doc.get("rung_scores") or _EMPTY
+
+    @property
+    def test_acc(self) -> float | None:
+        return self._num("test_acc")
+
+    @property
+    def test_loss(self) -> float | None:
+        return self._num("test_loss")
+
+    @property
+    def loss(self) -> float | None:
+        return self._num("loss")
+
+    @property
+    def n_params(self) -> int | None:
+        return self._doc.get("n_params")
+
+    @property
+    def peak_rss_mb(self) -> float | None:
+        return self._num("peak_rss_mb")
+
+    @property
+    def peak_gpu_mb(self) -> float | None:
+        return self._num("peak_gpu_mb")
+
+
+class JobRecord(_Wrapper):
+    """One job of a study (a search trial, a retrain or a test) as the store holds it."""
+
+    __slots__ = ()
+
+    # -- identity and what it trains --------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return str(self._doc["_id"])
+
+    @property
+    def tid(self) -> int:
+        return int(self._doc["tid"])
+
+    @property
+    def kind(self) -> JobKind:
+        return _KINDS[self._doc.get("kind") or "trial"]
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self._doc.get("params") or _EMPTY
+
+    @property
+    def seed(self) -> int | None:
+        """The seed its parameters train with (None when they name none)."""
+        seed = self.params.get("seed")
+        return None if seed is None else int(seed)
+
+    @property
+    def epochs(self) -> int:
+        return int(self._doc.get("epochs") or 0)
+
+    @property
+    def limit(self) -> int | None:
+        """ASHA: the rung epoch it trains to before it pauses (None: to ``epochs``)."""
+        return self._doc.get("limit")
+
+    @property
+    def bracket(self) -> int:
+        return int(self._doc.get("bracket") or 0)
+
+    @property
+    def source(self) -> str | None:
+        """A retrain: the id of the trial it retrains; a test: the retrain it tests."""
+        return self._doc.get("source")
+
+    @property
+    def seed_of(self) -> str | None:
+        """A seed run of the winner: the winner's job id."""
+        return self._doc.get("seed_of")
+
+    # -- where it is --------------------------------------------------------------------------------
+    @property
+    def state(self) -> JobState:
+        return _STATES[self._doc["state"]]
+
+    @property
+    def outcome(self) -> Outcome | None:
+        o = self._doc.get("outcome")
+        return None if o is None else _OUTCOMES[o]
+
+    @property
+    def result(self) -> JobResult:
+        return JobResult(self._doc.get("result") or _EMPTY)
+
+    @property
+    def error(self) -> str | None:
+        return self._doc.get("error")
+
+    @property
+    def error_at(self) -> str | None:
+        return self._doc.get("error_at")
+
+    @property
+    def failure_class(self) -> str | None:
+        return self._doc.get("failure_class")
+
+    @property
+    def failures(self) -> Mapping[str, int]:
+        """Infrastructure failures it was retried after, by kind (lost, stalled, oom, ...)."""
+        return self._doc.get("failures") or _EMPTY
+
+    @property
+    def promotions(self) -> int:
+        return int(self._doc.get("promotions") or 0)
+
+    @property
+    def retries(self) -> int:
+        return int(self._doc.get("retries") or 0)
+
+    @property
+    def attempt(self) -> int:
+        return int(self._doc.get("attempt") or 0)
+
+    @property
+    def owner(self) -> str | None:
+        return self._doc.get("owner")
+
+    @property
+    def previous_owners(self) -> list[str]:
+        return [str(o) for o in self._doc.get("previous_owners") or () if o is not None]
+
+    @property
+    def book_time(self) -> float | None:
+        return self._doc.get("book_time")
+
+    @property
+    def refresh_time(self) -> float | None:
+        """Server time of its last state change by a worker (its last report)."""
+        return self._doc.get("refresh_time")
+
+    @property
+    def checkpoint(self) -> Any:
+        """The GridFS id of its final weights (None until a retrain finished)."""
+        return self._doc.get("checkpoint")
+
+    # -- derived facts, defined once ------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self._doc["state"] in _ACTIVE
+
+    @property
+    def paused(self) -> bool:
+        """ASHA: waiting at a rung to be promoted."""
+        return self._doc.get("outcome") == "paused"
+
+    @property
+    def trained(self) -> int:
+        """The epochs it has reported training (its last result's ``epochs_run``)."""
+        return int((self._doc.get("result") or _EMPTY).get("epochs_run") or 0)
+
+    @property
+    def target(self) -> int:
+        """The epoch it trains to when queued or running."""
+        return int(self._doc.get("limit") or self._doc["epochs"])
+
+    @property
+    def raised(self) -> bool:
+        """It ended on an error message: state error, or infeasible (the model raised for its
+        parameters)."""
+        return self._doc["state"] == JobState.ERROR or self._doc.get("outcome") == "infeasible"
+
+    @property
+    def rankable(self) -> bool:
+        """A search trial that may be retrained: done, and not infeasible (it has no score)."""
+        return self._doc["state"] == JobState.DONE and self._doc.get("outcome") != "infeasible"
+
+    @property
+    def reportable(self) -> bool:
+        """A trial the summary may name best: a rankable one, or one a cancel cut short after
+        it trained (a cancelled study keeps what it found)."""
+        return self.rankable or (self._doc["state"] == JobState.CANCELLED and self.trained > 0)
+
+    @property
+    def hyperopt_doc(self) -> Mapping[str, Any]:
+        """The document in hyperopt's trial format, for hyperopt's own code (TPE reads it)."""
+        return self._doc
+
+    def observed(self, loss: float) -> dict[str, Any]:
+        """Its hyperopt document as TPE should see it: done, with ``loss`` (the view that
+        service/orchestrator/suggest.py builds of each trial at the modelled rung)."""
+        return {**self._doc, "state": int(JobState.DONE),
+                "result": {**(self._doc.get("result") or {}), "status": "ok", "loss": loss}}
+
+
+_ACTIVE = (int(JobState.NEW), int(JobState.RUNNING))
+
+
+class Curve(_Wrapper):
+    """A job's learning curve as trials/curves.py stores it: its points keyed by epoch."""
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> str:
+        """The job's id (a curve is stored under its job's)."""
+        return str(self._doc["_id"])
+
+    @property
+    def tid(self) -> int:
+        return int(self._doc["tid"])
+
+    @property
+    def updated(self) -> float:
+        """Server time of its last write: the cursor ``GET /studies/ID/curves`` pages by."""
+        return float(self._doc["updated"])
+
+    def points(self, since_epoch: int = 0, up_to_epoch: int | None = None) -> list[Point]:
+        """Its points, sorted by epoch, optionally cut to a window."""
+        pts = [p for p in (self._doc.get("points") or _EMPTY).values()
+               if p["epoch"] > since_epoch and (up_to_epoch is None or p["epoch"] <= up_to_epoch)]
+        return sorted(pts, key=lambda p: p["epoch"])

@@ -1,5 +1,6 @@
 """Promotion-based ASHA and asynchronous Hyperband: rungs, brackets, promotions, and which rung
-TPE models. Pure functions over plain data; the study driver (service/orchestrator/driver.py) applies them.
+TPE models. Pure functions over job records (trials/records.py); the study driver
+(service/orchestrator/driver.py) applies them.
 
 **Rungs.** With ``min_epochs`` r and ``reduction`` η, the rungs are r, rη, rη², ... up to
 R/η, R = ``trial_epochs`` (the top): no rung lies above R/η, so every cut saves at least
@@ -34,8 +35,11 @@ import functools
 import math
 import random
 import zlib
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # records.py imports rung_epochs from here
+    from trials.records import JobRecord
 
 __all__ = ["rung_epochs", "bracket_weights", "bracket_for", "promotions", "best_paused",
            "model_epoch",
@@ -84,31 +88,26 @@ def rung_scores(curve: Iterable[Mapping[str, Any]], epochs: Iterable[int]) -> di
     return out
 
 
-def _scores(doc: Mapping[str, Any]) -> Mapping[str, float]:
-    """A trial's recorded rung scores, keyed by epoch as a string (empty when none)."""
-    return (doc.get("result") or {}).get("rung_scores") or {}
-
-
-def promotions(docs: list[dict[str, Any]], grid: list[int], top: int, reduction: int,
+def promotions(trials: Sequence[JobRecord], grid: list[int], top: int, reduction: int,
                seed: int = 0) -> list[tuple[int, int, int]]:
     """(tid, rung epoch, next limit) for every paused trial that ASHA promotes now, highest
-    rung first (Li et al. promote from the top down). ``docs``: the study's search trials (with
-    ``bracket``, ``outcome``, ``limit``, ``result.rung_scores``); ``grid``: the rung epochs;
-    ``top``: trial_epochs. Equal scores are ordered by a draw from (seed, tid), not by tid.
-    Only rungs where a trial waits are ranked."""
+    rung first (Li et al. promote from the top down). ``trials``: the study's search trials
+    (their bracket, outcome, limit and rung scores); ``grid``: the rung epochs; ``top``:
+    trial_epochs. Equal scores are ordered by a draw from (seed, tid), not by tid. Only rungs
+    where a trial waits are ranked."""
     nxt = dict(zip(grid, [*grid[1:], top], strict=True))
-    by_bracket: dict[int, list[dict[str, Any]]] = {}
+    by_bracket: dict[int, list[JobRecord]] = {}
     waiting: dict[tuple[int, int], list[int]] = {}  # (bracket, rung epoch) -> paused tids
-    for d in docs:
-        bracket = int(d.get("bracket") or 0)
-        by_bracket.setdefault(bracket, []).append(d)
-        if d.get("outcome") == "paused" and d.get("limit") in nxt:
-            waiting.setdefault((bracket, d["limit"]), []).append(d["tid"])
+    for t in trials:
+        bracket = t.bracket
+        by_bracket.setdefault(bracket, []).append(t)
+        if t.paused and t.limit in nxt:
+            waiting.setdefault((bracket, t.limit), []).append(t.tid)  # type: ignore[arg-type]
     out = []
     for (bracket, epoch), paused in sorted(waiting.items(), key=lambda kv: (-kv[0][1], kv[0][0])):
         key = str(epoch)
-        scored = [(s, d["tid"]) for d in by_bracket[bracket]
-                  if (s := _scores(d).get(key)) is not None]
+        scored = [(s, t.tid) for t in by_bracket[bracket]
+                  if (s := t.result.rung_scores.get(key)) is not None]
         keep = len(scored) // reduction
         if keep == 0:
             continue
@@ -118,54 +117,55 @@ def promotions(docs: list[dict[str, Any]], grid: list[int], top: int, reduction:
     return out
 
 
-def best_paused(docs: list[dict[str, Any]], grid: list[int], top: int, seed: int = 0
+def best_paused(trials: Sequence[JobRecord], grid: list[int], top: int, seed: int = 0
                 ) -> list[tuple[int, int, int]]:
     """(tid, rung epoch, next limit) of the best paused trial of each rung, highest rung
     first: what the end of a search promotes so that some trial reaches the top."""
     nxt = dict(zip(grid, [*grid[1:], top], strict=True))
     best: dict[int, tuple[float, float, int]] = {}
-    for d in docs:
-        epoch = d.get("limit")
-        if d.get("outcome") != "paused" or epoch not in nxt:
+    for t in trials:
+        epoch = t.limit
+        if not t.paused or epoch not in nxt:
             continue
-        s = _scores(d).get(str(epoch))
-        cand = (-(s if s is not None else -math.inf), uniform_draw(seed, d["tid"]), d["tid"])
+        s = t.result.rung_scores.get(str(epoch))
+        cand = (-(s if s is not None else -math.inf), uniform_draw(seed, t.tid), t.tid)
         if epoch not in best or cand < best[epoch]:
             best[epoch] = cand
     return [(best[e][2], e, nxt[e]) for e in sorted(best, reverse=True)]
 
 
-def model_epoch(docs: list[dict[str, Any]], grid: list[int], top: int, n_min: int
+def model_epoch(trials: Sequence[JobRecord], grid: list[int], top: int, n_min: int
                 ) -> int | None:
     """The epoch whose scores TPE models: the highest (top first) with at least ``n_min``
     scores; None while no epoch has that many (TPE's start-up: random suggestions)."""
     keys = {str(e): e for e in [*grid, top]}
     counts = dict.fromkeys(keys.values(), 0)
-    for d in docs:
-        for k in _scores(d):
+    for t in trials:
+        for k in t.result.rung_scores:
             if k in keys:
                 counts[keys[k]] += 1
     return next((e for e in [top, *reversed(grid)] if counts[e] >= n_min), None)
 
 
-def search_rank(doc: Mapping[str, Any], grid: list[int], top: int) -> tuple[int, float]:
+def search_rank(trial: JobRecord, grid: list[int], top: int) -> tuple[int, float]:
     """How a configuration ranks after the search: the highest epoch it has a score at, then
     that score (so a trial stopped at a low rung never outranks one that reached the top)."""
-    scores = _scores(doc)
+    result = trial.result
+    scores = result.rung_scores
     for e in [top, *reversed(grid)]:
         s = scores.get(str(e))
         if s is not None:
             return e, s
-    return 0, float((doc.get("result") or {}).get("best_val_acc") or 0.0)
+    return 0, result.best_val_acc or 0.0
 
 
-def rank_key(doc: Mapping[str, Any], grid: list[int], top: int, seed: int = 0
+def rank_key(trial: JobRecord, grid: list[int], top: int, seed: int = 0
              ) -> tuple[int, float, float]:
     """How the study ranks a search trial with a result, larger first: with rungs by
     ``search_rank``, otherwise by best validation accuracy; ties go to a draw from (seed,
     tid). The driver retrains the first; the replay benchmark calls it the incumbent."""
     if grid:
-        epoch, score = search_rank(doc, grid, top)
+        epoch, score = search_rank(trial, grid, top)
     else:
-        epoch, score = 0, float((doc.get("result") or {}).get("best_val_acc") or 0.0)
-    return epoch, score, -uniform_draw(seed, int(doc["tid"]))
+        epoch, score = 0, trial.result.best_val_acc or 0.0
+    return epoch, score, -uniform_draw(seed, trial.tid)

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from search_spaces.params import DATASETS, MODELS
+from trials.records import Point
 
 __all__ = ["train_command", "parse_alphas"]
 
@@ -74,7 +75,7 @@ def train_command(
     ) as bar:
         task = bar.add_task("", total=epochs)
 
-        def on_epoch(point: dict) -> None:
+        def on_epoch(point: Point) -> None:
             bar.update(task, advance=1, description=(
                 f"train_loss {point['train_loss']:.4f}  val_acc {point['val_acc']:.4f}"))
 

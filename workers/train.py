@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from search_spaces.params import resolve
+from trials.records import Point
 from workers.data import Split, Splits, load_dataset
 from workers.models import build_model, model_args
 
@@ -28,8 +29,6 @@ __all__ = ["TrainResult", "train", "get_data", "load_checkpoint", "evaluate", "p
            "resolve"]
 
 EVAL_BATCH = 1000
-
-Point = dict[str, float]
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from trials.jobs import Job
 from trials.pruning import make_pruner
+from trials.records import Point
 from trials.scheduling import rung_scores
 from trials.states import JobKind, Outcome
 from workers.trainer import Ending, Watchdog
@@ -90,7 +91,7 @@ class TrialRun:
         self.worker, self.job = worker, job
         self.store = worker.store
         self.pruner = make_pruner(job.pruning) if job.pruning else None
-        self.curve: list[dict[str, Any]] = []  # this trial's points so far (for the pruner)
+        self.curve: list[Point] = []  # this trial's points so far (for the pruner)
         self.why: str | None = None  # why training stopped early: signal|lost|cancel|pruned|...
         self.hb: Heartbeat | None = None
         self.watchdog: Watchdog | None = None  # the trainer's progress, while a run is on
@@ -114,7 +115,7 @@ class TrialRun:
         return claimed, snapshot
 
     # -- 2. train: the callbacks train() calls -------------------------------------------------------
-    def on_epoch(self, point: dict[str, Any]) -> None:
+    def on_epoch(self, point: Point) -> None:
         point = {**point, "at": time.time()}  # when it was measured (this host's clock)
         self.curve = [p for p in self.curve if p["epoch"] < point["epoch"]] + [point]
         job = self.job

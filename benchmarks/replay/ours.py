@@ -39,6 +39,7 @@ from service.studies.schemas import StudyCreate
 from trials.jobs import Job
 from trials.memory import ManualClock, MemoryStore
 from trials.pruning import make_pruner
+from trials.records import JobRecord, Point
 from trials.scheduling import rank_key, rung_scores
 from trials.states import JobKind, Outcome, StudyState
 
@@ -92,8 +93,8 @@ class Simulation:
         return self
 
     @property
-    def trials(self) -> list[dict[str, Any]]:
-        """The study's search trials (job documents), by tid."""
+    def trials(self) -> list[JobRecord]:
+        """The study's search trials, by tid."""
         return self.driver.cache.of_kind(JobKind.TRIAL)
 
     def _searching(self) -> bool:
@@ -131,7 +132,7 @@ class Simulation:
                 break
             seconds += run.seconds[epoch - 1]
             yield run.seconds[epoch - 1]
-            point = {"epoch": epoch, "val_acc": run.val_acc[epoch - 1],
+            point: Point = {"epoch": epoch, "val_acc": run.val_acc[epoch - 1],
                      "val_loss": run.val_loss[epoch - 1], "seconds": run.seconds[epoch - 1]}
             curve.append(point)
             curves.add(job.id, job.attempt, point)
@@ -142,7 +143,7 @@ class Simulation:
                     break
         self._report(job, curve, why, run, seconds, start)
 
-    def _stop_reason(self, job: Job, curve: list[dict[str, Any]], pruner: Any) -> str | None:
+    def _stop_reason(self, job: Job, curve: list[Point], pruner: Any) -> str | None:
         """As ``TrialRun.should_stop``: a stop request, then the rung, then the pruner."""
         why = self.store.work.stop_request(job)
         if why:
@@ -157,7 +158,7 @@ class Simulation:
                 return "pruned"
         return None
 
-    def _report(self, job: Job, curve: list[dict[str, Any]], why: str | None, run: Any,
+    def _report(self, job: Job, curve: list[Point], why: str | None, run: Any,
                 seconds: float, start: int) -> None:
         diverged = run.diverged is not None and len(curve) == len(run.val_acc) and \
             len(curve) < job.epochs and why is None
@@ -181,9 +182,9 @@ class Simulation:
             outcome = (Outcome.PRUNED if why == "pruned" else
                        Outcome.DIVERGED if diverged else Outcome.OK)
             work.finish(job, payload, outcome.value)
-        doc = self.store.job_reads.get(job.sid, job.tid)
-        if doc is not None and doc.get("result", {}).get("status") == "ok":
-            self.incumbent.offer(rank_key(doc, self.grid, self.top, self.seed),
-                                 dict(doc["params"]))
+        trial = self.store.job_reads.get(job.sid, job.tid)
+        if trial is not None and trial.result.status == "ok":
+            self.incumbent.offer(rank_key(trial, self.grid, self.top, self.seed),
+                                 dict(trial.params))
         self.driver.step()
         self.loop.changed()

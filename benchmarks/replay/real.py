@@ -104,8 +104,7 @@ class RealFleet:
         """(epochs the search trials trained so far, the incumbent's own score, trials)."""
         trials = self.store.job_reads.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
                                       offset=0, limit=100_000)
-        curves = self.store.curves.of_jobs([t["_id"] for t in trials])
+        curves = self.store.curves.of_jobs([t.id for t in trials])
         spent = sum(len(points) for points in curves.values())
-        keys = [rank_key(t, *ranking) for t in trials
-                if (t.get("result") or {}).get("status") == "ok"]
+        keys = [rank_key(t, *ranking) for t in trials if t.result.status == "ok"]
         return spent, (float(max(keys)[1]) if keys else None), len(trials)

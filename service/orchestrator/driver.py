@@ -31,39 +31,27 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 from service.orchestrator.evaluation import FinalEvaluation
 from service.orchestrator.search import Search
-from service.orchestrator.summary import error_groups, raised, summarize
-from trials.budget import trained
+from service.orchestrator.summary import error_groups, summarize
 from trials.cache import TrialCache
 from trials.interface import DriverStore
 from trials.jobs import job_id
-from trials.records import Params, Study, Summary
+from trials.records import JobRecord, Study, Summary
 from trials.scheduling import rank_key
-from trials.states import JobKind, JobState, Outcome, StudyState
+from trials.states import JobKind, JobState, StudyState
 
 __all__ = ["StudyDriver", "make_holder"]
 
 log = logging.getLogger("sru_hpo.driver")
 RUNNING, RETRAINING = StudyState.RUNNING, StudyState.RETRAINING
-ACTIVE = (JobState.NEW, JobState.RUNNING)
 
 
 def make_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _rankable(d: dict[str, Any]) -> bool:
-    """A search trial that may be retrained: done, and not infeasible (it has no score)."""
-    return d["state"] == JobState.DONE and d.get("outcome") != Outcome.INFEASIBLE
-
-
-def _reportable(d: dict[str, Any]) -> bool:
-    """A search trial the summary may name best: a rankable one, or one a cancel cut short
-    after it trained (a cancelled study keeps what it found)."""
-    return _rankable(d) or (d["state"] == JobState.CANCELLED and trained(d) > 0)
 
 
 class StudyDriver:
@@ -114,13 +102,11 @@ class StudyDriver:
         """True once the study ended and none of its jobs is new or running any more."""
         if now.active:
             return False
-        states = {d["state"] for d in self.cache.docs.values()}
-        if JobState.NEW in states:  # inserted by a pass that a cancel or a failure missed
-            self.store.jobs.cancel_study(self.sid)
-        for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: nothing waits at a rung any more
-            if d.get("outcome") == Outcome.PAUSED.value:
-                self.store.jobs.stop_at_rung(self.sid, d["tid"])
-        if states & set(ACTIVE):
+        jobs = self.cache.records()
+        if any(j.state == JobState.NEW for j in jobs):  # inserted by a pass that a cancel or a
+            self.store.jobs.cancel_study(self.sid)  # failure missed
+        self._stop_paused()  # ASHA: nothing waits at a rung any more
+        if any(j.active for j in jobs):
             return False
         self.store.studies.mark_settled(self.sid)
         log.info("study %s %s; counts %s", self.sid, now.state.value, self.cache.counts())
@@ -139,12 +125,11 @@ class StudyDriver:
         k = self.fail_fast
         if k < 1:
             return False
-        finished = sorted((d for d in self.cache.of_kind(JobKind.TRIAL)
-                           if JobState(d["state"]).is_finished()),
-                          key=lambda d: (d.get("refresh_time") or 0, d["tid"]))[:k]
-        if len(finished) < k or not all(raised(d) for d in finished):
+        finished = sorted((t for t in self.cache.of_kind(JobKind.TRIAL) if t.state.is_finished()),
+                          key=lambda t: (t.refresh_time or 0, t.tid))[:k]
+        if len(finished) < k or not all(t.raised for t in finished):
             return False
-        messages = {d.get("error") for d in finished}
+        messages = {t.error for t in finished}
         if len(messages) != 1:
             return False
         error = f"the first {k} finished trials failed with the same error: {messages.pop()}"
@@ -154,18 +139,24 @@ class StudyDriver:
         return True
 
     # -- retrain and test -------------------------------------------------------------------------
-    def _ranked(self, study: Study) -> list[dict[str, Any]]:
+    def _ranked(self, study: Study) -> list[JobRecord]:
         """Search trials with a result, best first: with ASHA by the highest rung reached and
         the score there; otherwise by best validation accuracy."""
         grid, top = study.grid, study.trial_epochs
-        done = [d for d in self.cache.of_kind(JobKind.TRIAL) if _rankable(d)]
-        return sorted(done, key=lambda d: rank_key(d, grid, top, study.seed), reverse=True)
+        done = [t for t in self.cache.of_kind(JobKind.TRIAL) if t.rankable]
+        return sorted(done, key=lambda t: rank_key(t, grid, top, study.seed), reverse=True)
 
-    def _best(self, study: Study) -> dict[str, Any] | None:
-        """The first of ``_ranked`` (without sorting the others)."""
+    def _best(self, study: Study) -> JobRecord | None:
+        """The first of ``_ranked`` (without sorting the others), or a trial a cancel cut."""
         grid, top = study.grid, study.trial_epochs
-        done = (d for d in self.cache.of_kind(JobKind.TRIAL) if _reportable(d))
-        return max(done, key=lambda d: rank_key(d, grid, top, study.seed), default=None)
+        done = (t for t in self.cache.of_kind(JobKind.TRIAL) if t.reportable)
+        return max(done, key=lambda t: rank_key(t, grid, top, study.seed), default=None)
+
+    def _stop_paused(self) -> None:
+        """ASHA: end the trials still paused at a rung as ``stopped_at_rung``."""
+        for t in self.cache.of_kind(JobKind.TRIAL):
+            if t.paused:
+                self.store.jobs.stop_at_rung(self.sid, t.tid)
 
     def _start_retrain(self, study: Study) -> None:
         ranked = self._ranked(study)
@@ -175,30 +166,28 @@ class StudyDriver:
             self._end(study, RUNNING, StudyState.FAILED,
                       error=f"no search trial finished successfully{why}")
             return
-        for d in self.cache.of_kind(JobKind.TRIAL):  # ASHA: those still paused end here
-            if d.get("outcome") == Outcome.PAUSED.value:
-                self.store.jobs.stop_at_rung(self.sid, d["tid"])
+        self._stop_paused()  # ASHA: those still paused end here
         self._enqueue_retrains(study, ranked)
         if self.store.studies.transition(self.sid, [RUNNING], RETRAINING,
                                          search_finished=self.store.clock.now()):
             log.info("study %s: search done, retraining trial(s) %s", self.sid,
-                     [d["tid"] for d in ranked[: study.retrain_top_k]])
+                     [t.tid for t in ranked[: study.retrain_top_k]])
 
-    def _enqueue_retrains(self, study: Study, ranked: list[dict[str, Any]]) -> None:
+    def _enqueue_retrains(self, study: Study, ranked: list[JobRecord]) -> None:
         """The ``retrain_top_k`` candidates with the study's seed (service/orchestrator/evaluation.py); with
         one candidate, its other seeds beside it."""
         if self.cache.of_kind(JobKind.RETRAIN):
             return
         top = ranked[: study.retrain_top_k]
-        for d in top:
+        for t in top:
             tid = self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
-                                          params=d["params"], epochs=study.retrain_epochs,
-                                          source=d["_id"])
+                                          params=dict(t.params), epochs=study.retrain_epochs,
+                                          source=t.id)
             if len(top) == 1:
-                self._enqueue_seeds(study, d["params"], d["_id"], job_id(self.sid, tid),
+                self._enqueue_seeds(study, t.params, t.id, job_id(self.sid, tid),
                                     study.seeds[1:])
 
-    def _enqueue_seeds(self, study: Study, params: Params, source: str, winner: str,
+    def _enqueue_seeds(self, study: Study, params: Mapping[str, Any], source: str, winner: str,
                        seeds: list[int]) -> None:
         for seed in seeds:
             self.store.jobs.enqueue(self.sid, kind=JobKind.RETRAIN.value,
@@ -215,22 +204,22 @@ class StudyDriver:
         final = FinalEvaluation.of(study, retrains, self.cache.of_kind(JobKind.TEST))
         if final.no_winner:
             self._end(study, RETRAINING, StudyState.FAILED,
-                      error=f"retrain failed: {final.candidates[0].get('error')}")
+                      error=f"retrain failed: {final.candidates[0].error}")
             return
         winner = final.winner
         if winner is None:
             return  # candidates still training
         if final.missing_seeds():  # the winner's own run is tested while they train
-            self._enqueue_seeds(study, winner["params"], winner["source"], winner["_id"],
+            self._enqueue_seeds(study, winner.params, str(winner.source), winner.id,
                                 final.missing_seeds())
         for run in final.untested():  # the one evaluation on the test set of each seed run
-            self.store.jobs.enqueue(self.sid, kind=JobKind.TEST.value, params=run["params"],
-                                    epochs=1, source=run["_id"])
+            self.store.jobs.enqueue(self.sid, kind=JobKind.TEST.value, params=dict(run.params),
+                                    epochs=1, source=run.id)
         if not final.settled:
             return
         if not final.succeeded:
             self._end(study, RETRAINING, StudyState.FAILED, error=final.failure())
-        elif self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner["tid"]):
+        elif self._end(study, RETRAINING, StudyState.COMPLETED, retrain_tid=winner.tid):
             stats = final.stats()
             log.info("study %s completed: test_acc %s over %d seed(s)", self.sid,
                      stats["test_acc"], stats["tests"])

@@ -15,7 +15,7 @@ The jobs, as the driver queues them when the search ends:
   that evaluation: when it ran, which checkpoint (the run's tid) it read, what it measured.
 
 The study completes when every run ended and every finished run has its test; it fails when no
-run finished, or no test did. Pure functions over the driver's cached job documents.
+run finished, or no test did. Pure functions over the driver's cached job records.
 """
 
 from __future__ import annotations
@@ -25,20 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trials.records import Study
+from trials.records import JobRecord, Study
 from trials.states import JobState
 
 __all__ = ["FinalEvaluation", "Evaluation"]
 
-Doc = dict[str, Any]
+
+def _val(job: JobRecord) -> float:
+    return job.result.best_val_acc or 0.0
 
 
-def _val(doc: Doc) -> float:
-    return float((doc.get("result") or {}).get("best_val_acc") or 0.0)
-
-
-def _terminal(doc: Doc) -> bool:
-    return JobState(doc["state"]).is_terminal()
+def _terminal(job: JobRecord) -> bool:
+    return job.state.is_terminal()
 
 
 @dataclass(frozen=True)
@@ -61,29 +59,28 @@ class Evaluation:
 @dataclass(frozen=True)
 class FinalEvaluation:
     seeds: list[int]  # the seeds the winner is retrained with (the first: the candidates')
-    candidates: tuple[Doc, ...]
-    runs: tuple[Doc, ...]  # the winner's seed runs (the winner first), once it is known
-    tests: dict[str, Doc]  # test job by the id of the run it tested
+    candidates: tuple[JobRecord, ...]
+    runs: tuple[JobRecord, ...]  # the winner's seed runs (the winner first), once it is known
+    tests: dict[str, JobRecord]  # test job by the id of the run it tested
 
     @classmethod
-    def of(cls, study: Study, retrains: Sequence[Doc], tests: Sequence[Doc]) -> FinalEvaluation:
-        candidates = tuple(sorted((r for r in retrains if not r.get("seed_of")),
-                                  key=lambda r: r["tid"]))
+    def of(cls, study: Study, retrains: Sequence[JobRecord], tests: Sequence[JobRecord]
+           ) -> FinalEvaluation:
+        candidates = tuple(sorted((r for r in retrains if not r.seed_of), key=lambda r: r.tid))
         winner = None
         if candidates and all(_terminal(r) for r in candidates):
-            done = [r for r in candidates if r["state"] == JobState.DONE]
-            winner = max(done, key=lambda r: (_val(r), -r["tid"]), default=None)
-        runs: tuple[Doc, ...] = ()
+            done = [r for r in candidates if r.state == JobState.DONE]
+            winner = max(done, key=lambda r: (_val(r), -r.tid), default=None)
+        runs: tuple[JobRecord, ...] = ()
         if winner is not None:
-            extra = sorted((r for r in retrains if r.get("seed_of") == winner["_id"]),
-                           key=lambda r: r["tid"])
+            extra = sorted((r for r in retrains if r.seed_of == winner.id), key=lambda r: r.tid)
             runs = (winner, *extra)
         return cls(seeds=study.seeds, candidates=candidates, runs=runs,
-                   tests={t["source"]: t for t in tests if t.get("source")})
+                   tests={t.source: t for t in tests if t.source})
 
     # -- what the driver queues ------------------------------------------------------------------
     @property
-    def winner(self) -> Doc | None:
+    def winner(self) -> JobRecord | None:
         return self.runs[0] if self.runs else None
 
     @property
@@ -96,15 +93,18 @@ class FinalEvaluation:
         """Seeds of the winner not queued yet."""
         if self.winner is None:
             return []
-        have = {int(r["params"].get("seed", self.seeds[0])) for r in self.runs}
+        have = {self._seed(r) for r in self.runs}
         return [s for s in self.seeds if s not in have]
 
-    def untested(self) -> list[Doc]:
-        """Finished seed runs without their test job."""
-        return [r for r in self.runs if r["state"] == JobState.DONE and r["_id"] not in self.tests]
+    def _seed(self, run: JobRecord) -> int:
+        return self.seeds[0] if run.seed is None else run.seed
 
-    def _my_tests(self) -> list[Doc]:
-        return [self.tests[r["_id"]] for r in self.runs if r["_id"] in self.tests]
+    def untested(self) -> list[JobRecord]:
+        """Finished seed runs without their test job."""
+        return [r for r in self.runs if r.state == JobState.DONE and r.id not in self.tests]
+
+    def _my_tests(self) -> list[JobRecord]:
+        return [self.tests[r.id] for r in self.runs if r.id in self.tests]
 
     @property
     def settled(self) -> bool:
@@ -115,13 +115,13 @@ class FinalEvaluation:
 
     @property
     def succeeded(self) -> bool:
-        return self.settled and any(t["state"] == JobState.DONE for t in self._my_tests())
+        return self.settled and any(t.state == JobState.DONE for t in self._my_tests())
 
     def failure(self) -> str:
         """Why a settled evaluation without a test result failed."""
-        if not any(r["state"] == JobState.DONE for r in self.runs):
-            return f"retrain failed: {self.runs[0].get('error')}"
-        errors = [t.get("error") for t in self._my_tests() if t["state"] != JobState.DONE]
+        if not any(r.state == JobState.DONE for r in self.runs):
+            return f"retrain failed: {self.runs[0].error}"
+        errors = [t.error for t in self._my_tests() if t.state != JobState.DONE]
         return f"test evaluation failed: {errors[0] if errors else 'unknown error'}"
 
     # -- what readers are told -------------------------------------------------------------------
@@ -131,27 +131,25 @@ class FinalEvaluation:
         if not self.candidates:
             return "pending"
         if self.no_winner:
-            return JobState(self.candidates[0]["state"]).label
+            return self.candidates[0].state.label
         if not self.settled:
-            return "new" if all(j["state"] == JobState.NEW for j in jobs) else "running"
+            return "new" if all(j.state == JobState.NEW for j in jobs) else "running"
         mine = self._my_tests()
-        if any(t["state"] == JobState.DONE for t in mine):
+        if any(t.state == JobState.DONE for t in mine):
             return "done"
-        return JobState(mine[0]["state"]).label if mine else "error"
+        return mine[0].state.label if mine else "error"
 
     def evaluations(self) -> list[Evaluation]:
         out = []
         for r in self.runs:
-            t = self.tests.get(r["_id"])
+            t = self.tests.get(r.id)
             if t is None:
                 continue
-            res = t.get("result") or {}
+            res = t.result
             out.append(Evaluation(
-                seed=int(r["params"].get("seed", self.seeds[0])), retrain_tid=int(r["tid"]),
-                test_tid=int(t["tid"]), state=JobState(t["state"]).label,
-                val_acc=(r.get("result") or {}).get("best_val_acc"),
-                test_acc=res.get("test_acc"), test_loss=res.get("test_loss"),
-                at=t.get("refresh_time") if t["state"] == JobState.DONE else None))
+                seed=self._seed(r), retrain_tid=r.tid, test_tid=t.tid, state=t.state.label,
+                val_acc=r.result.best_val_acc, test_acc=res.test_acc, test_loss=res.test_loss,
+                at=t.refresh_time if t.state == JobState.DONE else None))
         return out
 
     def stats(self) -> dict[str, Any]:
@@ -166,4 +164,4 @@ class FinalEvaluation:
         return {"test_acc": mean, "test_acc_sd": statistics.stdev(tests) if len(tests) > 1
                 else None, "tests": len(tests), "val_acc": val,
                 "test_drop": val - mean if mean is not None and val is not None else None,
-                "n_params": (winner.get("result") or {}).get("n_params") if winner else None}
+                "n_params": winner.result.n_params if winner else None}

@@ -110,8 +110,8 @@ class Search:
         search, while budget is left). False when there is nothing left to do."""
         trials = self.cache.of_kind(JobKind.TRIAL)
         top = study.trial_epochs
-        at_top = any(search_rank(d, grid, top)[0] >= top for d in trials
-                     if d["state"] == JobState.DONE)
+        at_top = any(search_rank(t, grid, top)[0] >= top for t in trials
+                     if t.state == JobState.DONE)
         budget_ended = budget.bounded and created < self._cap(study)
         if at_top and not budget_ended:
             return False

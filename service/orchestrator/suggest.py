@@ -41,27 +41,25 @@ from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hy
 from service.orchestrator import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
-from trials.records import Params, Study
+from trials.records import JobRecord, Params, Study
 from trials.scheduling import bracket_for, bracket_weights, model_epoch, uniform_draw
 from trials.states import JobKind, JobState, Outcome
 
 __all__ = ["Suggester", "REDRAWS"]
 
 REDRAWS = 10  # draws of a suggestion that duplicates a pending configuration before giving up
-ACTIVE = (JobState.NEW, JobState.RUNNING)
 
 
 def _never_called(_: Any) -> float:  # the workers evaluate; hyperopt only needs a Domain
     raise RuntimeError("trials are evaluated by workers, not in the service")
 
 
-def _score(d: dict[str, Any], epoch: int | None) -> float | None:
-    if d.get("outcome") == Outcome.INFEASIBLE:  # no score: it enters as the worst observed
+def _score(t: JobRecord, epoch: int | None) -> float | None:
+    if t.outcome == Outcome.INFEASIBLE:  # no score: it enters as the worst observed
         return None
-    result = d.get("result") or {}
     if epoch is None:  # no rungs: the finished trial's best validation accuracy
-        return result.get("best_val_acc") if d["state"] == JobState.DONE else None
-    return (result.get("rung_scores") or {}).get(str(epoch))
+        return t.result.best_val_acc if t.state == JobState.DONE else None
+    return t.result.rung_scores.get(str(epoch))
 
 
 class Suggester:
@@ -76,49 +74,47 @@ class Suggester:
                         if sched.rule == "hyperband" else [1])
         self.n_min = sum(1 for v in self.spec.parsed.values() if hasattr(v, "type")) + 2
         self.rho = study.rho
-        # tid -> (the cached document, the key it was viewed under, the view's document): a
-        # document is rewritten only when the cache replaced it (a refresh hands out new ones)
-        self._views: dict[int, tuple[dict[str, Any], tuple, dict[str, Any]]] = {}
+        # tid -> (the cached record, the key it was viewed under, the view's document): a
+        # document is rewritten only when the cache replaced its record (one per version)
+        self._views: dict[int, tuple[JobRecord, tuple, dict[str, Any]]] = {}
 
     # -- what TPE sees -----------------------------------------------------------------------------
-    def model_view(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    def model_view(self, trials: list[JobRecord]) -> list[dict[str, Any]] | None:
         """The trials TPE reads, each with its loss at the modelled rung (pending ones and those
         cut below it with the worst observed loss); None while there are too few observations
         (start-up)."""
         if self.grid:
-            epoch = model_epoch(docs, self.grid, self.top, self.n_min)
+            epoch = model_epoch(trials, self.grid, self.top, self.n_min)
             if epoch is None:
                 return None
         else:
             epoch = None
-        scores = {d["tid"]: s for d in docs if (s := _score(d, epoch)) is not None}
+        scores = {t.tid: s for t in trials if (s := _score(t, epoch)) is not None}
         if len(scores) < self.n_min:
             return None
         liar = -min(scores.values())  # the worst observed loss
         view = []
-        for d in docs:
-            if d["tid"] in scores:
-                key: tuple = (epoch, -scores[d["tid"]])
-            elif d["state"] in ACTIVE and not self._headed_to(d, epoch):
+        for t in trials:
+            if t.tid in scores:
+                key: tuple = (epoch, -scores[t.tid])
+            elif t.active and not self._headed_to(t, epoch):
                 continue  # on its way to a lower rung: nothing is known about it yet
-            elif d["state"] in ACTIVE or (d["state"] == JobState.DONE and (
-                    epoch is not None or d.get("outcome") == Outcome.INFEASIBLE)):
+            elif t.active or (t.state == JobState.DONE and (
+                    epoch is not None or t.outcome == Outcome.INFEASIBLE)):
                 key = (epoch, liar)  # pending toward the rung, cut below it, or infeasible
             else:
                 continue
-            seen = self._views.get(d["tid"])
-            if seen is None or seen[0] is not d or seen[1] != key:
-                seen = (d, key, {**d, "state": int(JobState.DONE),
-                                 "result": {**(d.get("result") or {}), "status": "ok",
-                                            "loss": key[1]}})
-                self._views[d["tid"]] = seen
+            seen = self._views.get(t.tid)
+            if seen is None or seen[0] is not t or seen[1] != key:
+                seen = (t, key, t.observed(key[1]))
+                self._views[t.tid] = seen
             view.append(seen[2])
         return view
 
     @staticmethod
-    def _headed_to(d: dict[str, Any], epoch: int | None) -> bool:
+    def _headed_to(t: JobRecord, epoch: int | None) -> bool:
         """A queued or running trial will report at ``epoch`` (its target reaches it)."""
-        return epoch is None or int(d.get("limit") or d.get("epochs") or 0) >= epoch
+        return epoch is None or t.target >= epoch
 
     def _trials_and_algo(self, tid: int):  # noqa: ANN202
         docs = self.cache.of_kind(JobKind.TRIAL)
@@ -152,7 +148,7 @@ class Suggester:
         return int(fields.get("limit") or fields["epochs"])
 
     def _draw(self, tid: int, trials: MongoTrials, algo) -> tuple[list[dict], dict]:  # noqa: ANN001
-        pending = [d["params"] for d in self.cache.of_kind(JobKind.TRIAL) if d["state"] in ACTIVE]
+        pending = [t.params for t in self.cache.of_kind(JobKind.TRIAL) if t.active]
         base = (self.study.seed * 100_003 + tid) % 2**31
         for k in range(REDRAWS):
             docs = algo([tid], self.domain, trials, seed=(base + 7_919 * k) % 2**31)

@@ -12,33 +12,32 @@ and the top score over trials that reached both, with advice when rung 1 ranks t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from service.orchestrator.evaluation import FinalEvaluation
-from trials.budget import Budget, trained
+from trials.budget import Budget
 from trials.cache import TrialCache
-from trials.records import Study
-from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState, Outcome
+from trials.records import JobRecord, Study
+from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState
 
-__all__ = ["summarize", "error_groups", "failure_counts", "raised", "anytime", "epochs_to_fraction",
+__all__ = ["summarize", "error_groups", "failure_counts", "anytime", "epochs_to_fraction",
            "spearman", "rung_fidelity", "fidelity_advice",
            "ADVICE_PAIRS", "ADVICE_BELOW"]
 
 ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs
 
 
-def raised(d: dict[str, Any]) -> bool:
-    """The job ended on an error message: state error, or an infeasible trial (the model
-    raised for its parameters)."""
-    return d["state"] == JobState.ERROR or d.get("outcome") == Outcome.INFEASIBLE
+ErrorGroup = dict[str, Any]  # {error, count, tids}: service/studies/schemas.py's ErrorGroup
+RungFidelity = dict[str, Any]  # {epoch, pairs, spearman}: schemas.py's RungFidelity
 
 
-def error_groups(docs: list[dict[str, Any]], keep: int = 5) -> list[dict[str, Any]]:
+def error_groups(jobs: Sequence[JobRecord], keep: int = 5) -> list[ErrorGroup]:
     """Errored and infeasible jobs grouped by message, most frequent first: {error, count,
     tids (first 10)}."""
     groups: dict[str, list[int]] = {}
-    for d in sorted((d for d in docs if raised(d)), key=lambda d: d["tid"]):
-        groups.setdefault(str(d.get("error") or "unknown error"), []).append(d["tid"])
+    for j in sorted((j for j in jobs if j.raised), key=lambda j: j.tid):
+        groups.setdefault(str(j.error or "unknown error"), []).append(j.tid)
     ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
     return [{"error": e, "count": len(t), "tids": t[:10]} for e, t in ranked[:keep]]
 
@@ -53,21 +52,20 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return r if math.isfinite(r) else None
 
 
-def rung_fidelity(trials: list[dict[str, Any]], grid: list[int], top: int
-                  ) -> list[dict[str, Any]]:
+def rung_fidelity(trials: Sequence[JobRecord], grid: list[int], top: int
+                  ) -> list[RungFidelity]:
     """Per rung: {epoch, pairs, spearman}: how well the rung's score ranks the trials that
     also reached the top by their top score (None below 3 pairs)."""
     out = []
     for epoch in grid:
-        pairs = [(s[str(epoch)], s[str(top)]) for d in trials
-                 if str(epoch) in (s := (d.get("result") or {}).get("rung_scores") or {})
-                 and str(top) in s]
+        pairs = [(s[str(epoch)], s[str(top)]) for t in trials
+                 if str(epoch) in (s := t.result.rung_scores) and str(top) in s]
         out.append({"epoch": epoch, "pairs": len(pairs),
                     "spearman": spearman([a for a, _ in pairs], [b for _, b in pairs])})
     return out
 
 
-def fidelity_advice(fidelity: list[dict[str, Any]]) -> list[str]:
+def fidelity_advice(fidelity: list[RungFidelity]) -> list[str]:
     if not fidelity:
         return []
     first = fidelity[0]
@@ -78,39 +76,40 @@ def fidelity_advice(fidelity: list[dict[str, Any]]) -> list[str]:
             f"top score over {first['pairs']} trials; raise scheduler.min_epochs"]
 
 
-def _best_fields(best: dict[str, Any] | None) -> dict[str, Any] | None:
+def _best_fields(best: JobRecord | None) -> dict[str, Any] | None:
+    """schemas.py's BestTrial."""
     if best is None:
         return None
-    r = best["result"]
-    return {"tid": best["tid"], "best_val_acc": r.get("best_val_acc"),
-            "best_epoch": r.get("best_epoch"), "outcome": best.get("outcome"),
-            "epochs_run": r.get("epochs_run"), "params": best["params"],
-            "peak_rss_mb": r.get("peak_rss_mb"), "peak_gpu_mb": r.get("peak_gpu_mb")}
+    r = best.result
+    return {"tid": best.tid, "best_val_acc": r.best_val_acc, "best_epoch": r.best_epoch,
+            "outcome": best.outcome and best.outcome.value, "epochs_run": r.epochs_run,
+            "params": dict(best.params),
+            "peak_rss_mb": r.peak_rss_mb, "peak_gpu_mb": r.peak_gpu_mb}
 
 
-def failure_counts(docs: list[dict[str, Any]]) -> dict[str, Any]:
+def failure_counts(jobs: Sequence[JobRecord]) -> dict[str, Any]:
     """Failures by class (trials/states.py): every infrastructure failure a job was retried
     after (or ran out of retries on), and the trials whose parameters failed."""
     by_kind: dict[str, int] = {}
     infrastructure = configuration = 0
-    for d in docs:
-        for kind, n in (d.get("failures") or {}).items():
+    for j in jobs:
+        for kind, n in j.failures.items():
             by_kind[kind] = by_kind.get(kind, 0) + int(n)
             infrastructure += int(n)
-        if d.get("outcome") in CONFIGURATION_OUTCOMES:
-            by_kind[d["outcome"]] = by_kind.get(d["outcome"], 0) + 1
+        if j.outcome in CONFIGURATION_OUTCOMES:
+            by_kind[str(j.outcome)] = by_kind.get(str(j.outcome), 0) + 1
             configuration += 1
     return {"infrastructure": infrastructure, "configuration": configuration,
             "by_kind": by_kind}
 
 
-def summarize(study: Study, cache: TrialCache, best: dict[str, Any] | None) -> dict[str, Any]:
+def summarize(study: Study, cache: TrialCache, best: JobRecord | None) -> dict[str, Any]:
     """The summary of ``study`` from its ``cache``; ``best``: the trial the driver ranks
     first."""
     trials = cache.of_kind(JobKind.TRIAL)
     grid, top = study.grid, study.trial_epochs
-    ran = [trained(d) for d in trials if d["state"] == JobState.DONE]
-    cut = [trained(d) for d in trials if d["state"] == JobState.CANCELLED]  # by a cancel
+    ran = [t.trained for t in trials if t.state == JobState.DONE]
+    cut = [t.trained for t in trials if t.state == JobState.CANCELLED]  # by a cancel
     budget = Budget.of(study, trials, grid)
     tests = cache.of_kind(JobKind.TEST)
     final = FinalEvaluation.of(study, cache.of_kind(JobKind.RETRAIN), tests)
@@ -125,11 +124,10 @@ def summarize(study: Study, cache: TrialCache, best: dict[str, Any] | None) -> d
         "epochs_committed": budget.committed,
         "budget_epochs": budget.limit if budget.bounded else None,
         "epochs_left": budget.left if budget.bounded else None,
-        "promotions": sum(int(d.get("promotions") or 0) for d in trials),
+        "promotions": sum(t.promotions for t in trials),
         "retrain_state": final.state(),
         **final.stats(),  # test_acc (the mean over seeds), test_acc_sd, tests, val_acc, ...
-        "trial_hours": sum(float((d.get("result") or {}).get("seconds") or 0.0)
-                           for d in trials) / 3600,
+        "trial_hours": sum(t.result.seconds or 0.0 for t in trials) / 3600,
         "anytime": anytime(trials),
         "rank_correlation": rank_correlation(cache),
         "fidelity": fidelity,
@@ -137,17 +135,17 @@ def summarize(study: Study, cache: TrialCache, best: dict[str, Any] | None) -> d
     }
 
 
-def anytime(trials: list[dict[str, Any]]) -> list[list[float]]:
+def anytime(trials: Sequence[JobRecord]) -> list[list[float]]:
     """The search's anytime curve, as the points where it improved: [cumulative epochs, best
     validation accuracy so far], each trial counted once, at its last report (finished,
     paused or cut by a cancel), in the order of those reports."""
-    reported = sorted((d for d in trials if trained(d) > 0),
-                      key=lambda d: (d.get("refresh_time") or 0.0, d["tid"]))
+    reported = sorted((t for t in trials if t.trained > 0),
+                      key=lambda t: (t.refresh_time or 0.0, t.tid))
     out: list[list[float]] = []
     spent, best = 0, -1.0
-    for d in reported:
-        spent += trained(d)
-        acc = float((d.get("result") or {}).get("best_val_acc") or 0.0)
+    for t in reported:
+        spent += t.trained
+        acc = t.result.best_val_acc or 0.0
         if acc > best:
             best = acc
             out.append([spent, acc])
@@ -167,11 +165,10 @@ def epochs_to_fraction(curve: list[list[float]], fraction: float = 0.95) -> int 
 
 def rank_correlation(cache: TrialCache) -> float | None:
     """Search score against retrain validation accuracy over the finished retrains."""
-    by_id = {d["_id"]: d for d in cache.of_kind(JobKind.TRIAL)}
+    by_id = {t.id: t for t in cache.of_kind(JobKind.TRIAL)}
     pairs = []
     for r in cache.of_kind(JobKind.RETRAIN):
-        src = by_id.get(r.get("source"))
-        if r["state"] == JobState.DONE and src is not None:
-            pairs.append((float(src["result"].get("best_val_acc", 0.0)),
-                          float(r["result"].get("best_val_acc", 0.0))))
+        src = by_id.get(r.source or "")
+        if r.state == JobState.DONE and src is not None:
+            pairs.append((src.result.best_val_acc or 0.0, r.result.best_val_acc or 0.0))
     return spearman([p[0] for p in pairs], [p[1] for p in pairs])

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from trials.records import JobRecord
 from trials.states import JobState
 
 __all__ = ["importance", "trials_table", "to_csv", "MIN_TRIALS", "searched_params"]
@@ -58,11 +59,10 @@ def _encode(spec: dict[str, Any], value: Any) -> float:
     return math.log10(v) if spec["type"] in ("loguniform", "qloguniform") and v > 0 else v
 
 
-def importance(space: Mapping[str, Any], trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Importance of each searched parameter over finished trials (``trials``: job documents)."""
+def importance(space: Mapping[str, Any], trials: list[JobRecord]) -> dict[str, Any]:
+    """Importance of each searched parameter over finished trials (schemas.py's Importance)."""
     params = searched_params(space)
-    done = [t for t in trials if (t.get("result") or {}).get("best_val_acc") is not None
-            and t.get("state") == 2]
+    done = [t for t in trials if t.result.best_val_acc is not None and t.state == JobState.DONE]
     base = {"method": "random-forest impurity importance (scikit-learn, 200 trees)",
             "min_trials": MIN_TRIALS, "n_trials": len(done), "importances": []}
     if len(done) < MIN_TRIALS or not params:
@@ -72,9 +72,8 @@ def importance(space: Mapping[str, Any], trials: list[dict[str, Any]]) -> dict[s
     from sklearn.ensemble import RandomForestRegressor
 
     names = sorted(params)
-    x = np.array([[_encode(params[n], (t.get("params") or {}).get(n)) for n in names]
-                  for t in done])
-    y = np.array([float(t["result"]["best_val_acc"]) for t in done])
+    x = np.array([[_encode(params[n], t.params.get(n)) for n in names] for t in done])
+    y = np.array([t.result.best_val_acc for t in done])
     if np.ptp(y) == 0:
         return {**base, "message": "every finished trial scored the same; nothing to explain"}
     forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=2)
@@ -83,18 +82,17 @@ def importance(space: Mapping[str, Any], trials: list[dict[str, Any]]) -> dict[s
     return {**base, "importances": [{"param": n, "importance": float(v)} for n, v in ranked]}
 
 
-def trials_table(space: Mapping[str, Any], trials: list[dict[str, Any]]
+def trials_table(space: Mapping[str, Any], trials: list[JobRecord]
                  ) -> tuple[list[str], list[list[Any]]]:
     """(header, rows): one row per search trial, one column per searched parameter."""
     names = sorted(searched_params(space))
     rows = []
-    for t in sorted(trials, key=lambda t: t["tid"]):
-        res = t.get("result") or {}
-        p = t.get("params") or {}
-        rows.append([t["tid"], JobState(t["state"]).label, t.get("outcome"), res.get("best_val_acc"),
-                     res.get("best_epoch"), res.get("epochs_run"), t.get("retries", 0),
-                     t.get("owner"), res.get("seconds"), t.get("error")]
-                    + [p.get(n) for n in names])
+    for t in sorted(trials, key=lambda t: t.tid):
+        res = t.result
+        rows.append([t.tid, t.state.label, t.outcome and t.outcome.value, res.best_val_acc,
+                     res.best_epoch, res.epochs_run, t.retries, t.owner, res.seconds,
+                     t.error]
+                    + [t.params.get(n) for n in names])
     return TABLE_COLUMNS + names, rows
 
 

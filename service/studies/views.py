@@ -1,4 +1,4 @@
-"""Database documents -> public response models (what a study or a trial looks like over REST).
+"""Store records -> public response models (what a study or a trial looks like over REST).
 
 A study is read from its own document alone: the driver keeps its ``summary`` (counts, best
 trial, error groups, retrain state) up to date, so ``GET /studies`` and ``GET /studies/ID``
@@ -8,31 +8,26 @@ cost the same whatever the size of the study.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from service.orchestrator.summary import epochs_to_fraction
 from service.studies.schemas import StudyPublic, TrialPublic
-from trials.records import Study
-from trials.states import JobState
+from trials.records import JobRecord, Point, Study
 
 __all__ = ["study_public", "trial_public"]
 
 
-def trial_public(doc: dict[str, Any], curve: list[dict[str, Any]] | None = None) -> TrialPublic:
-    res = doc.get("result") or {}
+def trial_public(job: JobRecord, curve: list[Point] | None = None) -> TrialPublic:
+    res = job.result
     return TrialPublic(
-        tid=doc["tid"], kind=doc.get("kind", "trial"), state=JobState(doc["state"]).label,
-        outcome=doc.get("outcome"), rung=doc.get("limit"), bracket=doc.get("bracket"),
-        promotions=doc.get("promotions") or 0,
-        params=doc.get("params") or {}, epochs=doc.get("epochs", 0),
-        best_val_acc=res.get("best_val_acc"), best_epoch=res.get("best_epoch"),
-        epochs_run=res.get("epochs_run"), test_acc=res.get("test_acc"), loss=res.get("loss"),
-        retries=doc.get("retries", 0), attempt=doc.get("attempt", 0),
-        previous_owners=doc.get("previous_owners") or [], owner=doc.get("owner"),
-        book_time=doc.get("book_time"), refresh_time=doc.get("refresh_time"),
-        seconds=res.get("seconds"), error=doc.get("error"), error_at=doc.get("error_at"),
-        failure_class=doc.get("failure_class"), failures=doc.get("failures") or {},
-        peak_rss_mb=res.get("peak_rss_mb"), peak_gpu_mb=res.get("peak_gpu_mb"), curve=curve)
+        tid=job.tid, kind=job.kind.value, state=job.state.label,
+        outcome=job.outcome and job.outcome.value, rung=job.limit, bracket=job.bracket,
+        promotions=job.promotions, params=dict(job.params), epochs=job.epochs,
+        best_val_acc=res.best_val_acc, best_epoch=res.best_epoch, epochs_run=res.epochs_run,
+        test_acc=res.test_acc, loss=res.loss, retries=job.retries, attempt=job.attempt,
+        previous_owners=job.previous_owners, owner=job.owner, book_time=job.book_time,
+        refresh_time=job.refresh_time, seconds=res.seconds, error=job.error,
+        error_at=job.error_at, failure_class=job.failure_class, failures=dict(job.failures),
+        peak_rss_mb=res.peak_rss_mb, peak_gpu_mb=res.peak_gpu_mb, curve=curve)
 
 
 def study_public(study: Study, now: float | None = None) -> StudyPublic:

@@ -78,7 +78,8 @@ def _real(mongo_url: str, db_name: str, spawn, fields: dict) -> dict:
                  f"the real search to end; worker log:\n{read_log(worker)[-2000:]}")
     finally:
         manager.stop()
-    jobs = store.job_reads.page("real", state=None, kind=None, by_score=False, offset=0, limit=1000)
+    jobs = [j.hyperopt_doc for j in store.job_reads.page("real", state=None, kind=None,
+                                                          by_score=False, offset=0, limit=1000)]
     return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
                       [j for j in jobs if j["kind"] == JobKind.RETRAIN])
 
@@ -130,7 +131,7 @@ def test_a_budgeted_simulated_study_spends_its_budget_and_reaches_the_top():
     fields = study_fields(problem, arm, workers=4, seed=3, n_trials=None,
                           budget={"epochs": 10 * problem.epochs})
     sim = Simulation(problem, fields, workers=4, budget=10**9, seed=3).run()
-    spent = sum(t["result"].get("epochs_run") or 0 for t in sim.trials)
+    spent = sum(t.trained for t in sim.trials)
     assert spent == sim.loop.spent and 10 * 27 - 27 <= spent <= 10 * 27
-    assert max(t["result"].get("epochs_run") or 0 for t in sim.trials) == problem.epochs
+    assert max(t.trained for t in sim.trials) == problem.epochs
     assert len(sim.trials) > 30 and sim.incumbent.quality is not None

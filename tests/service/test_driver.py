@@ -41,8 +41,9 @@ def any_store(request):
 
 def docs(store, sid, **where) -> list[dict]:
     """A study's job documents matching ``where`` (field: value), in tid order, read through
-    the interface both stores have."""
-    found = [store.job_reads.get(sid, d["tid"]) for d in store.job_reads.changed(sid, None)]
+    the interface both stores have (each record's document as stored)."""
+    found = [store.job_reads.get(sid, d["tid"]).hyperopt_doc
+             for d in store.job_reads.changed(sid, None)]
     return sorted((d for d in found if all(d.get(k) == v for k, v in where.items())),
                   key=lambda d: d["tid"])
 

@@ -173,7 +173,7 @@ def test_a_small_asha_study_still_ends_with_a_trial_at_the_top(store):
     assert len(ts) == 6 and max(t["result"]["epochs_run"] for t in ts) == 9
     retrain = one(store, sid, kind="retrain")
     source = store.job_reads.by_id(retrain["source"])
-    assert source["result"]["epochs_run"] == 9
+    assert source.result.epochs_run == 9
 
 
 @pytest.mark.parametrize("rule", ["asha", "hyperband"])

@@ -45,7 +45,7 @@ def test_incremental_refresh_equals_a_cold_load(store, db):
 
 
 def views(cache: TrialCache) -> tuple:
-    return cache.counts(), [d["tid"] for d in cache.of_kind(JobKind.TRIAL)], cache.version
+    return cache.counts(), [t.tid for t in cache.of_kind(JobKind.TRIAL)], cache.version
 
 
 def test_views_are_computed_once_per_change_and_follow_every_change(store, db):

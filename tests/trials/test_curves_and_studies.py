@@ -44,10 +44,10 @@ def test_changed_curves_follow_a_cursor(store):
     jobs = [reserve(store, f"h:{i}:cpu") for i in range(3)]
     for j in jobs:
         store.curves.claim(j.id, j.attempt, [])
-    cursor = max(d["updated"] for d in store.curves.changed("s", -1.0, 100))
+    cursor = max(c.updated for c in store.curves.changed("s", -1.0, 100))
     store.curves.add(jobs[1].id, jobs[1].attempt, {**POINT, "epoch": 1, "val_acc": 0.5})
     changed = store.curves.changed("s", cursor, 100)
-    assert [d["tid"] for d in changed] == [jobs[1].tid]
+    assert [c.tid for c in changed] == [jobs[1].tid]
 
 
 def new_study(store, sid: str = "st") -> str:

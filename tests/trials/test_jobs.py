@@ -8,6 +8,7 @@ import pytest
 from pymongo import MongoClient
 
 from trials.jobs import Job
+from trials.records import JobRecord
 from trials.requeue import StaleJobSweeper
 from trials.states import JobState
 from trials.store import Store
@@ -199,7 +200,7 @@ def test_snapshots_replace_each_other_and_a_lost_job_leaves_none(store, db):
     assert store.work.load_snapshot(mine) == b"two"
     assert store.work.finish(mine, {"best_val_acc": 0.5}, "ok", checkpoint=b"ckpt")
     assert store.files.count("snapshots") == 0  # finished: its snapshot went
-    assert store.job_reads.load_checkpoint(doc(db, "s", mine.tid)) == b"ckpt"
+    assert store.job_reads.load_checkpoint(JobRecord(doc(db, "s", mine.tid))) == b"ckpt"
 
 
 def test_orphan_files_are_collected(store, db):

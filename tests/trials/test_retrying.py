@@ -57,6 +57,6 @@ def test_other_errors_are_not_retried():
 def test_the_retrying_store_is_the_real_store_underneath(store):
     db = RetryingStore(store, timeout=5)
     tid = db.jobs.enqueue("rs", kind="retrain", params={"seed": 1}, epochs=2)
-    assert db.job_reads.get("rs", tid)["params"] == {"seed": 1}
+    assert db.job_reads.get("rs", tid).params == {"seed": 1}
     assert db.plain is store and db.heartbeat_interval == store.heartbeat_interval
-    assert db.retry(lambda: store.job_reads.get("rs", tid)["tid"], "read") == tid
+    assert db.retry(lambda: store.job_reads.get("rs", tid).tid, "read") == tid

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+from trials.records import JobRecord
 from trials.scheduling import (
     best_paused,
     bracket_for,
@@ -37,8 +38,9 @@ def test_hyperband_brackets_get_hyperbands_budgets():
 
 
 def trial(tid, scores, paused_at=None, bracket=0):
-    return {"tid": tid, "bracket": bracket, "outcome": "paused" if paused_at else "ok",
-            "limit": paused_at, "result": {"rung_scores": {str(e): s for e, s in scores.items()}}}
+    return JobRecord({"tid": tid, "bracket": bracket, "outcome": "paused" if paused_at else "ok",
+                      "limit": paused_at, "state": 2,
+                      "result": {"rung_scores": {str(e): s for e, s in scores.items()}}})
 
 
 def test_a_paused_trial_is_promoted_as_soon_as_it_is_in_the_top_third():

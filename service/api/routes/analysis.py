@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from service.api.errors import responses
@@ -11,13 +9,14 @@ from service.api.routes.deps import Rt, StudyId, get_study
 from service.api.security import Reader
 from service.studies.analysis import importance, to_csv, trials_table
 from service.studies.schemas import Importance
+from trials.records import JobRecord
 from trials.states import JobKind
 
 router = APIRouter(prefix="/studies/{sid}", tags=["analysis"])
 MAX_ROWS = 100_000
 
 
-def _trials(rt, sid: str) -> list[dict[str, Any]]:  # noqa: ANN001
+def _trials(rt, sid: str) -> list[JobRecord]:  # noqa: ANN001
     return rt.store.job_reads.page(sid, state=None, kind=JobKind.TRIAL.value, by_score=False,
                                    offset=0, limit=MAX_ROWS)
 

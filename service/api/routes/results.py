@@ -12,7 +12,7 @@ from service.api.security import Reader
 from service.orchestrator.evaluation import FinalEvaluation
 from service.studies.schemas import EvaluationPublic, RetrainCandidate, RetrainPublic
 from trials.jobs import tid_of
-from trials.states import JobKind, JobState
+from trials.states import JobKind
 
 router = APIRouter(prefix="/studies/{sid}", tags=["results"])
 
@@ -31,25 +31,23 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
              for kind in (JobKind.RETRAIN, JobKind.TEST)}
     final = FinalEvaluation.of(study, pages[JobKind.RETRAIN], pages[JobKind.TEST])
     state = study.retrain_state(final.state())
-    candidates = [RetrainCandidate(tid=r["tid"], source_tid=_tid(r.get("source")),
-                                   state=JobState(r["state"]).label,
-                                   best_val_acc=(r.get("result") or {}).get("best_val_acc"))
+    candidates = [RetrainCandidate(tid=r.tid, source_tid=_tid(r.source), state=r.state.label,
+                                   best_val_acc=r.result.best_val_acc)
                   for r in final.candidates]
     chosen = final.winner or (final.candidates[0] if len(final.candidates) == 1 else None)
     if chosen is None:
         return RetrainPublic(state=state, candidates=candidates, epochs=study.retrain_epochs,
                              seeds=len(final.seeds))
-    res, stats = chosen.get("result") or {}, final.stats()
+    res, stats = chosen.result, final.stats()
     evaluations = [EvaluationPublic(**e.public()) for e in final.evaluations()]
-    first = next((e for e in evaluations if e.retrain_tid == chosen["tid"]), None)
+    first = next((e for e in evaluations if e.retrain_tid == chosen.tid), None)
     return RetrainPublic(
-        state=state, candidates=candidates, tid=chosen["tid"], params=chosen["params"],
-        epochs=chosen["epochs"], best_val_acc=res.get("best_val_acc"),
-        best_epoch=res.get("best_epoch"), test_acc=stats["test_acc"],
-        test_acc_sd=stats["test_acc_sd"], test_loss=first.test_loss if first else None,
-        seeds=len(final.seeds), evaluations=evaluations,
-        checkpoint=chosen.get("checkpoint") is not None,
-        curve=rt.store.curves.get(chosen["_id"]))
+        state=state, candidates=candidates, tid=chosen.tid, params=dict(chosen.params),
+        epochs=chosen.epochs, best_val_acc=res.best_val_acc, best_epoch=res.best_epoch,
+        test_acc=stats["test_acc"], test_acc_sd=stats["test_acc_sd"],
+        test_loss=first.test_loss if first else None, seeds=len(final.seeds),
+        evaluations=evaluations, checkpoint=chosen.checkpoint is not None,
+        curve=rt.store.curves.get(chosen.id))
 
 
 @router.get("/checkpoint", response_class=Response, responses={
@@ -62,7 +60,7 @@ def checkpoint(sid: StudyId, rt: Rt, _: Reader,
                               "them); default: the winner's")] = None) -> Response:
     study = get_study(rt, sid)
     job = rt.store.job_reads.retrain_of(sid, study.retrain_tid if tid is None else tid)
-    if tid is not None and (job is None or job.get("kind") != JobKind.RETRAIN.value):
+    if tid is not None and (job is None or job.kind != JobKind.RETRAIN):
         raise HTTPException(404, f"study {sid!r} has no retrain with tid {tid}")
     data = rt.store.job_reads.load_checkpoint(job) if job else None
     if data is None:

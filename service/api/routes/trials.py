@@ -11,7 +11,6 @@ from service.api.routes.deps import Rt, StudyId, TrialId, get_study
 from service.api.security import Reader
 from service.studies.schemas import CurvePage, TrialCurve, TrialList, TrialPublic
 from service.studies.views import trial_public
-from trials.curves import points_of
 from trials.jobs import job_id
 from trials.states import JobKind, JobState
 
@@ -28,28 +27,28 @@ def list_trials(
 ) -> TrialList:
     study = get_study(rt, sid)
     st = JobState[state.upper()] if state else None
-    docs = rt.store.job_reads.page(sid, state=st, kind=JobKind.TRIAL.value,
+    jobs = rt.store.job_reads.page(sid, state=st, kind=JobKind.TRIAL.value,
                                    by_score=sort == "val_acc", offset=offset, limit=limit)
     counts = study.summary.get("counts") or {}
     total = counts.get(state, 0) if state else sum(counts.get(s.label, 0) for s in JobState)
-    return TrialList(total=max(total, offset + len(docs)), offset=offset, limit=limit,
-                     trials=[trial_public(d) for d in docs])
+    return TrialList(total=max(total, offset + len(jobs)), offset=offset, limit=limit,
+                     trials=[trial_public(j) for j in jobs])
 
 
 @router.get("/trials/best", response_model=list[TrialPublic], responses=responses(401, 404))
 def best_trials(sid: StudyId, rt: Rt, _: Reader,
                 k: Annotated[int, Query(ge=1, le=1000)] = 5) -> list[TrialPublic]:
     get_study(rt, sid)
-    return [trial_public(d) for d in rt.store.job_reads.best(sid, k)]
+    return [trial_public(j) for j in rt.store.job_reads.best(sid, k)]
 
 
 @router.get("/trials/{tid}", response_model=TrialPublic, responses=responses(401, 404))
 def read_trial(sid: StudyId, tid: TrialId, rt: Rt, _: Reader) -> TrialPublic:
     get_study(rt, sid)
-    doc = rt.store.job_reads.get(sid, tid)
-    if doc is None:
+    job = rt.store.job_reads.get(sid, tid)
+    if job is None:
         raise HTTPException(404, f"trial {tid} of study {sid!r} not found")
-    return trial_public(doc, curve=rt.store.curves.get(doc["_id"]))
+    return trial_public(job, curve=rt.store.curves.get(job.id))
 
 
 @router.get("/curves", response_model=CurvePage, responses=responses(401, 404))
@@ -67,19 +66,19 @@ def curves(
     returned ``cursor`` as ``updated_after`` to get only what changed."""
     get_study(rt, sid)
     if tids is not None:
-        docs = rt.store.curves.docs([job_id(sid, int(t)) for t in tids.split(",")][:limit])
+        found = rt.store.curves.of_ids([job_id(sid, int(t)) for t in tids.split(",")][:limit])
     else:
-        docs = rt.store.curves.changed(sid, -1.0 if updated_after is None else updated_after,
-                                       limit)
-    jobs = {d["_id"]: d for d in rt.store.job_reads.by_ids([d["_id"] for d in docs])}
+        found = rt.store.curves.changed(sid, -1.0 if updated_after is None else updated_after,
+                                        limit)
+    jobs = {j.id: j for j in rt.store.job_reads.by_ids([c.id for c in found])}
     out = []
-    for c in docs:
-        j = jobs.get(c["_id"])
+    for c in found:
+        j = jobs.get(c.id)
         if j is None:
             continue
-        out.append(TrialCurve(tid=j["tid"], kind=j.get("kind", "trial"),
-                              state=JobState(j["state"]).label, outcome=j.get("outcome"),
-                              points=points_of(c, since_epoch)))
-    cursor = max((c["updated"] for c in docs), default=updated_after or 0.0)
-    return CurvePage(cursor=cursor, more=tids is None and len(docs) >= limit,
+        out.append(TrialCurve(tid=j.tid, kind=j.kind.value, state=j.state.label,
+                              outcome=j.outcome and j.outcome.value,
+                              points=c.points(since_epoch)))
+    cursor = max((c.updated for c in found), default=updated_after or 0.0)
+    return CurvePage(cursor=cursor, more=tids is None and len(found) >= limit,
                      curves=sorted(out, key=lambda c: c.tid))
