@@ -14,7 +14,7 @@ from typing import Any
 from hyperopt.base import JOB_STATES, JOB_VALID_STATES, Trials
 
 from trials.cache import TrialCache
-from trials.records import JobRecord
+from trials.records import JobRecord, hyperopt_doc
 from trials.states import JobKind
 
 __all__ = ["MongoTrials"]
@@ -32,7 +32,7 @@ class MongoTrials(Trials):
 
     def refresh(self) -> None:
         records = self.cache.of_kind(JobKind.TRIAL)
-        docs: list[Any] = ([r.hyperopt_doc for r in records] if self.view is None
+        docs: list[Any] = ([hyperopt_doc(r) for r in records] if self.view is None
                            else self.view(records))
         self._dynamic_trials = docs
         self._trials = [d for d in docs if d["state"] in JOB_VALID_STATES]

@@ -10,7 +10,8 @@ raw field:
   its result as a ``JobResult``: typed, read-only properties, and the facts derived from them
   (the epochs it trained, the epoch it trains to, whether it may be retrained) defined once.
   A record wraps the document instead of copying its fields: the driver's cache holds a
-  study's documents for TPE (``hyperopt_doc``), and a record costs one object per change.
+  study's documents for TPE (``hyperopt_doc``, ``observed``), and a record costs one object
+  per change. What the fleet did with a job (owners, retries, failures) is its ``history``.
 
 ``Study.from_doc`` is the only reader of a study document's fields outside trials/studies.py
 (which writes them), and ``JobRecord`` the only reader of a job document's outside the job
@@ -28,8 +29,8 @@ from typing import Any, TypedDict
 from trials.scheduling import rung_epochs
 from trials.states import JobKind, JobState, Outcome, StudyState
 
-__all__ = ["Schedule", "StudyBudget", "Study", "JobRecord", "JobResult", "Curve", "Point",
-           "Params", "Summary"]
+__all__ = ["Schedule", "StudyBudget", "Study", "JobRecord", "JobResult", "JobHistory", "Curve",
+           "Point", "Params", "Summary", "hyperopt_doc", "observed"]
 
 # A hyperparameter assignment ({name: value}; values are numbers, strings or nested choices):
 # free-form by nature, checked against its space by search_spaces/.
@@ -301,6 +302,50 @@ class JobResult(_Wrapper):
         return self._num("peak_gpu_mb")
 
 
+class JobHistory(_Wrapper):
+    """What the fleet did with a job (``JobRecord.history``): its reservations, owners,
+    retries after infrastructure failures, where it failed, and its ASHA promotions."""
+
+    __slots__ = ()
+
+    @property
+    def error_at(self) -> str | None:
+        return self._doc.get("error_at")
+
+    @property
+    def failure_class(self) -> str | None:
+        return self._doc.get("failure_class")
+
+    @property
+    def failures(self) -> Mapping[str, int]:
+        """Infrastructure failures it was retried after, by kind (lost, stalled, oom, ...)."""
+        return self._doc.get("failures") or _EMPTY
+
+    @property
+    def promotions(self) -> int:
+        return int(self._doc.get("promotions") or 0)
+
+    @property
+    def retries(self) -> int:
+        return int(self._doc.get("retries") or 0)
+
+    @property
+    def attempt(self) -> int:
+        return int(self._doc.get("attempt") or 0)
+
+    @property
+    def owner(self) -> str | None:
+        return self._doc.get("owner")
+
+    @property
+    def previous_owners(self) -> list[str]:
+        return [str(o) for o in self._doc.get("previous_owners") or () if o is not None]
+
+    @property
+    def book_time(self) -> float | None:
+        return self._doc.get("book_time")
+
+
 class JobRecord(_Wrapper):
     """One job of a study (a search trial, a retrain or a test) as the store holds it."""
 
@@ -371,41 +416,9 @@ class JobRecord(_Wrapper):
         return self._doc.get("error")
 
     @property
-    def error_at(self) -> str | None:
-        return self._doc.get("error_at")
-
-    @property
-    def failure_class(self) -> str | None:
-        return self._doc.get("failure_class")
-
-    @property
-    def failures(self) -> Mapping[str, int]:
-        """Infrastructure failures it was retried after, by kind (lost, stalled, oom, ...)."""
-        return self._doc.get("failures") or _EMPTY
-
-    @property
-    def promotions(self) -> int:
-        return int(self._doc.get("promotions") or 0)
-
-    @property
-    def retries(self) -> int:
-        return int(self._doc.get("retries") or 0)
-
-    @property
-    def attempt(self) -> int:
-        return int(self._doc.get("attempt") or 0)
-
-    @property
-    def owner(self) -> str | None:
-        return self._doc.get("owner")
-
-    @property
-    def previous_owners(self) -> list[str]:
-        return [str(o) for o in self._doc.get("previous_owners") or () if o is not None]
-
-    @property
-    def book_time(self) -> float | None:
-        return self._doc.get("book_time")
+    def history(self) -> JobHistory:
+        """What the fleet did with it: attempts, owners, retries, failures, promotions."""
+        return JobHistory(self._doc)
 
     @property
     def refresh_time(self) -> float | None:
@@ -455,16 +468,19 @@ class JobRecord(_Wrapper):
         it trained (a cancelled study keeps what it found)."""
         return self.rankable or (self._doc["state"] == JobState.CANCELLED and self.trained > 0)
 
-    @property
-    def hyperopt_doc(self) -> Mapping[str, Any]:
-        """The document in hyperopt's trial format, for hyperopt's own code (TPE reads it)."""
-        return self._doc
 
-    def observed(self, loss: float) -> dict[str, Any]:
-        """Its hyperopt document as TPE should see it: done, with ``loss`` (the view that
-        service/orchestrator/suggest.py builds of each trial at the modelled rung)."""
-        return {**self._doc, "state": int(JobState.DONE),
-                "result": {**(self._doc.get("result") or {}), "status": "ok", "loss": loss}}
+def hyperopt_doc(job: JobRecord) -> Mapping[str, Any]:
+    """The job's document in hyperopt's trial format, for hyperopt's own code (TPE reads it;
+    trials/mongo_trials.py)."""
+    return job._doc
+
+
+def observed(job: JobRecord, loss: float) -> dict[str, Any]:
+    """The job's hyperopt document as TPE should see it: done, with ``loss`` (the view that
+    service/orchestrator/suggest.py builds of each trial at the modelled rung)."""
+    doc = job._doc
+    return {**doc, "state": int(JobState.DONE),
+            "result": {**(doc.get("result") or {}), "status": "ok", "loss": loss}}
 
 
 _ACTIVE = (int(JobState.NEW), int(JobState.RUNNING))

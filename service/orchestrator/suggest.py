@@ -41,7 +41,7 @@ from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hy
 from service.orchestrator import tpe_speed
 from trials.cache import TrialCache
 from trials.mongo_trials import MongoTrials
-from trials.records import JobRecord, Params, Study
+from trials.records import JobRecord, Params, Study, observed
 from trials.scheduling import bracket_for, bracket_weights, model_epoch, uniform_draw
 from trials.states import JobKind, JobState, Outcome
 
@@ -106,7 +106,7 @@ class Suggester:
                 continue
             seen = self._views.get(t.tid)
             if seen is None or seen[0] is not t or seen[1] != key:
-                seen = (t, key, t.observed(key[1]))
+                seen = (t, key, observed(t, key[1]))
                 self._views[t.tid] = seen
             view.append(seen[2])
         return view

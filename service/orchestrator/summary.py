@@ -93,7 +93,7 @@ def failure_counts(jobs: Sequence[JobRecord]) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
     infrastructure = configuration = 0
     for j in jobs:
-        for kind, n in j.failures.items():
+        for kind, n in j.history.failures.items():
             by_kind[kind] = by_kind.get(kind, 0) + int(n)
             infrastructure += int(n)
         if j.outcome in CONFIGURATION_OUTCOMES:
@@ -124,7 +124,7 @@ def summarize(study: Study, cache: TrialCache, best: JobRecord | None) -> dict[s
         "epochs_committed": budget.committed,
         "budget_epochs": budget.limit if budget.bounded else None,
         "epochs_left": budget.left if budget.bounded else None,
-        "promotions": sum(t.promotions for t in trials),
+        "promotions": sum(t.history.promotions for t in trials),
         "retrain_state": final.state(),
         **final.stats(),  # test_acc (the mean over seeds), test_acc_sd, tests, val_acc, ...
         "trial_hours": sum(t.result.seconds or 0.0 for t in trials) / 3600,

@@ -90,7 +90,7 @@ def trials_table(space: Mapping[str, Any], trials: list[JobRecord]
     for t in sorted(trials, key=lambda t: t.tid):
         res = t.result
         rows.append([t.tid, t.state.label, t.outcome and t.outcome.value, res.best_val_acc,
-                     res.best_epoch, res.epochs_run, t.retries, t.owner, res.seconds,
+                     res.best_epoch, res.epochs_run, t.history.retries, t.history.owner, res.seconds,
                      t.error]
                     + [t.params.get(n) for n in names])
     return TABLE_COLUMNS + names, rows

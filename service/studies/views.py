@@ -17,16 +17,16 @@ __all__ = ["study_public", "trial_public"]
 
 
 def trial_public(job: JobRecord, curve: list[Point] | None = None) -> TrialPublic:
-    res = job.result
+    res, hist = job.result, job.history
     return TrialPublic(
         tid=job.tid, kind=job.kind.value, state=job.state.label,
         outcome=job.outcome and job.outcome.value, rung=job.limit, bracket=job.bracket,
-        promotions=job.promotions, params=dict(job.params), epochs=job.epochs,
+        promotions=hist.promotions, params=dict(job.params), epochs=job.epochs,
         best_val_acc=res.best_val_acc, best_epoch=res.best_epoch, epochs_run=res.epochs_run,
-        test_acc=res.test_acc, loss=res.loss, retries=job.retries, attempt=job.attempt,
-        previous_owners=job.previous_owners, owner=job.owner, book_time=job.book_time,
+        test_acc=res.test_acc, loss=res.loss, retries=hist.retries, attempt=hist.attempt,
+        previous_owners=hist.previous_owners, owner=hist.owner, book_time=hist.book_time,
         refresh_time=job.refresh_time, seconds=res.seconds, error=job.error,
-        error_at=job.error_at, failure_class=job.failure_class, failures=dict(job.failures),
+        error_at=hist.error_at, failure_class=hist.failure_class, failures=dict(hist.failures),
         peak_rss_mb=res.peak_rss_mb, peak_gpu_mb=res.peak_gpu_mb, curve=curve)
 
 

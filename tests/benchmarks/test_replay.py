@@ -25,6 +25,7 @@ from benchmarks.replay.spaces import finish, searched
 from search_spaces.schema import SpaceSpec
 from service.orchestrator.drivers import DriverManager
 from tests.conftest import proc_env, read_log, wait_for
+from trials.records import hyperopt_doc
 from trials.states import JobKind
 from trials.store import Store
 
@@ -78,7 +79,7 @@ def _real(mongo_url: str, db_name: str, spawn, fields: dict) -> dict:
                  f"the real search to end; worker log:\n{read_log(worker)[-2000:]}")
     finally:
         manager.stop()
-    jobs = [j.hyperopt_doc for j in store.job_reads.page("real", state=None, kind=None,
+    jobs = [hyperopt_doc(j) for j in store.job_reads.page("real", state=None, kind=None,
                                                           by_score=False, offset=0, limit=1000)]
     return _decisions([j for j in jobs if j["kind"] == JobKind.TRIAL],
                       [j for j in jobs if j["kind"] == JobKind.RETRAIN])

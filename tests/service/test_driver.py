@@ -14,6 +14,7 @@ from service.studies.schemas import StudyCreate
 from tests.conftest import assert_nothing_names, wait_for
 from tests.service.test_api import STUDY
 from trials.memory import MemoryStore
+from trials.records import hyperopt_doc
 from trials.states import JobState, StudyState
 
 
@@ -42,7 +43,7 @@ def any_store(request):
 def docs(store, sid, **where) -> list[dict]:
     """A study's job documents matching ``where`` (field: value), in tid order, read through
     the interface both stores have (each record's document as stored)."""
-    found = [store.job_reads.get(sid, d["tid"]).hyperopt_doc
+    found = [hyperopt_doc(store.job_reads.get(sid, d["tid"]))
              for d in store.job_reads.changed(sid, None)]
     return sorted((d for d in found if all(d.get(k) == v for k, v in where.items())),
                   key=lambda d: d["tid"])

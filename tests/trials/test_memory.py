@@ -12,6 +12,7 @@ import pytest
 
 from trials.jobs import SLIM
 from trials.memory import ManualClock, MemoryStore, apply_update
+from trials.records import hyperopt_doc
 from trials.states import JobState, StudyState
 from trials.store import Store
 
@@ -75,7 +76,7 @@ def scenario(store, tick) -> dict[str, Any]:  # noqa: ANN001 - either backend
     seen["stop_request"] = store.work.stop_request(again)
     seen["ended"] = store.studies.end("s", [StudyState.RUNNING], StudyState.COMPLETED,
                                       summary={"n": 3})
-    seen["jobs"] = [_plain(store.job_reads.get("s", t).hyperopt_doc) for t in range(4)]
+    seen["jobs"] = [_plain(hyperopt_doc(store.job_reads.get("s", t))) for t in range(4)]
     seen["curve"] = _plain(store.curves.get(second.id))
     study = store.studies.get("s")
     seen["study"] = {k: _plain(getattr(study, k)) for k in ("state", "summary", "driver",
