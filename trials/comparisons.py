@@ -18,6 +18,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from trials.clock import ServerClock
+from trials.records import Comparison
 
 __all__ = ["ComparisonRepo"]
 
@@ -32,38 +33,37 @@ class ComparisonRepo:
     def ensure_indexes(self) -> None:
         self._col.create_index([("created", DESCENDING)])
 
-    def create(self, cid: str, request: dict[str, Any], studies: dict[str, str]
-               ) -> dict[str, Any]:
+    def create(self, cid: str, request: dict[str, Any], studies: dict[str, str]) -> Comparison:
         doc = {"_id": cid, "request": request, "studies": studies, "made": [],
                "created": self.clock.now(), "deleted": False}
         self._col.insert_one(doc)
-        return doc
+        return Comparison.from_doc(doc)
 
-    def get(self, cid: str) -> dict[str, Any] | None:
+    def get(self, cid: str) -> Comparison | None:
         doc = self._col.find_one({"_id": cid})
-        return None if doc is None or doc.get("deleted") else doc
+        return None if doc is None or doc.get("deleted") else Comparison.from_doc(doc)
 
-    def page(self, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    def page(self, offset: int, limit: int) -> tuple[int, list[Comparison]]:
         total = self._col.count_documents(_VISIBLE)
-        docs = list(self._col.find(_VISIBLE).sort([("created", DESCENDING), ("_id", ASCENDING)])
-                    .skip(offset).limit(limit))
-        return total, docs
+        docs = self._col.find(_VISIBLE).sort([("created", DESCENDING), ("_id", ASCENDING)]) \
+            .skip(offset).limit(limit)
+        return total, [Comparison.from_doc(d) for d in docs]
 
     def mark_made(self, cid: str, sid: str) -> None:
         """``sid`` was created: never create it again (a study deleted on its own stays gone)."""
         self._col.update_one({"_id": cid}, {"$addToSet": {"made": sid}})
 
-    def unfinished(self) -> list[dict[str, Any]]:
+    def unfinished(self) -> list[Comparison]:
         """Comparisons with a study not made yet (a service killed while creating them)."""
-        return [d for d in self._col.find(_VISIBLE)
+        return [Comparison.from_doc(d) for d in self._col.find(_VISIBLE)
                 if len(d.get("made") or []) < len(d["studies"])]
 
     def mark_deleted(self, cid: str) -> bool:
         res = self._col.update_one({"_id": cid, **_VISIBLE}, {"$set": {"deleted": True}})
         return res.matched_count == 1
 
-    def tombstones(self) -> list[dict[str, Any]]:
-        return list(self._col.find({"deleted": True}))
+    def tombstones(self) -> list[Comparison]:
+        return [Comparison.from_doc(d) for d in self._col.find({"deleted": True})]
 
     def remove(self, cid: str) -> None:
         self._col.delete_one({"_id": cid})

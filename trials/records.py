@@ -30,7 +30,7 @@ from trials.scheduling import rung_epochs
 from trials.states import JobKind, JobState, Outcome, StudyState
 
 __all__ = ["Schedule", "StudyBudget", "Study", "JobRecord", "JobResult", "JobHistory", "Curve",
-           "Point", "Params", "Summary", "hyperopt_doc", "observed"]
+           "Comparison", "Point", "Params", "Summary", "hyperopt_doc", "observed"]
 
 # A hyperparameter assignment ({name: value}; values are numbers, strings or nested choices):
 # free-form by nature, checked against its space by search_spaces/.
@@ -204,6 +204,48 @@ def _int_or_none(v: Any) -> int | None:
 
 def _float_or_none(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """A comparison (trials/comparisons.py): its request, shared by every variant's study, and
+    the study each variant runs as."""
+
+    id: str
+    name: str
+    dataset: str
+    variants: tuple[str, ...]  # the variants' names, in the request's order
+    budget: StudyBudget
+    scheduler: Schedule
+    trial_epochs: int
+    retrain_epochs: int
+    retrain_seeds: int
+    seed: int
+    parallelism: int
+    created: float
+    studies: Mapping[str, str]  # variant name -> study id
+    made: frozenset[str]  # the study ids created so far
+    # the request as the API accepted it (JSON): what its studies are planned from again
+    request: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def unmade(self) -> list[tuple[str, str]]:
+        """(variant, study id) of the studies not created yet (a kill between the writes)."""
+        return [(n, sid) for n, sid in self.studies.items() if sid not in self.made]
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Comparison:
+        req = doc["request"]
+        return cls(
+            id=str(doc["_id"]), name=str(req["name"]), dataset=str(req["dataset"]),
+            variants=tuple(v if isinstance(v, str) else str(v["name"]) for v in req["variants"]),
+            budget=StudyBudget.from_doc(req["budget"]) or StudyBudget(),
+            scheduler=Schedule.from_doc(req.get("scheduler")),
+            trial_epochs=int(req["trial_epochs"]), retrain_epochs=int(req["retrain_epochs"]),
+            retrain_seeds=int(req["retrain_seeds"]), seed=int(req["seed"]),
+            parallelism=int(req["parallelism"]), created=float(doc["created"]),
+            studies=MappingProxyType(dict(doc["studies"])),
+            made=frozenset(doc.get("made") or ()), request=MappingProxyType(dict(req)))
 
 
 # -- jobs ------------------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ class DriverManager:
             comparisons.finish_deletion(self.store, tomb)
         for sid in self.store.studies.tombstones():
             self.store.finish_deletion(sid)
-        for doc in self.store.comparisons.unfinished():  # killed between creating two studies
-            comparisons.ensure_studies(self.store, doc)
+        for c in self.store.comparisons.unfinished():  # killed between creating two studies
+            comparisons.ensure_studies(self.store, c)
         for sid in self.store.studies.to_drive():
             self.start(sid)
         for target, name in ((self._watch, "driver-wake"), (self._sweep, "sweeper")):

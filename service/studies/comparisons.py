@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -27,6 +28,7 @@ from search_spaces.schema import SpaceError
 from search_spaces.variants import VARIANTS, unknown_variant, variant_space
 from service.studies.schemas import Budget, InlineSpace, Scheduler, StudyCreate, check_depth
 from service.studies.views import study_public
+from trials.records import Comparison
 from trials.states import StudyState
 from trials.store import Store
 
@@ -147,41 +149,42 @@ def _study_fields(body: StudyCreate, cid: str) -> dict[str, Any]:
     return fields
 
 
-def create(store: Store, c: ComparisonCreate) -> tuple[dict[str, Any], list[str]]:
-    """Write the comparison, then its studies. Returns (document, the study ids created)."""
+def create(store: Store, c: ComparisonCreate) -> tuple[Comparison, list[str]]:
+    """Write the comparison, then its studies. Returns (the comparison, the study ids
+    created)."""
     cid = uuid.uuid4().hex[:12]
     studies = {name: uuid.uuid4().hex[:12] for name in c.names()}
-    doc = store.comparisons.create(cid, c.model_dump(mode="json"), studies)
-    return doc, ensure_studies(store, doc)
+    comparison = store.comparisons.create(cid, c.model_dump(mode="json"), studies)
+    return comparison, ensure_studies(store, comparison)
 
 
-def ensure_studies(store: Store, doc: dict[str, Any]) -> list[str]:
-    """Create the studies of ``doc`` not made yet (all of them at first; after a kill between
-    the writes, the rest). Returns the ids created."""
-    todo = [(n, sid) for n, sid in doc["studies"].items() if sid not in doc.get("made", [])]
+def ensure_studies(store: Store, comparison: Comparison) -> list[str]:
+    """Create the studies of ``comparison`` not made yet (all of them at first; after a kill
+    between the writes, the rest). Returns the ids created."""
+    todo = comparison.unmade
     if not todo:
         return []
-    bodies = dict(ComparisonCreate.model_validate(doc["request"]).studies())
+    bodies = dict(ComparisonCreate.model_validate(dict(comparison.request)).studies())
     made = []
     for name, sid in todo:  # one created just before a kill, or by another service: skipped
-        if store.studies.create_once(sid, _study_fields(bodies[name], doc["_id"])):
+        if store.studies.create_once(sid, _study_fields(bodies[name], comparison.id)):
             made.append(sid)
-        store.comparisons.mark_made(doc["_id"], sid)
+        store.comparisons.mark_made(comparison.id, sid)
     return made
 
 
 def delete(store: Store, cid: str) -> bool:
-    doc = store.comparisons.get(cid)
-    if doc is None or not store.comparisons.mark_deleted(cid):
+    comparison = store.comparisons.get(cid)
+    if comparison is None or not store.comparisons.mark_deleted(cid):
         return False
-    finish_deletion(store, doc)
+    finish_deletion(store, comparison)
     return True
 
 
-def finish_deletion(store: Store, doc: dict[str, Any]) -> None:
-    for sid in doc["studies"].values():
+def finish_deletion(store: Store, comparison: Comparison) -> None:
+    for sid in comparison.studies.values():
         store.delete_study(sid)
-    store.comparisons.remove(doc["_id"])
+    store.comparisons.remove(comparison.id)
 
 
 # -- what readers are told ----------------------------------------------------------------------------
@@ -253,14 +256,14 @@ def _state(rows: list[ComparisonRow]) -> str:
     return next(s for s in states if s != StudyState.COMPLETED.value)
 
 
-def public(store: Store, doc: dict[str, Any]) -> ComparisonPublic:
-    req, now = doc["request"], store.clock.now()
-    names = [v if isinstance(v, str) else v["name"] for v in req["variants"]]
-    rows = [_row(store, n, doc["studies"][n], now) for n in names]
+def public(store: Store, c: Comparison) -> ComparisonPublic:
+    now = store.clock.now()
+    rows = [_row(store, n, c.studies[n], now) for n in c.variants]
     spent = [r.epochs_spent for r in rows if r.state != "deleted"]
+    budget = {k: v for k, v in asdict(c.budget).items() if v is not None}
     return ComparisonPublic(
-        id=doc["_id"], name=req["name"], dataset=req["dataset"], state=_state(rows),
-        variants=names, budget=req["budget"], trial_epochs=req["trial_epochs"],
-        scheduler=req["scheduler"], retrain_epochs=req["retrain_epochs"],
-        retrain_seeds=req["retrain_seeds"], seed=req["seed"], parallelism=req["parallelism"],
-        created=doc["created"], epochs_spread=max(spent) - min(spent) if spent else 0, rows=rows)
+        id=c.id, name=c.name, dataset=c.dataset, state=_state(rows), variants=list(c.variants),
+        budget=Budget(**budget), trial_epochs=c.trial_epochs,
+        scheduler=Scheduler(**asdict(c.scheduler)), retrain_epochs=c.retrain_epochs,
+        retrain_seeds=c.retrain_seeds, seed=c.seed, parallelism=c.parallelism,
+        created=c.created, epochs_spread=max(spent) - min(spent) if spent else 0, rows=rows)

@@ -11,16 +11,17 @@ from service.api.routes.deps import Rt
 from service.api.security import Reader, Writer
 from service.studies import comparisons as cmp
 from service.studies.comparisons import ComparisonCreate, ComparisonList, ComparisonPublic
+from trials.records import Comparison
 
 router = APIRouter(prefix="/comparisons", tags=["comparisons"])
 ComparisonId = Annotated[str, Path(min_length=1, max_length=64, description="comparison id")]
 
 
-def _get(rt: Rt, cid: str) -> dict:
-    doc = rt.store.comparisons.get(cid)
-    if doc is None:
+def _get(rt: Rt, cid: str) -> Comparison:
+    comparison = rt.store.comparisons.get(cid)
+    if comparison is None:
         raise HTTPException(404, f"comparison {cid!r} not found")
-    return doc
+    return comparison
 
 
 @router.post("", response_model=ComparisonPublic, status_code=201,
@@ -32,18 +33,18 @@ def create_comparison(body: ComparisonCreate, rt: Rt, _: Writer) -> ComparisonPu
     if body.parallelism > rt.settings.max_parallelism:
         raise unprocessable("parallelism", f"at most {rt.settings.max_parallelism} "
                             "(SRU_HPO_MAX_PARALLELISM)")
-    doc, made = cmp.create(rt.store, body)
+    comparison, made = cmp.create(rt.store, body)
     for sid in made:
         rt.drive(sid)
-    return cmp.public(rt.store, doc)
+    return cmp.public(rt.store, comparison)
 
 
 @router.get("", response_model=ComparisonList, responses=responses(401))
 def list_comparisons(rt: Rt, _: Reader, offset: Annotated[int, Query(ge=0, le=10**7)] = 0,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> ComparisonList:
-    total, docs = rt.store.comparisons.page(offset, limit)
+    total, found = rt.store.comparisons.page(offset, limit)
     return ComparisonList(total=total, offset=offset, limit=limit,
-                          comparisons=[cmp.public(rt.store, d) for d in docs])
+                          comparisons=[cmp.public(rt.store, c) for c in found])
 
 
 @router.get("/{cid}", response_model=ComparisonPublic, responses=responses(401, 404))
@@ -57,13 +58,13 @@ def read_comparison(cid: ComparisonId, rt: Rt, _: Reader) -> ComparisonPublic:
              responses=responses(401, 404, 415))
 def cancel_comparison(cid: ComparisonId, rt: Rt, _: Writer) -> ComparisonPublic:
     """Cancel every variant still running (each keeps what it found)."""
-    doc = _get(rt, cid)
-    for sid in doc["studies"].values():
+    comparison = _get(rt, cid)
+    for sid in comparison.studies.values():
         was = rt.store.studies.cancel(sid)
         if was is not None and was.active:
             rt.store.jobs.cancel_study(sid)
             rt.drive(sid)
-    return cmp.public(rt.store, doc)
+    return cmp.public(rt.store, comparison)
 
 
 @router.delete("/{cid}", status_code=204, response_class=Response,
