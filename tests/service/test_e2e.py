@@ -254,6 +254,49 @@ def test_an_orchestrator_apart_from_the_api_drives_a_study_to_the_end(mongo_url,
         stop(api.proc)
 
 
+def test_two_orchestrators_share_the_studies_and_one_takes_over_when_the_other_is_killed(
+        mongo_url, tmp_path, spawn):
+    """Two `sru-hpo orchestrate` processes on one database: each study has one driver at a time
+    (no study gets more trials than n_trials), and when the orchestrator driving a study is
+    killed (SIGKILL: no release of its leases) the other takes the study over once its lease
+    lapses and drives it to its test. Poll 1 s: a 10 s lease, so a 2 s stall of the holder
+    never hands a study to the other side while the holder still drives it."""
+    api = make_api(mongo_url, tmp_path, SRU_HPO_DRIVE_STUDIES="false")
+    try:
+        c = api.client()
+        small = {**STUDY, "n_trials": 3, "parallelism": 1, "retrain_epochs": 2}
+        sids = [c.post("/studies", json={**small, "name": f"o{i}"}).json()["id"]
+                for i in range(2)]
+        env = {**api.env, "SRU_HPO_DRIVER_POLL": "1.0"}
+        orchs = [spawn(["orchestrate"], env, f"orchestrator{i}") for i in range(2)]
+        db = api_db(api)
+
+        def holders():  # study id -> the pid of the orchestrator that holds its lease
+            docs = {d["_id"]: d.get("driver") for d in db.studies.find({"_id": {"$in": sids}})}
+            return {sid: int(h.split(":")[1]) for sid, h in docs.items() if h} if \
+                len(docs) == 2 and all(docs.values()) else None
+
+        held = wait_for(holders, 120, "both studies to be driven")
+        victim = next(o for o in orchs if o.pid == held[sids[0]])
+        survivor = next(o for o in orchs if o is not victim)
+        victim.kill()  # its leases lapse; nothing released them
+        victim.wait(30)
+        workers(spawn, api, 2)
+        for sid in sids:
+            s = wait_state(c, sid, ("completed", "failed"), 600)
+            assert s["state"] == "completed", (s, read_log(survivor))
+            total = sum(s["counts"][k] for k in ("new", "running", "done", "error", "cancelled"))
+            assert total == 3 and s["counts"]["finished"] == 3  # never a trial past n_trials
+            assert 0.0 <= s["test_acc"] <= 1.0
+        log = read_log(survivor)
+        assert f"study {sids[0]} completed" in log  # the one it took over
+        assert "orchestrating" in log
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(60) == 0
+    finally:
+        stop(api.proc)
+
+
 def test_orchestrate_without_a_database_url_names_it(tmp_path):
     import subprocess
     import sys
