@@ -117,8 +117,8 @@ class Suggester:
         return epoch is None or t.target >= epoch
 
     def _trials_and_algo(self, tid: int):  # noqa: ANN202
-        docs = self.cache.of_kind(JobKind.TRIAL)
-        view = self.model_view(docs) if self.study.algorithm == "tpe" else None
+        records = self.cache.of_kind(JobKind.TRIAL)
+        view = self.model_view(records) if self.study.algorithm == "tpe" else None
         if view is None or uniform_draw(self.study.seed, tid, 1) < self.rho:
             return MongoTrials(self.cache), rand.suggest
         return (MongoTrials(self.cache, view=lambda _docs: view),
