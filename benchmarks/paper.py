@@ -24,7 +24,11 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.client import ApiClient
+    from service.studies.schemas import ComparisonPublic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -71,7 +75,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _comparison(client: Any, protocol: dict[str, Any], state: Path) -> dict[str, Any]:
+def _comparison(client: ApiClient, protocol: dict[str, Any], state: Path) -> ComparisonPublic:
     """The comparison this home ran before (resume), or a new one."""
     from service.client import ApiError
 
@@ -79,23 +83,37 @@ def _comparison(client: Any, protocol: dict[str, Any], state: Path) -> dict[str,
         cid = json.loads(state.read_text())["comparison"]
         try:
             c = client.comparison(cid)
-            print(f"resuming comparison {cid} ({c['state']})", flush=True)
+            print(f"resuming comparison {cid} ({c.state})", flush=True)
             return c
         except ApiError as exc:
             if exc.status != 404:
                 raise
             print(f"comparison {cid} of {state} is gone; starting a new one", flush=True)
     c = client.submit_comparison(protocol)
-    state.write_text(json.dumps({"comparison": c["id"]}))
-    print(f"comparison {c['id']}: " + ", ".join(f"{r['variant']} = study {r['study_id']}"
-                                                for r in c["rows"]), flush=True)
+    state.write_text(json.dumps({"comparison": c.id}))
+    print(f"comparison {c.id}: " + ", ".join(f"{r.variant} = study {r.study_id}"
+                                            for r in c.rows), flush=True)
     return c
 
 
-def _line(c: dict[str, Any]) -> str:
-    return " · ".join(f"{r['variant']} {r['state']} {r['epochs_spent']} ep"
-                      + (f" test {r['test_acc']:.4f}" if r["test_acc"] is not None else "")
-                      for r in c["rows"])
+def _line(c: ComparisonPublic) -> str:
+    return " · ".join(f"{r.variant} {r.state} {r.epochs_spent} ep"
+                      + (f" test {r.test_acc:.4f}" if r.test_acc is not None else "")
+                      for r in c.rows)
+
+
+class _Watch:
+    """The comparison as last read, and a progress line printed when it changes."""
+
+    def __init__(self, client: ApiClient, comparison: ComparisonPublic) -> None:
+        self.client, self.comparison, self.last = client, comparison, ""
+
+    def running(self) -> bool:
+        c = self.comparison = self.client.comparison(self.comparison.id)
+        if (line := _line(c)) != self.last:
+            print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+            self.last = line
+        return c.state == "running"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,18 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.start()
         client = ApiClient(cluster.api_url, settings.api_token)
-        c = _comparison(client, protocol, home / "paper.json")
-        last = [""]
-
-        def running() -> bool:
-            c.update(client.comparison(c["id"]))
-            if (line := _line(c)) != last[0]:
-                print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
-                last[0] = line
-            return c["state"] == "running"
-
-        if running():
-            cluster.supervise(stop, tick=5.0, while_running=running)
+        watch = _Watch(client, _comparison(client, protocol, home / "paper.json"))
+        if watch.running():
+            cluster.supervise(stop, tick=5.0, while_running=watch.running)
         if stop.is_set():
             print(f"interrupted; run it again with --home {home} to resume", flush=True)
             return 130
@@ -149,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         cluster.stop()
+    c = watch.comparison
     out = args.out or home / "results"
     for f in write_comparison_report(c, out):
         print(f"wrote {f}")
     print(to_markdown(c))
-    return 0 if c["state"] == "completed" else 1
+    return 0 if c.state == "completed" else 1
 
 
 if __name__ == "__main__":

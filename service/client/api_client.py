@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from service.studies.schemas import ComparisonList, ComparisonPublic
+
 __all__ = ["ApiClient", "ApiError"]
 
 
@@ -114,21 +116,26 @@ class ApiClient:
         return self._do("POST", f"/studies/{sid}/cancel", json={})
 
     # -- comparisons -------------------------------------------------------------------------
-    def submit_comparison(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._do("POST", "/comparisons", json=body)
+    # Comparisons come back as the API's own response model (service/studies/schemas.py), read
+    # field by field; a response that does not match it is a ValidationError, not a KeyError later.
+    def submit_comparison(self, body: dict[str, Any]) -> ComparisonPublic:
+        """``body`` is the file's mapping as read: the API validates it (422 names the field)."""
+        return ComparisonPublic.model_validate(self._do("POST", "/comparisons", json=body))
 
-    def comparison(self, cid: str) -> dict[str, Any]:
-        return self._do("GET", f"/comparisons/{cid}")
+    def comparison(self, cid: str) -> ComparisonPublic:
+        return ComparisonPublic.model_validate(self._do("GET", f"/comparisons/{cid}"))
 
-    def comparisons(self) -> list[dict[str, Any]]:
-        return self._do("GET", "/comparisons", params={"limit": 1000})["comparisons"]
+    def comparisons(self) -> list[ComparisonPublic]:
+        page = self._do("GET", "/comparisons", params={"limit": 1000})
+        return ComparisonList.model_validate(page).comparisons
 
     def resolve_comparison(self, cid: str) -> str:
         """A whole comparison id from a unique prefix of one."""
         return self._resolve("comparisons", "comparison", cid)
 
-    def cancel_comparison(self, cid: str) -> dict[str, Any]:
-        return self._do("POST", f"/comparisons/{cid}/cancel", json={})
+    def cancel_comparison(self, cid: str) -> ComparisonPublic:
+        return ComparisonPublic.model_validate(
+            self._do("POST", f"/comparisons/{cid}/cancel", json={}))
 
     def delete_comparison(self, cid: str) -> None:
         self._do("DELETE", f"/comparisons/{cid}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from service.client.cli_io import ApiOpt, TokenOpt, call, client_for, console, load_body, usage_error, writing
 from service.client.comparison_report import accuracy_cell, write_comparison_report
+from service.studies.schemas import ComparisonPublic
 
 compare_app = typer.Typer(no_args_is_help=True, help="Variants (sru, gru, lstm, sru-iid, "
                           "sru-recur, sru-multi) tuned at one budget, then evaluated over seeds.")
@@ -35,21 +36,20 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
     """Submit a comparison described in a YAML/JSON file."""
     body = load_body(file, "FILE", "the comparison")
     c = call(client_for(api, token).submit_comparison, body, what="comparison")
-    console.print(f"comparison {c['id']} ({c['name']}) {c['state']}: "
-                  + ", ".join(f"{r['variant']} = study {r['study_id']}" for r in c["rows"]))
+    console.print(f"comparison {c.id} ({c.name}) {c.state}: "
+                  + ", ".join(f"{r.variant} = study {r.study_id}" for r in c.rows))
 
 
-def _table(c: dict[str, Any]) -> Table:
-    table = Table(box=None, pad_edge=False, title=f"{c['id']} {c['name']} · {c['dataset']} · "
-                  f"{c['state']}")
+def _table(c: ComparisonPublic) -> Table:
+    table = Table(box=None, pad_edge=False, title=f"{c.id} {c.name} · {c.dataset} · {c.state}")
     for col in ("variant", "state", "trials", "epochs", "best val", "test ± sd", "params",
                 "ep→95%"):
         table.add_column(col, no_wrap=True)
-    for r in c["rows"]:
-        table.add_row(r["variant"], r["state"], str(r["trials"]), str(r["epochs_spent"]),
-                      f"{r['best_val_acc']:.4f}" if r["best_val_acc"] is not None else "-",
-                      accuracy_cell(r), f"{r['n_params']:,}" if r["n_params"] else "-",
-                      str(r["epochs_to_95"]) if r["epochs_to_95"] is not None else "-")
+    for r in c.rows:
+        table.add_row(r.variant, r.state, str(r.trials), str(r.epochs_spent),
+                      f"{r.best_val_acc:.4f}" if r.best_val_acc is not None else "-",
+                      accuracy_cell(r), f"{r.n_params:,}" if r.n_params else "-",
+                      str(r.epochs_to_95) if r.epochs_to_95 is not None else "-")
     return table
 
 
@@ -65,12 +65,12 @@ def status(comparison_id: str,
     while True:
         c = call(client.comparison, cid)
         console.print(_table(c))
-        budget = c["budget"]
-        console.print(f"budget per variant: {budget.get('epochs') or budget.get('hours')} "
-                      f"{'epochs' if budget.get('epochs') else 'hours'}; spent differ by "
-                      f"{c['epochs_spread']} epochs; test accuracy over {c['retrain_seeds']} "
+        budget = c.budget
+        console.print(f"budget per variant: {budget.epochs or budget.hours} "
+                      f"{'epochs' if budget.epochs else 'hours'}; spent differ by "
+                      f"{c.epochs_spread} epochs; test accuracy over {c.retrain_seeds} "
                       f"seed(s)")
-        if not watch or c["state"] != "running":
+        if not watch or c.state != "running":
             return
         try:
             time.sleep(interval)

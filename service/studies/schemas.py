@@ -36,6 +36,7 @@ __all__ = [
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
     "check_depth",
     "Scheduler", "Importance", "Budget", "RungFidelity", "EvaluationPublic",
+    "ComparisonRow", "ComparisonPublic", "ComparisonList",
 ]
 
 MAX_BODY_DEPTH = 32
@@ -519,3 +520,50 @@ class CancelResult(BaseModel):
     state: StudyState
     queued_cancelled: int
     running_stopping: int
+
+
+# -- comparisons (service/studies/comparisons.py builds them) ---------------------------------
+class ComparisonRow(BaseModel):
+    variant: str
+    study_id: str
+    model: str
+    state: str = Field(description="the variant's study state (deleted: the study is gone)")
+    best_val_acc: float | None = Field(None, description="the search's best validation accuracy")
+    test_acc: float | None = Field(None, description="mean test accuracy over retrain_seeds")
+    test_acc_sd: float | None = Field(None, description="sample sd of the test accuracy")
+    tests: int = Field(0, description="test evaluations that reported")
+    test_drop: float | None = Field(None, description="retrain validation mean - test mean")
+    n_params: int | None = None
+    epochs_spent: int = 0
+    trial_hours: float = Field(0.0, description="training hours of the search trials")
+    epochs_to_95: int | None = Field(None, description="epochs to reach 95% of its own final "
+                                     "best validation accuracy: how hard it is to tune")
+    trials: int = Field(0, description="search trials finished")
+    anytime: list[list[float]] = Field(default_factory=list, description="[cumulative "
+                                       "epochs, best validation accuracy so far]")
+
+
+class ComparisonPublic(BaseModel):
+    id: str
+    name: str
+    dataset: str
+    state: str = Field(description="running while a variant runs; completed when every "
+                       "variant completed; else how the first one that did not ended")
+    variants: list[str]
+    budget: Budget
+    trial_epochs: int
+    scheduler: Scheduler
+    retrain_epochs: int
+    retrain_seeds: int
+    seed: int
+    parallelism: int
+    created: float
+    epochs_spread: int = Field(0, description="max - min epochs spent over the variants")
+    rows: list[ComparisonRow]
+
+
+class ComparisonList(BaseModel):
+    total: int
+    offset: int
+    limit: int
+    comparisons: list[ComparisonPublic]
