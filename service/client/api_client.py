@@ -7,7 +7,20 @@ from typing import Any
 
 import httpx
 
-from service.studies.schemas import ComparisonList, ComparisonPublic
+from service.studies.schemas import (
+    CancelResult,
+    ComparisonList,
+    ComparisonPublic,
+    CurvePage,
+    Health,
+    Importance,
+    RetrainPublic,
+    StudyList,
+    StudyPublic,
+    TrialCurve,
+    TrialList,
+    TrialPublic,
+)
 
 __all__ = ["ApiClient", "ApiError"]
 
@@ -45,11 +58,14 @@ class ApiClient:
             return r.json()
         return r.content
 
-    def submit(self, study: dict[str, Any]) -> dict[str, Any]:
-        return self._do("POST", "/studies", json=study)
+    # Responses come back as the API's own response models (service/studies/schemas.py), read
+    # field by field; a response that does not match one is a ValidationError, not a KeyError later.
+    def submit(self, study: dict[str, Any]) -> StudyPublic:
+        """``study`` is the file's mapping as read: the API validates it (422 names the field)."""
+        return StudyPublic.model_validate(self._do("POST", "/studies", json=study))
 
-    def studies(self) -> list[dict[str, Any]]:
-        return self._do("GET", "/studies", params={"limit": 1000})["studies"]
+    def studies(self) -> list[StudyPublic]:
+        return StudyList.model_validate(self._do("GET", "/studies", params={"limit": 1000})).studies
 
     def resolve(self, sid: str) -> str:
         """A whole study id from a unique prefix of one (``status`` shows short ids)."""
@@ -70,41 +86,42 @@ class ApiClient:
                                     "more of it") from None
             raise
 
-    def trials(self, sid: str) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def trials(self, sid: str) -> list[TrialPublic]:
+        out: list[TrialPublic] = []
         while True:
-            page = self._do("GET", f"/studies/{sid}/trials",
-                            params={"limit": 1000, "offset": len(out)})
-            out += page["trials"]
-            if len(page["trials"]) < 1000:
+            page = TrialList.model_validate(self._do("GET", f"/studies/{sid}/trials",
+                                                     params={"limit": 1000, "offset": len(out)}))
+            out += page.trials
+            if len(page.trials) < 1000:
                 return out
 
     def trials_csv(self, sid: str) -> str:
         data = self._do("GET", f"/studies/{sid}/trials.csv")
         return data.decode() if isinstance(data, bytes) else data
 
-    def importance(self, sid: str) -> dict[str, Any]:
-        return self._do("GET", f"/studies/{sid}/importance")
+    def importance(self, sid: str) -> Importance:
+        return Importance.model_validate(self._do("GET", f"/studies/{sid}/importance"))
 
-    def study(self, sid: str) -> dict[str, Any]:
-        return self._do("GET", f"/studies/{sid}")
+    def study(self, sid: str) -> StudyPublic:
+        return StudyPublic.model_validate(self._do("GET", f"/studies/{sid}"))
 
-    def best(self, sid: str, k: int = 5) -> list[dict[str, Any]]:
-        return self._do("GET", f"/studies/{sid}/trials/best", params={"k": k})
+    def best(self, sid: str, k: int = 5) -> list[TrialPublic]:
+        trials = self._do("GET", f"/studies/{sid}/trials/best", params={"k": k})
+        return [TrialPublic.model_validate(t) for t in trials]
 
-    def curves(self, sid: str) -> list[dict[str, Any]]:
+    def curves(self, sid: str) -> list[TrialCurve]:
         """Every curve of the study, following the cursor page by page."""
-        out: dict[int, dict[str, Any]] = {}
-        params: dict[str, Any] = {"limit": 1000}
+        out: dict[int, TrialCurve] = {}
+        params: dict[str, int | float] = {"limit": 1000}
         while True:
-            page = self._do("GET", f"/studies/{sid}/curves", params=params)
-            out.update({c["tid"]: c for c in page["curves"]})
-            if not page["more"]:
+            page = CurvePage.model_validate(self._do("GET", f"/studies/{sid}/curves", params=params))
+            out.update({c.tid: c for c in page.curves})
+            if not page.more:
                 return [out[t] for t in sorted(out)]
-            params["updated_after"] = page["cursor"]
+            params["updated_after"] = page.cursor
 
-    def retrain(self, sid: str) -> dict[str, Any]:
-        return self._do("GET", f"/studies/{sid}/retrain")
+    def retrain(self, sid: str) -> RetrainPublic:
+        return RetrainPublic.model_validate(self._do("GET", f"/studies/{sid}/retrain"))
 
     def checkpoint(self, sid: str) -> bytes:
         return self._do("GET", f"/studies/{sid}/checkpoint")
@@ -112,12 +129,10 @@ class ApiClient:
     def delete(self, sid: str) -> None:
         self._do("DELETE", f"/studies/{sid}")
 
-    def cancel(self, sid: str) -> dict[str, Any]:
-        return self._do("POST", f"/studies/{sid}/cancel", json={})
+    def cancel(self, sid: str) -> CancelResult:
+        return CancelResult.model_validate(self._do("POST", f"/studies/{sid}/cancel", json={}))
 
     # -- comparisons -------------------------------------------------------------------------
-    # Comparisons come back as the API's own response model (service/studies/schemas.py), read
-    # field by field; a response that does not match it is a ValidationError, not a KeyError later.
     def submit_comparison(self, body: dict[str, Any]) -> ComparisonPublic:
         """``body`` is the file's mapping as read: the API validates it (422 names the field)."""
         return ComparisonPublic.model_validate(self._do("POST", "/comparisons", json=body))
@@ -140,5 +155,5 @@ class ApiClient:
     def delete_comparison(self, cid: str) -> None:
         self._do("DELETE", f"/comparisons/{cid}")
 
-    def health(self) -> dict[str, Any]:
-        return self._do("GET", "/healthz")
+    def health(self) -> Health:
+        return Health.model_validate(self._do("GET", "/healthz"))

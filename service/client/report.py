@@ -18,7 +18,10 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.studies.schemas import Importance, RetrainPublic, TrialCurve, TrialPublic
 
 __all__ = ["write_report", "plot_curves", "retrain_source"]
 
@@ -36,12 +39,11 @@ def _plt():  # noqa: ANN202
     return plt, MaxNLocator
 
 
-def retrain_source(retrain: dict[str, Any] | None) -> int | None:
+def retrain_source(retrain: RetrainPublic | None) -> int | None:
     """The search trial whose configuration the chosen retrain trained (``GET …/retrain``)."""
-    if not retrain:
+    if retrain is None:
         return None
-    return next((c.get("source_tid") for c in retrain.get("candidates") or []
-                 if c["tid"] == retrain.get("tid")), None)
+    return next((c.source_tid for c in retrain.candidates if c.tid == retrain.tid), None)
 
 
 def _marker(n_points: int) -> str | None:
@@ -49,29 +51,29 @@ def _marker(n_points: int) -> str | None:
     return "o" if n_points <= 5 else None
 
 
-def plot_curves(curves: list[dict[str, Any]], path: Path, title: str,
-                best_tid: int | None = None, retrain: dict[str, Any] | None = None) -> None:
+def plot_curves(curves: list[TrialCurve], path: Path, title: str,
+                best_tid: int | None = None, retrain: RetrainPublic | None = None) -> None:
     """Trials and the retrain on separate axes, so a long retrain does not squash the trials.
     ``retrain`` (``GET …/retrain``) picks the chosen retrain and names the trial it retrains."""
     plt, MaxNLocator = _plt()
-    chosen = (retrain or {}).get("tid")
-    retrains = sorted((c for c in curves if c["kind"] == "retrain" and c["points"]),
-                      key=lambda c: c["tid"] != chosen)
-    trials = [c for c in curves if c["kind"] == "trial" and c["points"]]
+    chosen = retrain.tid if retrain else None
+    retrains = sorted((c for c in curves if c.kind == "retrain" and c.points),
+                      key=lambda c: c.tid != chosen)
+    trials = [c for c in curves if c.kind == "trial" and c.points]
     fig, axes = plt.subplots(1, 2 if retrains else 1, figsize=(12 if retrains else 8, 4.5),
                              squeeze=False)
     ax = axes[0][0]
     seen: set[str] = set()
     for c in trials:
-        outcome = c.get("outcome") or c["state"]
-        best = c["tid"] == best_tid
+        outcome = c.outcome or c.state
+        best = c.tid == best_tid
         ls, color = ("-", "tab:blue") if best else STYLE.get(outcome, ("-", None))
-        label = (f"trial {c['tid']} (best)" if best
+        label = (f"trial {c.tid} (best)" if best
                  else outcome if outcome not in seen else None)
         seen.add(outcome)
-        ax.plot([p["epoch"] for p in c["points"]], [p["val_acc"] for p in c["points"]],
+        ax.plot([p.epoch for p in c.points], [p.val_acc for p in c.points],
                 ls=ls, color=color, lw=2.5 if best else 1, alpha=1 if best else 0.7, label=label,
-                marker=_marker(len(c["points"])), markersize=4)
+                marker=_marker(len(c.points)), markersize=4)
     ax.set(xlabel="epoch", ylabel="validation accuracy", title=f"{title}: {len(trials)} trials")
     for a in axes[0]:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -80,10 +82,10 @@ def plot_curves(curves: list[dict[str, Any]], path: Path, title: str,
         ax.legend(fontsize=8)
     if retrains:
         r = retrains[0]
-        source = retrain_source(retrain) if r["tid"] == chosen else None
+        source = retrain_source(retrain) if r.tid == chosen else None
         ax2 = axes[0][1]
-        ax2.plot([p["epoch"] for p in r["points"]], [p["val_acc"] for p in r["points"]],
-                 color="tab:red", lw=2, marker=_marker(len(r["points"])),
+        ax2.plot([p.epoch for p in r.points], [p.val_acc for p in r.points],
+                 color="tab:red", lw=2, marker=_marker(len(r.points)),
                  label="retrain" + (f" of trial {source}" if source is not None else ""))
         ax2.set(xlabel="epoch", ylabel="validation accuracy", title="retrain of the best")
         ax2.legend(fontsize=8)
@@ -92,13 +94,13 @@ def plot_curves(curves: list[dict[str, Any]], path: Path, title: str,
     plt.close(fig)
 
 
-def _best_so_far(trials: list[dict[str, Any]], path: Path) -> None:
+def _best_so_far(trials: list[TrialPublic], path: Path) -> None:
     plt, MaxNLocator = _plt()
-    done = sorted((t for t in trials if t.get("best_val_acc") is not None), key=lambda t: t["tid"])
+    done = sorted((t for t in trials if t.best_val_acc is not None), key=lambda t: t.tid)
     best, epochs, xs, es, ys = 0.0, 0, [], [], []
     for t in done:
-        best, epochs = max(best, t["best_val_acc"]), epochs + int(t.get("epochs_run") or 0)
-        xs.append(t["tid"])
+        best, epochs = max(best, t.best_val_acc or 0.0), epochs + int(t.epochs_run or 0)
+        xs.append(t.tid)
         es.append(epochs)
         ys.append(best)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -114,21 +116,21 @@ def _best_so_far(trials: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _params(space: dict[str, Any], trials: list[dict[str, Any]], path: Path) -> None:
+def _params(space: str | dict[str, Any], trials: list[TrialPublic], path: Path) -> None:
     from service.studies.analysis import searched_params
 
     plt, _ = _plt()
-    params = searched_params(space)
-    done = [t for t in trials if t.get("best_val_acc") is not None]
+    params = searched_params(space) if isinstance(space, dict) else {}  # the API resolves names
+    done = [t for t in trials if t.best_val_acc is not None]
     n = max(len(params), 1)
     cols = min(n, 3)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, (name, spec) in zip(axes.flat, sorted(params.items()), strict=False):
-        xs = [t["params"].get(name) for t in done]
+        xs = [t.params.get(name) for t in done]
         if spec["type"] == "choice":
             xs = [str(x) for x in xs]
-        ax.scatter(xs, [t["best_val_acc"] for t in done], c=[t["tid"] for t in done],
+        ax.scatter(xs, [t.best_val_acc for t in done], c=[t.tid for t in done],
                    cmap="Blues", edgecolors="0.3", s=28)
         if spec["type"] in ("loguniform", "qloguniform"):
             ax.set_xscale("log")
@@ -142,16 +144,16 @@ def _params(space: dict[str, Any], trials: list[dict[str, Any]], path: Path) -> 
     plt.close(fig)
 
 
-def _importance(imp: dict[str, Any], path: Path) -> str | None:
+def _importance(imp: Importance, path: Path) -> str | None:
     """Writes the plot, or returns why there is none."""
-    if not imp.get("importances"):
-        return imp.get("message") or (f"no importance estimate: {imp.get('n_trials', 0)} "
-                                      f"finished trials, {imp.get('min_trials')} needed")
+    if not imp.importances:
+        return imp.message or (f"no importance estimate: {imp.n_trials} finished trials, "
+                               f"{imp.min_trials} needed")
     plt, _ = _plt()
-    rows = list(reversed(imp["importances"]))
+    rows = list(reversed(imp.importances))
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.5))
-    ax.barh([r["param"] for r in rows], [r["importance"] for r in rows])
-    ax.set(xlabel="importance (sums to 1)", title=f"{imp['method']}; {imp['n_trials']} trials")
+    ax.barh([r.param for r in rows], [r.importance for r in rows])
+    ax.set(xlabel="importance (sums to 1)", title=f"{imp.method}; {imp.n_trials} trials")
     ax.title.set_fontsize(9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -159,14 +161,14 @@ def _importance(imp: dict[str, Any], path: Path) -> str | None:
     return None
 
 
-def _curves_csv(curves: list[dict[str, Any]], path: Path) -> None:
+def _curves_csv(curves: list[TrialCurve], path: Path) -> None:
     keys = ["train_loss", "val_loss", "val_acc", "lr", "seconds"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["tid", "kind", "epoch", *keys])
         for c in curves:
-            for p in c["points"]:
-                w.writerow([c["tid"], c["kind"], p["epoch"], *(p.get(k) for k in keys)])
+            for p in c.points:
+                w.writerow([c.tid, c.kind, p.epoch, *(getattr(p, k) for k in keys)])
 
 
 def write_report(client, sid: str, out: Path  # noqa: ANN001 - ApiClient
@@ -178,13 +180,15 @@ def write_report(client, sid: str, out: Path  # noqa: ANN001 - ApiClient
     retrain = client.retrain(sid)
     trials = client.trials(sid)
     curves = client.curves(sid)
-    (out / "study.json").write_text(json.dumps({"study": study, "retrain": retrain}, indent=1))
+    (out / "study.json").write_text(json.dumps({"study": study.model_dump(mode="json"),
+                                                "retrain": retrain.model_dump(mode="json")},
+                                               indent=1))
     (out / "trials.csv").write_text(client.trials_csv(sid))
     _curves_csv(curves, out / "curves.csv")
     plot_curves(curves, out / "curves.png", f"study {sid}",
-                study["best"]["tid"] if study.get("best") else None, retrain)
+                study.best.tid if study.best else None, retrain)
     _best_so_far(trials, out / "best_so_far.png")
-    _params(study["space"], trials, out / "params.png")
+    _params(study.space, trials, out / "params.png")
     files = ["study.json", "trials.csv", "curves.csv", "curves.png", "best_so_far.png",
              "params.png"]
     skipped: dict[str, str] = {}

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from service.client import ApiClient, ApiError
 from service.launcher.embedded_db import EmbeddedMongo, port_is_free, start_embedded
 from service.launcher.processes import spawn
@@ -140,7 +142,7 @@ class Cluster:
         api, deadline = self.parts[0], time.monotonic() + timeout
         while True:
             try:
-                if client.health().get("instance") == self.instance:
+                if _instance(client) == self.instance:
                     return
                 raise PortBusy(f"another server answers on {self.api_url}; set SRU_HPO_PORT")
             except ApiError as exc:
@@ -207,3 +209,12 @@ class Cluster:
 
     def log_dir(self) -> Path:
         return self.logs
+
+
+def _instance(client: ApiClient) -> str | None:
+    """The instance id of the API answering ``/healthz``; None for a server that is not one
+    (its answer does not read as the API's ``Health``)."""
+    try:
+        return client.health().instance
+    except ValidationError:
+        return None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from service.client.cli_io import call as _call
 from service.client.cli_io import client_for as _client
 from service.client.cli_io import console
 from service.client.commands import ACTIVE_STATES, final_report
+
+if TYPE_CHECKING:
+    from service.studies.schemas import StudyPublic
 
 __all__ = ["COMMANDS", "DEMO_STUDY", "DEMO_SCHEDULERS"]
 
@@ -181,7 +184,7 @@ def demo(
                                       "n_trials": trials, "retrain_epochs": retrain_epochs,
                                       "scheduler": DEMO_SCHEDULERS[scheduler]})
         size = f"SRU trials for {budget} epochs" + (f" (at most {trials})" if trials else "")
-        console.print(f"API {cluster.api_url} · study {study['id']}: {size} on digits "
+        console.print(f"API {cluster.api_url} · study {study.id}: {size} on digits "
                       f"({scheduler}) with {workers} workers, then a {retrain_epochs}-epoch retrain")
         console.print(f"dashboard: {cluster.api_url}/ (while the demo runs)")
         progress = _Progress(client, study, retrain_epochs)
@@ -208,29 +211,30 @@ def demo(
 class _Progress:
     """The demo's progress line: printed when it changes; False once the study ended."""
 
-    def __init__(self, client, study: dict[str, Any], retrain_epochs: int) -> None:  # noqa: ANN001
+    def __init__(self, client, study: StudyPublic, retrain_epochs: int) -> None:  # noqa: ANN001
         self.client, self.study = client, study
         self.retrain_epochs = retrain_epochs
         self.t0, self.last = time.monotonic(), ""
 
     def update(self) -> bool:
-        s = self.study = _call(self.client.study, self.study["id"])
-        c, best = s["counts"], s["best"]
-        line = (f"{s['state']:10s} finished {c['finished']}"
-                + (f"/{s['n_trials']}" if s.get("n_trials") else "")
-                + f", epochs {s['epochs_spent']}"
-                + (f"/{s['budget_epochs']:.0f}" if s.get("budget_epochs") else "") + " "
-                f"(running {c['running']}, paused {c.get('paused', 0)}, stopped at a rung "
-                f"{c.get('stopped_at_rung', 0)}, pruned {c['pruned']}, diverged {c['diverged']}, "
-                f"error {c['error']})" + (f" best val_acc {best['best_val_acc']:.4f}" if best else ""))
-        if s["state"] == "retraining":
-            curve = _call(self.client.retrain, s["id"])["curve"]
+        s = self.study = _call(self.client.study, self.study.id)
+        c, best = s.counts, s.best
+        line = (f"{s.state:10s} finished {c.finished}"
+                + (f"/{s.n_trials}" if s.n_trials else "")
+                + f", epochs {s.epochs_spent}"
+                + (f"/{s.budget_epochs:.0f}" if s.budget_epochs else "") + " "
+                f"(running {c.running}, paused {c.paused}, stopped at a rung "
+                f"{c.stopped_at_rung}, pruned {c.pruned}, diverged {c.diverged}, "
+                f"error {c.error})" + (f" best val_acc {best.best_val_acc:.4f}"
+                                       if best and best.best_val_acc is not None else ""))
+        if s.state == "retraining":
+            curve = _call(self.client.retrain, s.id).curve
             if curve:
-                line += f" · retrain epoch {curve[-1]['epoch']}/{self.retrain_epochs}"
+                line += f" · retrain epoch {curve[-1].epoch}/{self.retrain_epochs}"
         if line != self.last:
             console.print(f"[{time.monotonic() - self.t0:6.0f} s] {line}")
             self.last = line
-        return s["state"] in ACTIVE_STATES
+        return s.state in ACTIVE_STATES
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {"serve": serve, "orchestrate": orchestrate, "up": up,
