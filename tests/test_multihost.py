@@ -129,17 +129,25 @@ def test_workers_on_two_hosts_survive_a_partition(hosts, tmp_path):
     wait_for(lambda: len(c.get("/workers").json()) == 2, 120, "a worker on each GPU host")
     from tests.service.test_api import TINY_SPACE
 
+    # 100 epochs of ~0.05 s: a trial runs for seconds after its second epoch, far more than one
+    # poll of the curve below and the link going down (a 2 s stall included)
     study = {"name": "multi", "model": "sru", "dataset": "digits", "space": TINY_SPACE,
-             "n_trials": 4, "parallelism": 2, "trial_epochs": 40, "retrain_epochs": 2}
+             "n_trials": 4, "parallelism": 2, "trial_epochs": 100, "retrain_epochs": 2}
     sid = c.post("/studies", json=study).json()["id"]
 
     def gpu1_training():  # `ip netns exec` execs the worker: its pid is the Popen's
-        ws = {w["pid"]: w for w in c.get("/workers").json()}
-        job = (ws.get(w1.pid) or {}).get("job")
-        return job if job and job.get("epoch", 0) >= 2 and job["kind"] == "trial" else None
+        """gpu1's running trial once it trained two epochs, read from the job and its curve
+        (written every epoch; the worker list only shows progress once a heartbeat)."""
+        running = [t for t in c.get(f"/studies/{sid}/trials").json()["trials"]
+                   if t["state"] == "running" and t["kind"] == "trial"
+                   and (t["owner"] or "").split(":")[1:2] == [str(w1.pid)]]
+        for t in running:
+            if len(c.get(f"/studies/{sid}/trials/{t['tid']}").json()["curve"] or []) >= 2:
+                return t
+        return None
 
     job = wait_for(gpu1_training, 300, "gpu1 training a trial")
-    hosts.link("gpu1", "down")  # gpu1 is cut off mid-trial
+    hosts.link("gpu1", "down")  # gpu1 is cut off mid-trial: its next write can not land
     tid = job["tid"]
     try:
         wait_for(lambda: (t := c.get(f"/studies/{sid}/trials/{tid}").json())["retries"] == 1
@@ -154,7 +162,7 @@ def test_workers_on_two_hosts_survive_a_partition(hosts, tmp_path):
     moved = next(t for t in trials if t["tid"] == tid)
     assert moved["retries"] == 1 and moved["attempt"] >= 2
     epochs = [p["epoch"] for p in c.get(f"/studies/{sid}/trials/{tid}").json()["curve"]]
-    assert epochs == list(range(1, 41))  # resumed on the other host: nothing lost or repeated
+    assert epochs == list(range(1, 101))  # resumed on the other host: nothing lost or repeated
     owners = {t["owner"] for t in trials} | {o for t in trials for o in t["previous_owners"]}
     for w in (w1, w2):  # both hosts ran trials
         assert any(o.split(":")[1] == str(w.pid) for o in owners), (w.pid, owners)
