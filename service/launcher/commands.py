@@ -3,9 +3,9 @@ own), up (a supervised local cluster) and demo. ``sru_hpo/cli.py`` registers the
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,23 +16,40 @@ from service.client.cli_io import console
 from service.client.commands import ACTIVE_STATES, final_report
 
 if TYPE_CHECKING:
-    from service.studies.schemas import StudyPublic
+    from service.studies.schemas import JsonObject, StudyPublic
 
-__all__ = ["COMMANDS", "DEMO_STUDY", "DEMO_SCHEDULERS"]
+__all__ = ["COMMANDS", "DemoStudy", "DEMO_SCHEDULERS"]
 
-#: The demo study: a budgeted ASHA search (README "Measured" compares it with the median rule at
-#: the same budget; the replay benchmark with everything else).
-DEMO_STUDY: dict[str, Any] = {
-    "name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
-    "algorithm": "tpe", "budget": {"epochs": 100}, "parallelism": 2, "trial_epochs": 10,
-    "retrain_epochs": 150, "seed": 0,
-}
-#: The demo's schedulers.
-DEMO_SCHEDULERS: dict[str, dict[str, Any]] = {
+#: The demo's schedulers (the API's ``scheduler`` field).
+DEMO_SCHEDULERS: dict[str, dict[str, str | int]] = {
     "median": {"rule": "median", "warmup": 3, "min_trials": 3},
     "asha": {"rule": "asha", "min_epochs": 1, "reduction": 3},
     "off": {"rule": "off"},
 }
+
+
+@dataclass(frozen=True)
+class DemoStudy:
+    """The demo study: a budgeted ASHA search of SRUs on digits (README "Measured" compares it
+    with the median rule at the same budget; the replay benchmark with everything else)."""
+
+    budget: int = 100  # trial epochs the search may spend
+    n_trials: int | None = None  # at most this many configurations as well
+    retrain_epochs: int = 150
+    scheduler: str = "asha"  # a key of DEMO_SCHEDULERS
+    trial_epochs: int = 10
+    parallelism: int = 2
+
+    def body(self) -> JsonObject:
+        """The POST /studies body."""
+        return {"name": "demo", "model": "sru", "dataset": "digits", "space": "sru_digits",
+                "algorithm": "tpe", "budget": {"epochs": self.budget}, "n_trials": self.n_trials,
+                "parallelism": self.parallelism, "trial_epochs": self.trial_epochs,
+                "retrain_epochs": self.retrain_epochs, "seed": 0,
+                "scheduler": DEMO_SCHEDULERS[self.scheduler]}
+
+
+DEMO = DemoStudy()
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -131,8 +148,7 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
     from sru_hpo.settings import Settings
 
     stop = stop_signals()
-    threads = max(1, (os.cpu_count() or 2) // max(workers, 1))
-    cluster = Cluster(Settings(), workers, port=port, worker_threads=threads, device=device,
+    cluster = Cluster(Settings(), workers, port=port, device=device,
                       max_restarts=max_restarts, say=lambda m: console.print(f"[yellow]{m}"))
     try:
         _start_cluster(cluster)
@@ -150,10 +166,10 @@ def up(workers: Annotated[int, typer.Option(min=0, help="local worker processes"
 def demo(
     workers: Annotated[int, typer.Option(min=1)] = 2,
     budget: Annotated[int, typer.Option(min=1, help="trial epochs the search may spend")
-                      ] = DEMO_STUDY["budget"]["epochs"],
+                      ] = DEMO.budget,
     trials: Annotated[int | None, typer.Option(
         min=1, help="at most this many configurations as well (whichever ends first)")] = None,
-    retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO_STUDY["retrain_epochs"],
+    retrain_epochs: Annotated[int, typer.Option(min=1)] = DEMO.retrain_epochs,
     scheduler: Annotated[str, typer.Option(help="asha | median | off")] = "asha",
     keep_serving: Annotated[bool, typer.Option(
         help="keep the API and the dashboard up after the report, until Ctrl-C")] = False,
@@ -162,8 +178,8 @@ def demo(
     """`up` plus a demo study on digits: search, retrain the best, report test accuracy."""
     if scheduler not in DEMO_SCHEDULERS:
         raise typer.BadParameter(f"one of {', '.join(DEMO_SCHEDULERS)}", param_hint="--scheduler")
-    if budget < DEMO_STUDY["trial_epochs"]:
-        raise typer.BadParameter(f"at least trial_epochs ({DEMO_STUDY['trial_epochs']})",
+    if budget < DEMO.trial_epochs:
+        raise typer.BadParameter(f"at least trial_epochs ({DEMO.trial_epochs})",
                                  param_hint="--budget")
 
     from service.launcher.cluster import Cluster, GiveUp, stop_signals
@@ -171,18 +187,16 @@ def demo(
     from sru_hpo.settings import Settings
 
     settings = Settings()
-    threads = max(1, (os.cpu_count() or 2) // workers)
     if port is None:
         port = settings.port if port_is_free(settings.host, settings.port) else free_port()
     stop = stop_signals()
-    cluster = Cluster(settings, workers, port=port, worker_threads=threads,
+    cluster = Cluster(settings, workers, port=port,
                       say=lambda m: console.print(f"[yellow]{m}"))
     try:
         _start_cluster(cluster)
         client = _client(cluster.api_url, settings.api_token)
-        study = _call(client.submit, {**DEMO_STUDY, "budget": {"epochs": budget},
-                                      "n_trials": trials, "retrain_epochs": retrain_epochs,
-                                      "scheduler": DEMO_SCHEDULERS[scheduler]})
+        demo_study = DemoStudy(budget, trials, retrain_epochs, scheduler)
+        study = _call(client.submit, demo_study.body())
         size = f"SRU trials for {budget} epochs" + (f" (at most {trials})" if trials else "")
         console.print(f"API {cluster.api_url} · study {study.id}: {size} on digits "
                       f"({scheduler}) with {workers} workers, then a {retrain_epochs}-epoch retrain")
