@@ -15,9 +15,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-__all__ = ["Param", "PARAMS", "MODELS", "DATASETS", "ModelName", "DatasetName", "ParamError",
+__all__ = ["Param", "Params", "PARAMS", "MODELS", "DATASETS", "ModelName", "DatasetName",
+           "ParamError",
            "check", "defaults", "model_param_names", "resolve", "MAX_SIZE", "MAX_ALPHAS", "ALL",
            "DEFAULT_BATCH"]
+
+#: A hyperparameter assignment, {name: value}: what a trial trains, a warm-start point, a
+#: study's fixed parameters. The values' types differ by parameter (an int, a float, an option,
+#: a list of rates; see PARAMS), so it maps to Any: ``check`` and ``resolve`` are what know
+#: them, and every reader narrows a value through them (or ``int()``/``float()``) anyway.
+Params = dict[str, Any]
 
 #: The models and datasets there are: the types name them once, the tuples follow from them.
 ModelName = Literal["sru", "gru", "lstm"]
@@ -54,7 +61,7 @@ class Param:
     default: Any = None  # None where the default depends on the model or the dataset
     options: tuple[str, ...] = ()
     model_param: bool = True  # a constructor argument (False: a training setting)
-    defaults_by_model: dict[str, Any] = field(default_factory=dict)
+    defaults_by_model: dict[str, Any] = field(default_factory=dict)  # {model: its default}
 
     def range_text(self) -> str:
         lo = "(" if self.low_open else "["
@@ -168,7 +175,7 @@ def _number(name: str, value: Any, p: Param) -> float:
     return v
 
 
-def defaults(model: str) -> dict[str, Any]:
+def defaults(model: str) -> Params:
     """Every parameter of ``model`` with its default (batch_size None: set by the dataset)."""
     out = {}
     for n, p in PARAMS.items():
@@ -178,7 +185,7 @@ def defaults(model: str) -> dict[str, Any]:
     return out
 
 
-def resolve(params: Mapping[str, Any]) -> dict[str, Any]:
+def resolve(params: Mapping[str, Any]) -> Params:
     """A trial's parameters with defaults filled in and every value checked: what the worker
     trains. Keys outside the table other than ``model``, ``dataset`` and ``seed`` are refused."""
     model = params.get("model")
@@ -191,7 +198,7 @@ def resolve(params: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
         raise _fail("seed", "must be an integer in [0, 2^31)", seed)
     allowed = model_param_names(model)
-    out: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed}
+    out: Params = {"model": model, "dataset": dataset, "seed": seed}
     for name, value in {**defaults(model), **params}.items():
         if name in out:
             continue

@@ -33,12 +33,12 @@ from pydantic import (
     model_validator,
 )
 
-from search_spaces.params import PARAMS, ModelName, ParamError, check, model_param_names
+from search_spaces.params import PARAMS, ModelName, ParamError, Params, check, model_param_names
 from sru_hpo.settings import get_settings
 
-__all__ = ["SpaceSpec", "to_hyperopt", "flatten_sample", "point_to_vals", "SpaceError",
-           "sample_params", "load_builtin", "BUILTIN", "support", "did_you_mean",
-           "unknown_space"]
+__all__ = ["SpaceSpec", "Dist", "Choice", "LogUniform", "dist_of", "to_hyperopt",
+           "flatten_sample", "point_to_vals", "SpaceError", "sample_params", "load_builtin",
+           "BUILTIN", "support", "did_you_mean", "unknown_space"]
 
 
 
@@ -112,6 +112,11 @@ class Choice(_Dist):
 Dist = Annotated[Uniform | LogUniform | QUniform | QLogUniform | Normal | Choice,
                  Field(discriminator="type")]
 _DIST = TypeAdapter(Dist)
+
+
+def dist_of(spec: Mapping[str, Any]) -> Dist:
+    """A distribution as a space writes it (``{"type": "uniform", ...}``) as its model."""
+    return _DIST.validate_python(spec)
 
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -308,9 +313,9 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def flatten_sample(space: SpaceSpec, sample: Mapping[str, Any]) -> dict[str, Any]:
+def flatten_sample(space: SpaceSpec, sample: Mapping[str, Any]) -> Params:
     """A hyperopt sample (``space_eval`` output) as flat plain-JSON trial parameters."""
-    out: dict[str, Any] = {}
+    out: Params = {}
 
     def put(d: Mapping[str, Any], specs: Mapping[str, Any]) -> None:
         for k, v in d.items():
@@ -357,7 +362,7 @@ def point_to_vals(space: SpaceSpec, point: Mapping[str, Any]) -> dict[str, list]
     return vals
 
 
-def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[dict[str, Any]]:
+def sample_params(space: SpaceSpec, n: int = 16, seed: int = 0) -> list[Params]:
     """``n`` random points of the space as flat trial parameters (for validation and tests)."""
     from hyperopt.pyll import stochastic
 

@@ -16,8 +16,8 @@ sru-multi  r_size = 0                      the feedback r_t (statistics of x alo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from search_spaces.params import Params
 from search_spaces.schema import SpaceError, SpaceSpec, did_you_mean, load_builtin
 
 __all__ = ["VARIANTS", "Variant", "variant_space", "unknown_variant"]
@@ -27,7 +27,7 @@ __all__ = ["VARIANTS", "Variant", "variant_space", "unknown_variant"]
 class Variant:
     name: str
     model: str
-    fixed: dict[str, Any] = field(default_factory=dict)  # parameters set to constants
+    fixed: Params = field(default_factory=dict)  # parameters set to constants
     meaning: str = ""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from trials.records import JobRecord, Study
 from trials.states import StudyState
+from trials.summary_doc import Summary
 
 __all__ = ["Clock", "StudyOps", "DriverJobOps", "JobReadOps", "DriverStore"]
 
@@ -47,7 +48,7 @@ class StudyOps(Protocol):
         """Take or renew the study's driver lease; False while another holder has it."""
         ...
 
-    def write_summary(self, sid: str, holder: str, summary: dict[str, Any],
+    def write_summary(self, sid: str, holder: str, summary: Summary,
                       **fields: Any) -> bool:
         """Publish the summary, only while ``holder`` holds the lease."""
         ...

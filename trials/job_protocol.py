@@ -25,6 +25,7 @@ from trials.jobs import (
     requeue_update,
     reserve_update,
 )
+from trials.records import RunReport
 from trials.states import JobState, Outcome
 
 __all__ = ["WorkerJobs"]
@@ -77,7 +78,7 @@ class WorkerJobs(JobCollection):
         self.files.delete(SNAPSHOTS, before.get("snapshot"))
         return True
 
-    def finish(self, job: Job, result: dict[str, Any], outcome: str,
+    def finish(self, job: Job, result: RunReport, outcome: str,
                checkpoint: bytes | None = None) -> bool:
         """Record a finished training (ok, pruned, diverged, stopped at a rung). With a
         retrain's ``checkpoint`` the file is written first and deleted again if the job turned
@@ -96,7 +97,7 @@ class WorkerJobs(JobCollection):
         errors by), ``where`` the last frames it came from."""
         return self._end(job, errored_fields(reason, where))
 
-    def infeasible(self, job: Job, result: dict[str, Any], reason: str,
+    def infeasible(self, job: Job, result: RunReport, reason: str,
                    where: str | None = None) -> bool:
         """The model raised for this trial's parameters: done with outcome infeasible and the
         exception's message (never retried; TPE sees it as the worst observation)."""
@@ -114,10 +115,10 @@ class WorkerJobs(JobCollection):
         update, outcome = requeue_update(doc, kind, reason, self.max_retries, self.clock.now())
         return outcome if self._col.update_one(self._mine(job), update).matched_count else None
 
-    def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
+    def mark_cancelled(self, job: Job, result: RunReport | None = None) -> bool:
         return self._end(job, cancelled_fields(result))
 
-    def pause(self, job: Job, result: dict[str, Any]) -> bool:
+    def pause(self, job: Job, result: RunReport) -> bool:
         """ASHA: the job reached its rung (``job.limit``). It keeps its snapshot and waits,
         state done with outcome ``paused``, for the driver to promote it. No retry is spent."""
         res = self._col.update_one(self._mine(job),

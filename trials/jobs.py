@@ -19,17 +19,19 @@ anything, and its refused files are deleted at once (see ``save_snapshot``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
 
+from search_spaces.params import Params
 from trials.clock import ServerClock
 from trials.curves import CurveStore
 from trials.files import SNAPSHOTS, FileStore
+from trials.records import RunReport
 from trials.states import CONFIGURATION_OUTCOMES, FailureClass, JobKind, JobState, Outcome
 
-__all__ = ["Job", "JobCollection", "JobQueue", "job_id", "tid_of", "SLIM"]
+__all__ = ["Job", "JobCollection", "JobQueue", "JobSpec", "job_id", "tid_of", "SLIM"]
 
 #: The fields the study driver caches: what TPE, the counts and the summary need.
 SLIM = {"tid": 1, "state": 1, "result": 1, "misc": 1, "spec": 1, "exp_key": 1, "owner": 1,
@@ -48,7 +50,7 @@ def tid_of(jid: str) -> int:
     return int(jid.rsplit(":", 1)[1])
 
 
-def cancelled_fields(result: dict[str, Any] | None = None) -> dict[str, Any]:
+def cancelled_fields(result: RunReport | None = None) -> dict[str, Any]:
     """The fields that end a job as cancelled (``result`` keeps what it trained, if anything)."""
     return {"state": int(JobState.CANCELLED), "outcome": Outcome.CANCELLED.value,
             "result": {**(result or {}), "status": "fail"}}
@@ -99,7 +101,7 @@ def end_fields(fields: dict[str, Any], now: float) -> dict[str, Any]:
     return {**fields, "snapshot": None, "snapshot_epoch": 0, "refresh_time": now, "updated": now}
 
 
-def finished_fields(result: dict[str, Any], outcome: str, checkpoint: Any) -> dict[str, Any]:
+def finished_fields(result: RunReport, outcome: str, checkpoint: Any) -> dict[str, Any]:
     """A finished training. An infeasible one (the parameters made the model raise) has no score
     and TPE's loss 0: no accuracy, the worst there is (trials/states.py)."""
     best = float(result.get("best_val_acc", 0.0))
@@ -112,7 +114,7 @@ def finished_fields(result: dict[str, Any], outcome: str, checkpoint: Any) -> di
     return fields
 
 
-def paused_fields(result: dict[str, Any], now: float) -> dict[str, Any]:
+def paused_fields(result: RunReport, now: float) -> dict[str, Any]:
     best = float(result.get("best_val_acc", 0.0))
     return {"state": int(JobState.DONE), "outcome": Outcome.PAUSED.value, "score": best,
             "result": {**result, "status": "ok", "loss": -best}, "refresh_time": now,
@@ -139,7 +141,23 @@ RESERVE_ORDER = [("priority", -1), ("created", 1), ("tid", 1)]
 PROMOTED = 2  # + the index of the rung a promoted trial leaves
 
 
-def job_fields(*, kind: str, params: dict, epochs: int, pruning: dict | None = None,
+class JobSpec(TypedDict, total=False):
+    """What a new job is asked to do: ``job_fields``' arguments, as the driver builds them."""
+
+    kind: Required[str]
+    params: Required[Params]
+    epochs: Required[int]
+    pruning: dict[str, Any] | None  # {rule: "median", warmup, min_trials}
+    priority: int | None
+    limit: int | None
+    rungs: list[int] | None
+    bracket: int | None
+    source: str | None
+    timeout: float | None
+    seed_of: str | None
+
+
+def job_fields(*, kind: str, params: Params, epochs: int, pruning: dict | None = None,
                priority: int | None = None, limit: int | None = None,
                rungs: list[int] | None = None, bracket: int | None = None,
                source: str | None = None, timeout: float | None = None,

@@ -47,9 +47,10 @@ from trials.jobs import (
     reserve_update,
     stopped_at_rung_fields,
 )
-from trials.records import JobRecord, Point, Study
+from trials.records import JobRecord, Point, RunReport, Study
 from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.studies import new_study_doc
+from trials.summary_doc import Summary
 
 __all__ = ["MemoryStore", "ManualClock", "apply_update"]
 
@@ -145,7 +146,7 @@ class MemoryStudies:
         if sid in self._docs and self._docs[sid]["driver"] == holder:
             self._set(sid, {"driver": None})
 
-    def write_summary(self, sid: str, holder: str, summary: dict[str, Any], **fields: Any) -> bool:
+    def write_summary(self, sid: str, holder: str, summary: Summary, **fields: Any) -> bool:
         doc = self._doc(sid)
         if doc is None or doc["driver"] != holder:
             return False
@@ -290,7 +291,7 @@ class MemoryJobs:
     def _end(self, job: Job, fields: dict[str, Any]) -> bool:
         return self._mine(job, {"$set": end_fields(fields, self.clock.now())}) is not None
 
-    def finish(self, job: Job, result: dict[str, Any], outcome: str,
+    def finish(self, job: Job, result: RunReport, outcome: str,
                checkpoint: bytes | None = None) -> bool:
         if checkpoint is not None:
             raise NotImplementedError("the in-memory store keeps no files")
@@ -299,10 +300,10 @@ class MemoryJobs:
     def fail(self, job: Job, reason: str, where: str | None = None) -> bool:
         return self._end(job, errored_fields(reason, where))
 
-    def mark_cancelled(self, job: Job, result: dict[str, Any] | None = None) -> bool:
+    def mark_cancelled(self, job: Job, result: RunReport | None = None) -> bool:
         return self._end(job, cancelled_fields(result))
 
-    def pause(self, job: Job, result: dict[str, Any]) -> bool:
+    def pause(self, job: Job, result: RunReport) -> bool:
         return self._mine(job, {"$set": paused_fields(result, self.clock.now())}) is not None
 
     def promote(self, sid: str, tid: int, limit: int, priority: int = PROMOTED) -> bool:

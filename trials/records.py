@@ -24,20 +24,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
+from search_spaces.params import Params
 from trials.scheduling import rung_epochs
 from trials.states import JobKind, JobState, Outcome, StudyState
+from trials.summary_doc import Summary
 
 __all__ = ["Schedule", "StudyBudget", "Study", "JobRecord", "JobResult", "JobHistory", "Curve",
-           "Comparison", "Point", "Params", "Summary", "hyperopt_doc", "observed"]
+           "Comparison", "Point", "RunReport", "Params", "Summary", "HyperoptDoc", "hyperopt_doc", "observed"]
 
-# A hyperparameter assignment ({name: value}; values are numbers, strings or nested choices):
-# free-form by nature, checked against its space by search_spaces/.
-Params = dict[str, Any]
-# A study's published summary (counts, best trial, epochs, ...): written by the driver from
-# service/orchestrator/summary.py, read by service/studies/views.py into its response model.
-Summary = Mapping[str, Any]
+#: A trial document in hyperopt's own format (trials/jobs.py adds this project's fields to it):
+#: hyperopt's code reads it (TPE, trials/mongo_trials.py), never ours; ``hyperopt_doc`` and
+#: ``observed`` are the only ways to one above trials/.
+HyperoptDoc = dict[str, Any]
+
+
+class RunReport(TypedDict, total=False):
+    """What a worker reports as a job's result when a run ends (workers/trial.py; the job
+    protocol adds hyperopt's ``status`` and ``loss``); ``JobResult`` reads it back."""
+
+    status: str  # train()'s: ok | diverged | stopped
+    seed: int | None
+    epochs_run: int
+    best_val_acc: float
+    best_epoch: int  # 0 when no epoch finished
+    test_acc: float | None  # a test job's
+    test_loss: float | None
+    n_params: int
+    seconds: float  # of training, this segment
+    reason: str | None  # why it diverged
+    resumed_from: int  # the epoch of the snapshot the run continued from
+    peak_rss_mb: float | None  # the trainer's
+    peak_gpu_mb: float | None
+    device: str  # the worker's label
+    rung_scores: dict[str, float]  # ASHA: best validation accuracy up to each rung epoch
+    checkpoint_bytes: int  # a retrain's
 
 
 class Point(TypedDict, total=False):
@@ -122,7 +144,8 @@ class Study:
     finished: float | None = None
     error: str | None = None
     retrain_tid: int | None = None
-    summary: Summary = field(default_factory=dict)  # empty until the driver's first publish
+    # what the driver last published (trials/summary_doc.py); empty until its first publish
+    summary: Summary = field(default_factory=lambda: Summary())
     settled: bool = False  # ended, and none of its jobs runs any more
     driver: str | None = None  # the holder of its driver lease (held until driver_until)
 
@@ -179,7 +202,8 @@ class Study:
             comparison=g("comparison"), started=opt_float(g("started")),
             search_finished=opt_float(g("search_finished")), finished=opt_float(g("finished")),
             error=g("error"), retrain_tid=opt_int(g("retrain_tid")),
-            summary=MappingProxyType(dict(g("summary") or {})), settled=bool(g("settled", False)),
+            summary=cast(Summary, MappingProxyType(dict(g("summary") or {}))),
+            settled=bool(g("settled", False)),
             driver=g("driver"))
 
     def settings(self) -> dict[str, Any]:
@@ -517,7 +541,7 @@ def hyperopt_doc(job: JobRecord) -> Mapping[str, Any]:
     return job._doc
 
 
-def observed(job: JobRecord, loss: float) -> dict[str, Any]:
+def observed(job: JobRecord, loss: float) -> HyperoptDoc:
     """The job's hyperopt document as TPE should see it: done, with ``loss`` (the view that
     service/orchestrator/suggest.py builds of each trial at the modelled rung)."""
     doc = job._doc

@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
@@ -24,7 +26,40 @@ from pymongo.errors import DuplicateKeyError
 
 from trials.clock import ServerClock
 
-__all__ = ["WorkerRegistry", "GpuLeases", "make_owner"]
+__all__ = ["WorkerRegistry", "WorkerRecord", "WorkingOn", "GpuLeases", "make_owner"]
+
+
+class WorkingOn(TypedDict, total=False):
+    """What a worker is doing, as its heartbeat says (workers/trial.py): the job and how far."""
+
+    exp_key: str  # the study
+    tid: int
+    kind: str
+    epoch: int  # the last epoch it reported
+    steps: int  # training steps of this run so far
+    idle_seconds: float  # since the last step
+    stall_after: float  # the watchdog's limit (seconds without a step)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    """A live worker as the registry lists it."""
+
+    id: str  # its owner id: host:pid:device:nonce
+    host: str
+    pid: int
+    device: str
+    started: float  # server time
+    last_seen: float
+    job: WorkingOn | None = None  # None while it waits for work
+    jobs_done: int = 0
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> WorkerRecord:
+        return cls(id=str(doc["_id"]), host=str(doc["host"]), pid=int(doc["pid"]),
+                   device=str(doc["device"]), started=float(doc["started"]),
+                   last_seen=float(doc["last_seen"]), job=doc.get("job"),
+                   jobs_done=int(doc.get("jobs_done") or 0))
 
 
 def make_owner(device: str) -> str:
@@ -45,7 +80,7 @@ class WorkerRegistry:
             "_id": owner, "host": host, "pid": int(pid), "device": device, "started": now,
             "last_seen": now, "job": None, "jobs_done": 0}, upsert=True)
 
-    def touch(self, owner: str, job: dict[str, Any] | None = None, done: bool = False) -> None:
+    def touch(self, owner: str, job: WorkingOn | None = None, done: bool = False) -> None:
         update: dict[str, Any] = {"$set": {"last_seen": self.clock.now(), "job": job}}
         if done:
             update["$inc"] = {"jobs_done": 1}
@@ -54,10 +89,10 @@ class WorkerRegistry:
     def unregister(self, owner: str) -> None:
         self._col.delete_one({"_id": owner})
 
-    def live(self, within: float | None = None) -> list[dict[str, Any]]:
+    def live(self, within: float | None = None) -> list[WorkerRecord]:
         """Workers seen in the last ``within`` seconds (default 3 heartbeats)."""
         horizon = self.clock.now() - (within if within is not None else 3 * self.heartbeat_interval)
-        return list(self._col.find({"last_seen": {"$gte": horizon}}))
+        return [WorkerRecord.from_doc(d) for d in self._col.find({"last_seen": {"$gte": horizon}})]
 
     def remove_all(self) -> int:
         """Forget every worker (a launcher's start on its own embedded database)."""

@@ -13,7 +13,7 @@ drops the document. A service that starts finds leftover tombstones with ``tombs
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from trials.clock import ServerClock
 from trials.records import Study
 from trials.states import StudyState
+from trials.summary_doc import Summary
 
 __all__ = ["StudyRepo", "new_study_doc"]
 
@@ -83,10 +84,11 @@ class StudyRepo:
             out[d["state"]] = out.get(d["state"], 0) + 1
         return out
 
-    def active_summaries(self) -> list[tuple[str, dict[str, Any]]]:
+    def active_summaries(self) -> list[tuple[str, Summary]]:
         """(id, summary) of every active study (for /metrics)."""
         q = {**_VISIBLE, "state": {"$in": StudyState.actives()}}
-        return [(d["_id"], d.get("summary") or {}) for d in self._col.find(q, {"summary": 1})]
+        return [(d["_id"], cast(Summary, d.get("summary") or {}))
+                for d in self._col.find(q, {"summary": 1})]
 
     def to_drive(self) -> list[str]:
         """Studies a service should drive: active ones, and ended ones whose jobs have not all
@@ -153,7 +155,7 @@ class StudyRepo:
     def release_lease(self, sid: str, holder: str) -> None:
         self._col.update_one({"_id": sid, "driver": holder}, {"$set": {"driver": None}})
 
-    def write_summary(self, sid: str, holder: str, summary: dict[str, Any], **fields: Any) -> bool:
+    def write_summary(self, sid: str, holder: str, summary: Summary, **fields: Any) -> bool:
         res = self._col.update_one({"_id": sid, "driver": holder, **_VISIBLE},
                                    {"$set": {"summary": summary, **fields}})
         return res.matched_count == 1

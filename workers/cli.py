@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search_spaces.params import DATASETS, MODELS
+from search_spaces.params import DATASETS, MODELS, Params
 from trials.records import Point
 
 __all__ = ["train_command", "parse_alphas"]
@@ -82,18 +83,17 @@ def train_command(
         result = train(params, epochs=epochs, device=device, checkpoint_path=checkpoint,
                        on_epoch=on_epoch, evaluate_test=test)
     if as_json:
-        typer.echo(json.dumps({"params": params, **result.to_dict()}, indent=2))
+        typer.echo(json.dumps({"params": params, **asdict(result)}, indent=2))
     else:
         _print_result(console, f"{model} on {dataset}", result)
 
 
-def _checked_params(model: str, dataset: str, seed: int, given: dict[str, Any]
-                    ) -> dict[str, Any]:
+def _checked_params(model: str, dataset: str, seed: int, given: Params) -> Params:
     """The flags as a parameter dict, checked against the parameter table (a bad value names
     its flag)."""
     from search_spaces.params import resolve
 
-    params: dict[str, Any] = {"model": model, "dataset": dataset, "seed": seed}
+    params: Params = {"model": model, "dataset": dataset, "seed": seed}
     params |= {k: v for k, v in given.items() if v is not None}
     if dataset not in DATASETS:
         raise typer.BadParameter(f"unknown dataset {dataset!r}", param_hint="--dataset")

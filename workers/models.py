@@ -11,10 +11,14 @@ from search_spaces.params import MODELS, PARAMS, resolve
 from workers.baselines import GRUClassifier, LSTMClassifier
 from workers.sru import SRUClassifier
 
-__all__ = ["MODELS", "build_model", "model_args"]
+__all__ = ["MODELS", "ModelArgs", "build_model", "model_args"]
+
+#: A model's constructor arguments as plain data (kept in checkpoints): ``model`` (its name),
+#: ``input_size``, ``n_classes`` and the model parameters of the table (search_spaces/params.py).
+ModelArgs = dict[str, Any]
 
 
-def model_args(params: Mapping[str, Any], input_size: int, n_classes: int) -> dict[str, Any]:
+def model_args(params: Mapping[str, Any], input_size: int, n_classes: int) -> ModelArgs:
     """Constructor arguments (plain data) of the model ``params`` describe, checked against the
     parameter table (search_spaces/params.py) with its defaults filled in. Raises ValueError
     naming the offending key."""

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 from torch import nn
 
-from search_spaces.params import resolve
-from trials.records import Point
+from search_spaces.params import Params, resolve
+from trials.records import Point, RunReport
 from workers.data import Split, Splits, load_dataset
-from workers.models import build_model, model_args
+from workers.models import ModelArgs, build_model, model_args
 
 __all__ = ["TrainResult", "train", "get_data", "load_checkpoint", "evaluate", "pick_device",
            "resolve"]
@@ -46,8 +46,11 @@ class TrainResult:
     reason: str | None = None  # why it diverged
     resumed_from: int = 0  # the epoch of the snapshot this run continued from (0: a fresh start)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def report(self) -> RunReport:
+        """The job's result as the worker reports it (the curve is stored on its own)."""
+        out = asdict(self)
+        del out["curve"]
+        return cast(RunReport, out)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -120,8 +123,8 @@ class _Run:
     """One run's state: the model, its optimizer, the shuffling generator, the curve so far and
     the best weights. ``train`` drives it epoch by epoch."""
 
-    p: dict[str, Any]
-    args: dict[str, Any]
+    p: Params  # the trial's parameters, resolved (search_spaces/params.py)
+    args: ModelArgs
     splits: Splits
     model: nn.Module
     opt: torch.optim.Optimizer

@@ -45,9 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["Trainer", "Ending", "Watchdog", "failure_kind", "STALL_FACTOR"]
+from search_spaces.params import Params
+from trials.records import RunReport
+
+__all__ = ["Trainer", "Ending", "Watchdog", "TrainRequest", "TestRequest", "failure_kind",
+           "STALL_FACTOR"]
 
 log = logging.getLogger("sru_hpo.worker")
 
@@ -55,6 +59,23 @@ STALL_FACTOR = 20  # a stall is this many mean step times without progress (or t
 PROGRESS_EVERY = 1.0  # seconds between the child's progress messages
 READY_TIMEOUT = 300  # seconds a new trainer may take to import torch
 POLL = 0.2  # seconds the parent waits for a message before it checks the child and the clock
+
+
+class TrainRequest(TypedDict):
+    """▶ ("train", request): train ``params`` to epoch ``epochs``."""
+
+    params: Params
+    epochs: int
+    resume: bytes | None  # the snapshot to continue from
+    checkpoint: str | None  # a file for the best weights (a retrain's)
+    snapshot_every: float  # seconds between snapshots
+
+
+class TestRequest(TypedDict):
+    """▶ ("test", request): the one test-set evaluation of a checkpoint."""
+
+    checkpoint: bytes
+    dataset: str
 
 
 # -- the parent's side ---------------------------------------------------------------------------
@@ -67,7 +88,7 @@ class Ending:
     """
 
     how: str
-    result: dict[str, Any] = field(default_factory=dict)
+    result: RunReport = field(default_factory=lambda: RunReport())
     failure: str | None = None
     reason: str = ""
     where: str | None = None
@@ -260,7 +281,7 @@ class _Peaks:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(device)
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> RunReport:
         import resource
 
         import torch
@@ -274,7 +295,7 @@ class _Peaks:
             pass
         if rss is None:  # not Linux: the process's lifetime peak
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        peaks = {"peak_rss_mb": round(rss, 1)}
+        peaks: RunReport = {"peak_rss_mb": round(rss, 1)}
         if self.cuda:
             peaks["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         return peaks
@@ -307,7 +328,7 @@ class _Child:
                 where = "; ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in tb)
                 self.conn.send(("raised", failure_kind(exc), summary, where))
                 continue
-            self.conn.send(("done", {**result, **peaks.read()}))
+            self.conn.send(("done", result | peaks.read()))
 
     def _step(self) -> None:
         self._steps += 1
@@ -320,7 +341,7 @@ class _Child:
         self.conn.send(("ask",))
         return bool(self.conn.recv())
 
-    def _train(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, r: TrainRequest) -> RunReport:
         from workers.train import train
 
         result = train(r["params"], epochs=r["epochs"], device=self.device,
@@ -329,9 +350,9 @@ class _Child:
                        on_epoch=lambda point: self.conn.send(("epoch", point)),
                        should_stop=self._ask,
                        on_snapshot=lambda data, epoch: self.conn.send(("snapshot", data, epoch)))
-        return {k: v for k, v in result.to_dict().items() if k != "curve"}
+        return result.report()
 
-    def _test(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _test(self, r: TestRequest) -> RunReport:
         import io
 
         from workers.train import evaluate, get_data, load_checkpoint

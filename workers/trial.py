@@ -26,14 +26,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trials.jobs import Job
 from trials.pruning import make_pruner
-from trials.records import Point
+from trials.records import Point, RunReport
+from trials.registry import WorkingOn
 from trials.scheduling import rung_scores
 from trials.states import JobKind, Outcome
-from workers.trainer import Ending, Watchdog
+from workers.trainer import Ending, TestRequest, TrainRequest, Watchdog
 
 if TYPE_CHECKING:
     from trials.retrying import RetryingStore
@@ -155,10 +156,12 @@ class TrialRun:
         w = self.worker
         epoch = self.curve[-1]["epoch"] if self.curve else 0
         wd = self.watchdog
-        progress = {"steps": wd.steps, "idle_seconds": round(wd.idle, 1),
-                    "stall_after": round(wd.stall_after)} if wd is not None else {}
-        self.store.workers.touch(w.owner, {"exp_key": self.job.sid, "tid": self.job.tid,
-                                           "kind": self.job.kind, "epoch": epoch, **progress})
+        doing: WorkingOn = {"exp_key": self.job.sid, "tid": self.job.tid, "kind": self.job.kind,
+                            "epoch": epoch}
+        if wd is not None:
+            doing.update({"steps": wd.steps, "idle_seconds": round(wd.idle, 1),
+                          "stall_after": round(wd.stall_after)})
+        self.store.workers.touch(w.owner, doing)
         self.store.leases.refresh(w.owner)
 
     # -- the whole run ------------------------------------------------------------------------------
@@ -185,10 +188,11 @@ class TrialRun:
         with tempfile.TemporaryDirectory(prefix="sru-hpo-ckpt-") as tmp:
             # the retrain's best weights go to a file (train's checkpoint_path), then to GridFS
             ckpt = Path(tmp) / "best.pt" if job.kind == JobKind.RETRAIN else None
-            ending = self._in_trainer(("train", {
+            request: TrainRequest = {
                 "params": job.params, "epochs": job.epochs, "resume": resume,
                 "checkpoint": str(ckpt) if ckpt is not None else None,
-                "snapshot_every": self.worker.snapshot_every}))
+                "snapshot_every": self.worker.snapshot_every}
+            ending = self._in_trainer(("train", request))
             if not self._failed(ending):
                 self._report(ending.result, ckpt)
 
@@ -251,11 +255,11 @@ class TrialRun:
         else:
             self.db.work.fail(job, ending.reason, ending.where)
 
-    def _reached(self) -> dict[str, Any]:
+    def _reached(self) -> RunReport:
         """The result of a run that ended without the trainer's own report: what its curve
         reached."""
         best = max(self.curve, key=lambda p: p["val_acc"], default=None)
-        payload: dict[str, Any] = {
+        payload: RunReport = {
             "best_val_acc": best["val_acc"] if best else 0.0, "best_epoch": best["epoch"] if best
             else 0, "epochs_run": self.curve[-1]["epoch"] if self.curve else 0,
             "seconds": self._trained_seconds(),
@@ -274,18 +278,18 @@ class TrialRun:
         if data is None:
             self.db.work.fail(job, f"the checkpoint of {job.source} is gone")
             return
-        ending = self._in_trainer(("test", {"checkpoint": data,
-                                            "dataset": job.params["dataset"]}))
+        request: TestRequest = {"checkpoint": data, "dataset": job.params["dataset"]}
+        ending = self._in_trainer(("test", request))
         if self._failed(ending):
             return
-        result = {**ending.result, "device": self.worker.label}
+        result: RunReport = {**ending.result, "device": self.worker.label}
         if self.db.work.finish(job, result, Outcome.OK.value):
             self.db.studies.nudge()
             log.info("job %s: test accuracy %.4f of %s", job.id, result["test_acc"], job.source)
 
-    def _report(self, result: dict[str, Any], ckpt: Path | None) -> None:
+    def _report(self, result: RunReport, ckpt: Path | None) -> None:
         job, why = self.job, self.why
-        payload = {**result, "device": self.worker.label}
+        payload: RunReport = {**result, "device": self.worker.label}
         if job.rungs:  # ASHA: the score at every rung reached, and at the top
             payload["rung_scores"] = rung_scores(self.curve, [*job.rungs, job.epochs])
         if why == "rung":
@@ -306,7 +310,7 @@ class TrialRun:
             outcome = Outcome.PRUNED if why == "pruned" else Outcome(result["status"])
             self._finish(payload, outcome, ckpt)
 
-    def _finish(self, payload: dict[str, Any], outcome: Outcome, ckpt: Path | None) -> None:
+    def _finish(self, payload: RunReport, outcome: Outcome, ckpt: Path | None) -> None:
         job = self.job
         data = ckpt.read_bytes() if ckpt is not None and ckpt.exists() else None
         if data is not None:

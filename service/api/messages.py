@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from search_spaces.params import PARAMS
 from search_spaces.schema import SpaceError, did_you_mean
-from service.studies.schemas import Budget, InlineSpace, Scheduler, StudyCreate
+from service.studies.schemas import Budget, FieldError, InlineSpace, Scheduler, StudyCreate
 
 __all__ = ["plain_errors"]
 
@@ -64,13 +64,13 @@ def _known_fields(path: Sequence[str | int]) -> Iterable[str]:
     return FIELDS.get(parent, StudyCreate).model_fields
 
 
-def _one(e: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _one(e: Mapping[str, Any]) -> list[FieldError]:
     """One pydantic error as one or more plain entries."""
     source, path = _path(tuple(e.get("loc", ())))
     kind = e.get("type")
     cause = (e.get("ctx") or {}).get("error")
     if isinstance(cause, SpaceError):  # every problem of a space, each at its parameter
-        out = []
+        out: list[FieldError] = []
         for problem in cause.problems:
             where, _, reason = problem.partition(": ")
             sub = ([] if where == "space" else [where] if where in InlineSpace.model_fields
@@ -114,6 +114,6 @@ def _drop_other_branches(errors: Sequence[Mapping[str, Any]]) -> list[Mapping[st
     return kept
 
 
-def plain_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def plain_errors(errors: Sequence[Mapping[str, Any]]) -> list[FieldError]:
     """pydantic's errors (``ValidationError.errors()``) as plain ``{type, loc, msg}`` entries."""
     return [out for e in _drop_other_branches(errors) for out in _one(e)]

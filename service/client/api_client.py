@@ -14,6 +14,7 @@ from service.studies.schemas import (
     CurvePage,
     Health,
     Importance,
+    JsonObject,
     RetrainPublic,
     StudyList,
     StudyPublic,
@@ -60,7 +61,7 @@ class ApiClient:
 
     # Responses come back as the API's own response models (service/studies/schemas.py), read
     # field by field; a response that does not match one is a ValidationError, not a KeyError later.
-    def submit(self, study: dict[str, Any]) -> StudyPublic:
+    def submit(self, study: JsonObject) -> StudyPublic:
         """``study`` is the file's mapping as read: the API validates it (422 names the field)."""
         return StudyPublic.model_validate(self._do("POST", "/studies", json=study))
 
@@ -133,7 +134,7 @@ class ApiClient:
         return CancelResult.model_validate(self._do("POST", f"/studies/{sid}/cancel", json={}))
 
     # -- comparisons -------------------------------------------------------------------------
-    def submit_comparison(self, body: dict[str, Any]) -> ComparisonPublic:
+    def submit_comparison(self, body: JsonObject) -> ComparisonPublic:
         """``body`` is the file's mapping as read: the API validates it (422 names the field)."""
         return ComparisonPublic.model_validate(self._do("POST", "/comparisons", json=body))
 

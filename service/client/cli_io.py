@@ -8,10 +8,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from service.studies.schemas import FieldError, JsonObject
 
 __all__ = ["console", "err_console", "ApiOpt", "TokenOpt", "client_for", "call", "field_errors",
            "usage_error", "writing", "load_body"]
@@ -62,7 +65,7 @@ def call(fn, *args: Any, what: str = "study") -> Any:  # noqa: ANN001
                          else 1) from None
 
 
-def field_errors(errors: list[dict[str, Any]]) -> list[str]:
+def field_errors(errors: list[FieldError]) -> list[str]:
     """One line per 422 error: ``field.path: reason`` (the API words them: service/api/messages.py)."""
     return [f"{'.'.join(str(x) for x in e.get('loc', []) if x != 'body') or 'study'}: "
             f"{e.get('msg', '')}" for e in errors]
@@ -82,7 +85,7 @@ def writing(param: str, path: Path, write: Callable[[], T]) -> T:
         usage_error(param, f"can not write {path}: {exc.strerror or exc}")
 
 
-def load_body(path: Path, param: str, what: str) -> dict[str, Any]:
+def load_body(path: Path, param: str, what: str) -> JsonObject:
     """A YAML/JSON file holding a mapping that JSON can carry, or a one-line usage error."""
     import yaml
 

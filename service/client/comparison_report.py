@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
 
 from service.studies.schemas import ComparisonPublic, ComparisonRow
 
@@ -38,7 +37,7 @@ def accuracy_cell(r: ComparisonRow) -> str:
     return _pct(r.test_acc) + (f" ± {100 * sd:.1f}" if sd is not None else "")
 
 
-def rows(c: ComparisonPublic) -> list[dict[str, Any]]:
+def rows(c: ComparisonPublic) -> list[dict[str, str | int | float | None]]:
     """One flat dict per variant with ``COLUMNS`` (a CSV row: column name → cell)."""
     return [{**r.model_dump(include=set(COLUMNS)), "budget_epochs": c.budget.epochs}
             for r in c.rows]

@@ -18,10 +18,16 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from service.studies.schemas import Importance, RetrainPublic, TrialCurve, TrialPublic
+    from service.studies.schemas import (
+        Importance,
+        InlineSpace,
+        RetrainPublic,
+        TrialCurve,
+        TrialPublic,
+    )
 
 __all__ = ["write_report", "plot_curves", "retrain_source"]
 
@@ -116,11 +122,12 @@ def _best_so_far(trials: list[TrialPublic], path: Path) -> None:
     plt.close(fig)
 
 
-def _params(space: str | dict[str, Any], trials: list[TrialPublic], path: Path) -> None:
+def _params(space: str | InlineSpace, trials: list[TrialPublic], path: Path) -> None:
+    from search_spaces.schema import Choice, LogUniform
     from service.studies.analysis import searched_params
 
     plt, _ = _plt()
-    params = searched_params(space) if isinstance(space, dict) else {}  # the API resolves names
+    params = {} if isinstance(space, str) else searched_params(space.model_dump())
     done = [t for t in trials if t.best_val_acc is not None]
     n = max(len(params), 1)
     cols = min(n, 3)
@@ -128,11 +135,11 @@ def _params(space: str | dict[str, Any], trials: list[TrialPublic], path: Path) 
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, (name, spec) in zip(axes.flat, sorted(params.items()), strict=False):
         xs = [t.params.get(name) for t in done]
-        if spec["type"] == "choice":
+        if isinstance(spec, Choice):
             xs = [str(x) for x in xs]
         ax.scatter(xs, [t.best_val_acc for t in done], c=[t.tid for t in done],
                    cmap="Blues", edgecolors="0.3", s=28)
-        if spec["type"] in ("loguniform", "qloguniform"):
+        if isinstance(spec, LogUniform):
             ax.set_xscale("log")
         ax.set(xlabel=name, ylabel="best val acc")
         ax.grid(alpha=0.3)

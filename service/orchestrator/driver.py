@@ -225,7 +225,7 @@ class StudyDriver:
                      stats["test_acc"], stats["tests"])
 
     # -- the published summary -----------------------------------------------------------------------
-    def summary(self, study: Study) -> dict[str, Any]:
+    def summary(self, study: Study) -> Summary:
         """Counts, best trial, error groups, epochs spent and saved, the retrain, from the cache
         (computed once per change of the cache; the study's own fields it reads never change)."""
         return self.cache.memoized("summary", lambda: summarize(study, self.cache,

@@ -23,10 +23,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from trials.records import JobRecord, Study
 from trials.states import JobState
+from trials.summary_doc import TestStats
 
 __all__ = ["FinalEvaluation", "Evaluation"]
 
@@ -51,9 +51,6 @@ class Evaluation:
     test_acc: float | None
     test_loss: float | None
     at: float | None  # server time the test reported
-
-    def public(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 @dataclass(frozen=True)
@@ -152,7 +149,7 @@ class FinalEvaluation:
                 at=t.refresh_time if t.state == JobState.DONE else None))
         return out
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> TestStats:
         """test_acc (the mean over the seeds tested), test_acc_sd (sample sd; None below 2),
         tests, val_acc (the mean of the same runs), test_drop (val_acc - test_acc), n_params."""
         done = [e for e in self.evaluations() if e.test_acc is not None]

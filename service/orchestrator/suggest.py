@@ -40,8 +40,9 @@ from hyperopt.base import miscs_update_idxs_vals
 from search_spaces.schema import SpaceSpec, flatten_sample, point_to_vals, to_hyperopt
 from service.orchestrator import tpe_speed
 from trials.cache import TrialCache
+from trials.jobs import JobSpec
 from trials.mongo_trials import MongoTrials
-from trials.records import JobRecord, Params, Study, observed
+from trials.records import HyperoptDoc, JobRecord, Params, Study, observed
 from trials.scheduling import bracket_for, bracket_weights, model_epoch, uniform_draw
 from trials.states import JobKind, JobState, Outcome
 
@@ -76,10 +77,10 @@ class Suggester:
         self.rho = study.rho
         # tid -> (the cached record, the key it was viewed under, the view's document): a
         # document is rewritten only when the cache replaced its record (one per version)
-        self._views: dict[int, tuple[JobRecord, tuple, dict[str, Any]]] = {}
+        self._views: dict[int, tuple[JobRecord, tuple, HyperoptDoc]] = {}
 
     # -- what TPE sees -----------------------------------------------------------------------------
-    def model_view(self, trials: list[JobRecord]) -> list[dict[str, Any]] | None:
+    def model_view(self, trials: list[JobRecord]) -> list[HyperoptDoc] | None:
         """The trials TPE reads, each with its loss at the modelled rung (pending ones and those
         cut below it with the worst observed loss); None while there are too few observations
         (start-up)."""
@@ -162,15 +163,14 @@ class Suggester:
         s = self.study
         return {**params, "model": s.model, "dataset": s.dataset, "seed": s.seed}
 
-    def _params(self, doc: dict[str, Any]) -> Params:
+    def _params(self, doc: HyperoptDoc) -> Params:
         vals = {k: v[0] for k, v in doc["misc"]["vals"].items() if v}
         return flatten_sample(self.spec, space_eval(self.domain.expr, vals))
 
-    def _fields(self, tid: int, params: Params, fits: Callable[[int], bool] | None
-                ) -> dict[str, Any]:
+    def _fields(self, tid: int, params: Params, fits: Callable[[int], bool] | None) -> JobSpec:
         study = self.study
-        fields: dict[str, Any] = {"kind": JobKind.TRIAL.value, "epochs": study.trial_epochs,
-                                  "params": self._full(params)}
+        fields: JobSpec = {"kind": JobKind.TRIAL.value, "epochs": study.trial_epochs,
+                           "params": self._full(params)}
         if study.trial_timeout:
             fields["timeout"] = study.trial_timeout
         sched = study.scheduler
@@ -183,6 +183,6 @@ class Suggester:
             while fits is not None and bracket > 0 and not fits(target):
                 bracket -= 1  # a lower bracket, whose first rung the budget fits
                 target = self.grid[bracket]
-            fields.update(bracket=bracket, rungs=self.grid,
-                          limit=target if target < self.top else None)
+            fields.update({"bracket": bracket, "rungs": self.grid,
+                           "limit": target if target < self.top else None})
         return fields

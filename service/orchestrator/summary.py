@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from service.orchestrator.evaluation import FinalEvaluation
 from trials.budget import Budget
 from trials.cache import TrialCache
 from trials.records import JobRecord, Study
 from trials.states import CONFIGURATION_OUTCOMES, JobKind, JobState
+from trials.summary_doc import BestTrialDoc, ErrorGroupDoc, FailureCounts, RungFidelityDoc, Summary
 
 __all__ = ["summarize", "error_groups", "failure_counts", "anytime", "epochs_to_fraction",
            "spearman", "rung_fidelity", "fidelity_advice",
@@ -28,11 +28,7 @@ __all__ = ["summarize", "error_groups", "failure_counts", "anytime", "epochs_to_
 ADVICE_PAIRS, ADVICE_BELOW = 8, 0.5  # advise a larger min_epochs below this ρ with this many pairs
 
 
-ErrorGroup = dict[str, Any]  # {error, count, tids}: service/studies/schemas.py's ErrorGroup
-RungFidelity = dict[str, Any]  # {epoch, pairs, spearman}: schemas.py's RungFidelity
-
-
-def error_groups(jobs: Sequence[JobRecord], keep: int = 5) -> list[ErrorGroup]:
+def error_groups(jobs: Sequence[JobRecord], keep: int = 5) -> list[ErrorGroupDoc]:
     """Errored and infeasible jobs grouped by message, most frequent first: {error, count,
     tids (first 10)}."""
     groups: dict[str, list[int]] = {}
@@ -53,10 +49,10 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 
 def rung_fidelity(trials: Sequence[JobRecord], grid: list[int], top: int
-                  ) -> list[RungFidelity]:
+                  ) -> list[RungFidelityDoc]:
     """Per rung: {epoch, pairs, spearman}: how well the rung's score ranks the trials that
     also reached the top by their top score (None below 3 pairs)."""
-    out = []
+    out: list[RungFidelityDoc] = []
     for epoch in grid:
         pairs = [(s[str(epoch)], s[str(top)]) for t in trials
                  if str(epoch) in (s := t.result.rung_scores) and str(top) in s]
@@ -65,7 +61,7 @@ def rung_fidelity(trials: Sequence[JobRecord], grid: list[int], top: int
     return out
 
 
-def fidelity_advice(fidelity: list[RungFidelity]) -> list[str]:
+def fidelity_advice(fidelity: list[RungFidelityDoc]) -> list[str]:
     if not fidelity:
         return []
     first = fidelity[0]
@@ -76,8 +72,7 @@ def fidelity_advice(fidelity: list[RungFidelity]) -> list[str]:
             f"top score over {first['pairs']} trials; raise scheduler.min_epochs"]
 
 
-def _best_fields(best: JobRecord | None) -> dict[str, Any] | None:
-    """schemas.py's BestTrial."""
+def _best_fields(best: JobRecord | None) -> BestTrialDoc | None:
     if best is None:
         return None
     r = best.result
@@ -87,7 +82,7 @@ def _best_fields(best: JobRecord | None) -> dict[str, Any] | None:
             "peak_rss_mb": r.peak_rss_mb, "peak_gpu_mb": r.peak_gpu_mb}
 
 
-def failure_counts(jobs: Sequence[JobRecord]) -> dict[str, Any]:
+def failure_counts(jobs: Sequence[JobRecord]) -> FailureCounts:
     """Failures by class (trials/states.py): every infrastructure failure a job was retried
     after (or ran out of retries on), and the trials whose parameters failed."""
     by_kind: dict[str, int] = {}
@@ -103,7 +98,7 @@ def failure_counts(jobs: Sequence[JobRecord]) -> dict[str, Any]:
             "by_kind": by_kind}
 
 
-def summarize(study: Study, cache: TrialCache, best: JobRecord | None) -> dict[str, Any]:
+def summarize(study: Study, cache: TrialCache, best: JobRecord | None) -> Summary:
     """The summary of ``study`` from its ``cache``; ``best``: the trial the driver ranks
     first."""
     trials = cache.of_kind(JobKind.TRIAL)

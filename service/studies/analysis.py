@@ -20,6 +20,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from search_spaces.schema import Choice, Dist, LogUniform, dist_of
+from service.studies.schemas import Importance, ParamImportance
 from trials.records import JobRecord
 from trials.states import JobState
 
@@ -30,44 +32,45 @@ TABLE_COLUMNS = ["tid", "state", "outcome", "best_val_acc", "best_epoch", "epoch
                  "retries", "worker", "seconds", "error"]
 
 
-def searched_params(space: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Every parameter a trial of ``space`` can draw -> its distribution (sub-spaces flattened,
-    the last definition winning for a name several sub-spaces set)."""
-    out: dict[str, dict[str, Any]] = {}
+def searched_params(space: Mapping[str, Any]) -> dict[str, Dist]:
+    """Every parameter a trial of ``space`` (a resolved space, as a study stores it) can draw
+    -> its distribution (sub-spaces flattened, the last definition winning for a name several
+    sub-spaces set)."""
+    out: dict[str, Dist] = {}
 
-    def walk(params: dict[str, Any]) -> None:
+    def walk(params: Mapping[str, Any]) -> None:
         for name, spec in params.items():
             if not isinstance(spec, dict) or "type" not in spec:
-                continue
-            if spec["type"] == "choice" and any(isinstance(o, dict) for o in spec["options"]):
-                for o in spec["options"]:
+                continue  # a constant
+            dist = dist_of(spec)
+            if isinstance(dist, Choice) and any(isinstance(o, dict) for o in dist.options):
+                for o in dist.options:
                     walk(o)
             else:
-                out[name] = spec
+                out[name] = dist
 
     walk(space.get("params") or {})
     return out
 
 
-def _encode(spec: dict[str, Any], value: Any) -> float:
+def _encode(spec: Dist, value: Any) -> float:
     if value is None:
         return -1.0
-    if spec["type"] == "choice":
-        opts = spec["options"]
-        return float(opts.index(value)) if value in opts else -1.0
+    if isinstance(spec, Choice):
+        return float(spec.options.index(value)) if value in spec.options else -1.0
     v = float(value)
-    return math.log10(v) if spec["type"] in ("loguniform", "qloguniform") and v > 0 else v
+    return math.log10(v) if isinstance(spec, LogUniform) and v > 0 else v
 
 
-def importance(space: Mapping[str, Any], trials: list[JobRecord]) -> dict[str, Any]:
-    """Importance of each searched parameter over finished trials (schemas.py's Importance)."""
+def importance(space: Mapping[str, Any], trials: list[JobRecord]) -> Importance:
+    """Importance of each searched parameter over finished trials."""
     params = searched_params(space)
     done = [t for t in trials if t.result.best_val_acc is not None and t.state == JobState.DONE]
-    base = {"method": "random-forest impurity importance (scikit-learn, 200 trees)",
-            "min_trials": MIN_TRIALS, "n_trials": len(done), "importances": []}
+    base = Importance(method="random-forest impurity importance (scikit-learn, 200 trees)",
+                      min_trials=MIN_TRIALS, n_trials=len(done))
     if len(done) < MIN_TRIALS or not params:
-        return {**base, "message": f"{len(done)} finished trial(s); importance needs at least "
-                                   f"{MIN_TRIALS}"}
+        return base.model_copy(update={"message": f"{len(done)} finished trial(s); importance "
+                                                  f"needs at least {MIN_TRIALS}"})
     import numpy as np
     from sklearn.ensemble import RandomForestRegressor
 
@@ -75,11 +78,13 @@ def importance(space: Mapping[str, Any], trials: list[JobRecord]) -> dict[str, A
     x = np.array([[_encode(params[n], t.params.get(n)) for n in names] for t in done])
     y = np.array([t.result.best_val_acc for t in done])
     if np.ptp(y) == 0:
-        return {**base, "message": "every finished trial scored the same; nothing to explain"}
+        return base.model_copy(update={"message": "every finished trial scored the same; "
+                                                  "nothing to explain"})
     forest = RandomForestRegressor(n_estimators=200, random_state=0, min_samples_leaf=2)
     forest.fit(x, y)
     ranked = sorted(zip(names, forest.feature_importances_, strict=True), key=lambda p: -p[1])
-    return {**base, "importances": [{"param": n, "importance": float(v)} for n, v in ranked]}
+    return base.model_copy(update={"importances": [ParamImportance(param=n, importance=float(v))
+                                                   for n, v in ranked]})
 
 
 def trials_table(space: Mapping[str, Any], trials: list[JobRecord]

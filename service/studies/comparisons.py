@@ -32,6 +32,7 @@ from service.studies.schemas import (
     ComparisonPublic,
     ComparisonRow,
     InlineSpace,
+    JsonObject,
     Scheduler,
     StudyCreate,
     check_depth,
@@ -106,8 +107,9 @@ class ComparisonCreate(BaseModel):
         return self._studies
 
 
-def _study_body(c: ComparisonCreate, variant: str | VariantIn, n: int) -> dict[str, Any]:
-    space: str | dict[str, Any]
+def _study_body(c: ComparisonCreate, variant: str | VariantIn, n: int) -> JsonObject:
+    """The study of ``variant`` as a POST /studies body (``plan`` validates it)."""
+    space: str | JsonObject
     if isinstance(variant, str):
         spec = variant_space(variant, c.dataset)
         name, model, space = variant, spec.model, spec.model_dump(exclude_none=True)
@@ -151,13 +153,6 @@ SHARED = ("budget", "trial_epochs", "scheduler", "retrain_epochs", "retrain_seed
 
 
 # -- the store's side --------------------------------------------------------------------------------
-def _study_fields(body: StudyCreate, cid: str) -> dict[str, Any]:
-    fields = body.model_dump()
-    fields["space"] = body.spec().model_dump()
-    fields["comparison"] = cid
-    return fields
-
-
 def create(store: Store, c: ComparisonCreate) -> tuple[Comparison, list[str]]:
     """Write the comparison, then its studies. Returns (the comparison, the study ids
     created)."""
@@ -176,7 +171,7 @@ def ensure_studies(store: Store, comparison: Comparison) -> list[str]:
     bodies = dict(ComparisonCreate.model_validate(dict(comparison.request)).studies())
     made = []
     for name, sid in todo:  # one created just before a kill, or by another service: skipped
-        if store.studies.create_once(sid, _study_fields(bodies[name], comparison.id)):
+        if store.studies.create_once(sid, bodies[name].stored(comparison.id)):
             made.append(sid)
         store.comparisons.mark_made(comparison.id, sid)
     return made

@@ -7,7 +7,7 @@ route with the same 422 shape.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import (
     BaseModel,
@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from search_spaces.params import DatasetName, ModelName
+from search_spaces.params import DatasetName, ModelName, Params
 from search_spaces.schema import (
     BUILTIN,
     SpaceError,
@@ -34,7 +34,7 @@ __all__ = [
     "Pruning", "StudyCreate", "StudyPublic", "StudyList", "Counts", "TrialPublic", "TrialList",
     "CurvePoint", "TrialCurve", "CurvePage", "RetrainPublic", "WorkerPublic", "Health",
     "CancelResult", "ErrorGroup", "InlineSpace", "resolve_space", "MAX_BODY_DEPTH", "Problem",
-    "check_depth",
+    "FieldError", "JsonObject", "check_depth",
     "Scheduler", "Importance", "Budget", "RungFidelity", "EvaluationPublic",
     "ComparisonRow", "ComparisonPublic", "ComparisonList",
 ]
@@ -167,7 +167,7 @@ class StudyCreate(BaseModel):
     retrain_epochs: int = Field(200, ge=1, le=100_000)
     seed: int = Field(0, ge=0, lt=2**31)
     scheduler: Scheduler = Field(default_factory=Scheduler)
-    warm_start: list[dict[str, Any]] = Field(default_factory=list, max_length=1000,
+    warm_start: list[Params] = Field(default_factory=list, max_length=1000,
                                              description="configurations evaluated first")
     trial_timeout: float | None = Field(None, gt=0, le=30 * 86400, description="seconds of "
                                         "training after which a trial ends as timeout "
@@ -228,7 +228,7 @@ class StudyCreate(BaseModel):
 
     @field_validator("warm_start")
     @classmethod
-    def _warm(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+    def _warm(cls, v: list[Params], info: ValidationInfo) -> list[Params]:
         space = info.data.get("space")
         if space is None:  # the space itself failed; that error is reported
             return v
@@ -245,11 +245,30 @@ class StudyCreate(BaseModel):
     def spec(self) -> SpaceSpec:
         return resolve_space(self.space, self.model)
 
+    def stored(self, comparison: str | None = None) -> dict[str, Any]:
+        """The settings as the store keeps them: the space resolved (a built-in may change
+        later), and the comparison the study is a variant of."""
+        return {**self.model_dump(), "space": self.spec().model_dump(), "comparison": comparison}
+
+
+#: A request body as a user wrote it (a study or comparison file, read as YAML/JSON), not yet
+#: validated: the client sends it as it is, so that the API's 422 names the field and the reason.
+JsonObject = dict[str, Any]
+
 
 class Problem(BaseModel):
     """An error: ``detail`` says what went wrong."""
 
     detail: str
+
+
+class FieldError(TypedDict):
+    """One entry of a 422's ``detail``: the field's path and the reason in words
+    (service/api/messages.py writes them; the CLI prints them, one per line)."""
+
+    type: str | None  # pydantic's error type
+    loc: list[str | int]  # "body", then the field's path
+    msg: str
 
 
 class Counts(BaseModel):
@@ -267,6 +286,16 @@ class Counts(BaseModel):
     finished: int = Field(0, description="done + error: what counts toward n_trials")
 
 
+class CurvePoint(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+
+
 class TrialPublic(BaseModel):
     tid: int
     kind: str
@@ -276,7 +305,7 @@ class TrialPublic(BaseModel):
                              "promoted to")
     bracket: int | None = None
     promotions: int = 0
-    params: dict[str, Any]
+    params: Params
     epochs: int
     best_val_acc: float | None = None
     best_epoch: int | None = None
@@ -298,7 +327,7 @@ class TrialPublic(BaseModel):
                                      "failures it was retried after, by kind")
     peak_rss_mb: float | None = None
     peak_gpu_mb: float | None = None
-    curve: list[dict[str, Any]] | None = None
+    curve: list[CurvePoint] | None = None
 
 
 class TrialList(BaseModel):
@@ -306,16 +335,6 @@ class TrialList(BaseModel):
     offset: int
     limit: int
     trials: list[TrialPublic]
-
-
-class CurvePoint(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    seconds: float
 
 
 class TrialCurve(BaseModel):
@@ -360,7 +379,7 @@ class RetrainPublic(BaseModel):
         default_factory=list, description="every retrain (retrain_top_k); the chosen one has "
         "the best validation accuracy and is the only one tested")
     tid: int | None = None
-    params: dict[str, Any] | None = None
+    params: Params | None = None
     epochs: int
     best_val_acc: float | None = None
     best_epoch: int | None = None
@@ -386,7 +405,7 @@ class BestTrial(BaseModel):
     best_epoch: int | None = None
     epochs_run: int | None = None
     outcome: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     peak_rss_mb: float | None = Field(None, description="the trainer's peak resident memory "
                                       "while it trained this configuration (MiB)")
     peak_gpu_mb: float | None = Field(None, description="torch.cuda.max_memory_allocated "
@@ -417,7 +436,8 @@ class StudyPublic(BaseModel):
     model: str
     dataset: str
     algorithm: str
-    space: str | dict[str, Any]
+    space: str | InlineSpace = Field(description="the space, resolved (a built-in's name "
+                                     "stands for its parameters)")
     n_trials: int | None = None
     budget: Budget | None = None
     queue_ahead: int = 1
@@ -429,7 +449,7 @@ class StudyPublic(BaseModel):
     scheduler: Scheduler
     retrain_top_k: int = 1
     retrain_seeds: int = 1
-    warm_start: list[dict[str, Any]]
+    warm_start: list[Params]
     state: StudyState
     counts: Counts
     best: BestTrial | None = None
@@ -483,12 +503,25 @@ class StudyList(BaseModel):
     studies: list[StudyPublic]
 
 
+class WorkerJob(BaseModel):
+    """What a worker is doing, as its last heartbeat said."""
+
+    exp_key: str = Field(description="the study")
+    tid: int
+    kind: str
+    epoch: int = Field(0, description="the last epoch it reported")
+    steps: int | None = Field(None, description="training steps of this run so far")
+    idle_seconds: float | None = Field(None, description="seconds since the last step")
+    stall_after: float | None = Field(None, description="the watchdog's limit: seconds "
+                                      "without a step after which the run is stopped")
+
+
 class WorkerPublic(BaseModel):
     id: str
     host: str
     pid: int
     device: str
-    job: dict[str, Any] | None = None
+    job: WorkerJob | None = Field(None, description="None while it waits for work")
     jobs_done: int = 0
     started: float
     last_seen: float

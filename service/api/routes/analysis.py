@@ -26,7 +26,7 @@ def parameter_importance(sid: StudyId, rt: Rt, _: Reader) -> Importance:
     """How much each searched parameter explains the best validation accuracy (random forest
     impurity importance over finished trials; needs at least 10)."""
     study = get_study(rt, sid)
-    return Importance(**importance(study.space, _trials(rt, sid)))
+    return importance(study.space, _trials(rt, sid))
 
 
 @router.get("/trials.csv", response_class=Response, responses={

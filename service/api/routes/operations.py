@@ -10,14 +10,14 @@ from service.api.routes.deps import Rt
 from service.api.security import Reader
 from service.studies.schemas import Health, WorkerPublic
 from trials.states import JobState, StudyState
+from trials.summary_doc import Summary
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/workers", response_model=list[WorkerPublic], responses=responses(401))
 def workers(rt: Rt, _: Reader) -> list[WorkerPublic]:
-    return [WorkerPublic(id=w["_id"], **{k: v for k, v in w.items() if k != "_id"})
-            for w in rt.store.workers.live()]
+    return [WorkerPublic.model_validate(w, from_attributes=True) for w in rt.store.workers.live()]
 
 
 @router.get("/healthz", response_model=Health, responses=responses())
@@ -55,7 +55,7 @@ def metrics(rt: Rt, _: Reader) -> str:
     return "\n".join(lines + _study_lines(rt.store.studies.active_summaries())) + "\n"
 
 
-def _study_lines(active: list[tuple[str, dict]]) -> list[str]:
+def _study_lines(active: list[tuple[str, Summary]]) -> list[str]:
     """Per active study: epochs spent and, with a budget, epochs the budget has left."""
     lines = ["# HELP sru_hpo_study_epochs_spent Epochs trained by an active study's search "
              "trials.", "# TYPE sru_hpo_study_epochs_spent gauge"]
@@ -63,6 +63,6 @@ def _study_lines(active: list[tuple[str, dict]]) -> list[str]:
               for sid, s in active]
     lines += ["# HELP sru_hpo_study_epochs_left Epochs an active study's budget has not yet "
               "committed.", "# TYPE sru_hpo_study_epochs_left gauge"]
-    lines += [f'sru_hpo_study_epochs_left{{study="{sid}"}} {float(s["epochs_left"]):g}'
-              for sid, s in active if s.get("epochs_left") is not None]
+    lines += [f'sru_hpo_study_epochs_left{{study="{sid}"}} {left:g}'
+              for sid, s in active if (left := s.get("epochs_left")) is not None]
     return lines

@@ -39,7 +39,7 @@ def retrain(sid: StudyId, rt: Rt, _: Reader) -> RetrainPublic:
         return RetrainPublic(state=state, candidates=candidates, epochs=study.retrain_epochs,
                              seeds=len(final.seeds))
     res, stats = chosen.result, final.stats()
-    evaluations = [EvaluationPublic(**e.public()) for e in final.evaluations()]
+    evaluations = [EvaluationPublic.model_validate(e, from_attributes=True) for e in final.evaluations()]
     first = next((e for e in evaluations if e.retrain_tid == chosen.tid), None)
     return RetrainPublic(
         state=state, candidates=candidates, tid=chosen.tid, params=dict(chosen.params),

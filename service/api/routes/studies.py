@@ -25,9 +25,7 @@ def create_study(body: StudyCreate, rt: Rt, _: Writer) -> StudyPublic:
         raise unprocessable("n_trials", f"at most {s.max_trials} (SRU_HPO_MAX_TRIALS)")
     if body.parallelism > s.max_parallelism:
         raise unprocessable("parallelism", f"at most {s.max_parallelism} (SRU_HPO_MAX_PARALLELISM)")
-    fields = body.model_dump()
-    fields["space"] = body.spec().model_dump()  # stored resolved: built-ins may change later
-    study = rt.store.studies.create(uuid.uuid4().hex[:12], fields)
+    study = rt.store.studies.create(uuid.uuid4().hex[:12], body.stored())
     rt.drive(study.id)
     return study_public(study, rt.store.clock.now())
 
