@@ -3,7 +3,7 @@
 - ``trials/`` is the only package that talks to MongoDB: nothing else imports pymongo, gridfs
   or bson (tests may, to inspect the database they run against).
 - The API never imports torch: ``service.api.app`` imports no torch at module level, nor anything
-  that does.
+  that does. Nor does a CPU worker (``workers.worker``): its trainer child does.
 - The orchestrator (``service/orchestrator/``) and the study model (``service/studies/``) never
   import FastAPI or torch, at module level or lazily, nor anything that does: the orchestrator
   runs as its own process (``sru-hpo orchestrate``) with neither.
@@ -55,9 +55,11 @@ def _module_path(name: str) -> Path | None:
         p / "__init__.py" if (p / "__init__.py").exists() else None)
 
 
-def test_the_api_imports_no_torch_at_module_level():
+def _no_torch_at_module_level(start: str) -> set[str]:
+    """The project modules ``start`` imports at module level (transitively), asserting that none
+    of them imports torch."""
     seen: set[str] = set()
-    todo = ["service.api.app"]
+    todo = [start]
     while todo:
         name = todo.pop()
         if name in seen:
@@ -69,7 +71,20 @@ def test_the_api_imports_no_torch_at_module_level():
         mods = imports(path, top_level_only=True)
         assert not any(m.split(".")[0] == "torch" for m in mods), f"{name} imports torch"
         todo += [m for m in mods if m.split(".")[0] in PACKAGES]
+    return seen
+
+
+def test_the_api_imports_no_torch_at_module_level():
+    seen = _no_torch_at_module_level("service.api.app")
     assert "service.api.routes.studies" in seen and "trials.store" in seen  # the walk really walked
+
+
+def test_a_cpu_worker_imports_no_torch():
+    """The worker process holds the job; its trainer child trains and imports torch. The worker
+    imports torch only to find its GPU (workers/worker.py ``_take_device``)."""
+    seen = _no_torch_at_module_level("workers.worker")
+    assert "workers.trainer" in seen and "workers.trial" in seen and "trials.store" in seen
+    assert "workers.train" not in seen and "workers.gpu" not in seen
 
 
 def _closure(start: list[str], top_level_only: bool) -> dict[str, set[str]]:

@@ -138,7 +138,6 @@ def worker_command(
 
     from sru_hpo.settings import Settings
     from trials.store import Store
-    from workers.train import pick_device
     from workers.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -147,10 +146,13 @@ def worker_command(
         raise typer.BadParameter(
             "no database: set SRU_HPO_MONGO_URL (sru-hpo up sets it for the workers it starts)",
             param_hint="SRU_HPO_MONGO_URL")
-    try:
-        pick_device(device)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--device") from exc
+    if device != "cpu":  # a CPU worker imports no torch (its trainer does)
+        from workers.train import pick_device
+
+        try:
+            pick_device(device)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--device") from exc
     store = Store.connect(settings.mongo_url, settings.db_name, timeout=settings.connect_timeout,
                           heartbeat_interval=settings.heartbeat_interval,
                           max_retries=settings.max_retries)
