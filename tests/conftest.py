@@ -15,15 +15,29 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from pymongo import MongoClient
 
-from service.launcher.embedded_db import EmbeddedMongo
-from trials.store import Store
+# One thread per torch in the test processes and what they start (the spawned workers' env sets
+# it too): ``make test`` runs a pytest process per core and one more, and a torch with a thread
+# per core each spins OpenMP threads on cores the others hold. Set before anything imports torch.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pymongo import MongoClient  # noqa: E402
+
+from service.launcher.embedded_db import EmbeddedMongo  # noqa: E402
+from trials.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Heartbeat interval for real worker processes in tests: a job is stale after 2 silent
 #: intervals (6 s), so a 2 s stall of a loaded machine never requeues a live job.
 HB = "3"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a slow test run first, the rest after them in their usual order. ``make test``
+    hands each pytest process one file at a time (xdist loadfile): a long file handed out last
+    kept the other processes idle until it ended, while short files now fill in at the end."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each part
 
 
 @pytest.fixture(scope="session")
