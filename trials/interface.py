@@ -16,12 +16,17 @@ same meaning in both implementations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trials.records import JobRecord, Study
 from trials.states import StudyState
 from trials.summary_doc import Summary
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from trials.jobs import JobSpec
 
 __all__ = ["Clock", "StudyOps", "DriverJobOps", "JobReadOps", "DriverStore"]
 
@@ -61,15 +66,15 @@ class StudyOps(Protocol):
 class DriverJobOps(Protocol):
     """The driver's job operations: create, promote and stop paused trials, cancel."""
 
-    job_fields: Callable[..., dict[str, Any]]
+    def job_fields(self, **spec: Unpack[JobSpec]) -> dict[str, Any]: ...
 
     def next_tids(self, sid: str, n: int) -> list[int]: ...
 
-    def new_job_doc(self, sid: str, tid: int, **fields: Any) -> dict[str, Any]: ...
+    def new_job_doc(self, sid: str, tid: int, **fields: Unpack[JobSpec]) -> dict[str, Any]: ...
 
     def insert(self, docs: list[dict[str, Any]]) -> None: ...
 
-    def enqueue(self, sid: str, **fields: Any) -> int: ...
+    def enqueue(self, sid: str, **fields: Unpack[JobSpec]) -> int: ...
 
     def promote(self, sid: str, tid: int, limit: int, priority: int = ...) -> bool: ...
 

@@ -19,7 +19,7 @@ anything, and its refused files are deleted at once (see ``save_snapshot``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Required, TypedDict
+from typing import TYPE_CHECKING, Any, Required, TypedDict
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
@@ -30,6 +30,9 @@ from trials.curves import CurveStore
 from trials.files import SNAPSHOTS, FileStore
 from trials.records import RunReport
 from trials.states import CONFIGURATION_OUTCOMES, FailureClass, JobKind, JobState, Outcome
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.12
 
 __all__ = ["Job", "JobCollection", "JobQueue", "JobSpec", "job_id", "tid_of", "SLIM"]
 
@@ -157,26 +160,26 @@ class JobSpec(TypedDict, total=False):
     seed_of: str | None
 
 
-def job_fields(*, kind: str, params: Params, epochs: int, pruning: dict | None = None,
-               priority: int | None = None, limit: int | None = None,
-               rungs: list[int] | None = None, bracket: int | None = None,
-               source: str | None = None, timeout: float | None = None,
-               seed_of: str | None = None) -> dict[str, Any]:
+def job_fields(**spec: Unpack[JobSpec]) -> dict[str, Any]:
     """The plain-JSON fields this project adds to a hyperopt trial document (``timeout``: the
     study's trial_timeout, seconds of training; ``seed_of``: a retrain of the winner with
-    another seed, the winner's job id)."""
+    another seed, the winner's job id). ``JobSpec`` is the one list of what may be asked."""
+    unknown = spec.keys() - JobSpec.__required_keys__ - JobSpec.__optional_keys__
+    if unknown:
+        raise TypeError(f"job_fields: unknown field(s) {sorted(unknown)}")
+    kind, priority = spec["kind"], spec.get("priority")
     if priority is None:
         priority = 0 if kind == JobKind.TRIAL else 1
-    return {"kind": str(kind), "params": params, "epochs": int(epochs), "pruning": pruning,
-            "priority": priority, "retries": 0, "previous_owners": [], "heartbeat": 0,
-            "attempt": 0, "stop": None, "outcome": None, "error": None, "snapshot": None,
-            "checkpoint": None, "score": None, "limit": limit, "rungs": rungs,
-            "bracket": bracket, "promotions": 0, "source": source, "timeout": timeout,
-            "seed_of": seed_of,
-            "failures": {}}
+    return {"kind": str(kind), "params": spec["params"], "epochs": int(spec["epochs"]),
+            "pruning": spec.get("pruning"), "priority": priority, "retries": 0,
+            "previous_owners": [], "heartbeat": 0, "attempt": 0, "stop": None, "outcome": None,
+            "error": None, "snapshot": None, "checkpoint": None, "score": None,
+            "limit": spec.get("limit"), "rungs": spec.get("rungs"), "bracket": spec.get("bracket"),
+            "promotions": 0, "source": spec.get("source"), "timeout": spec.get("timeout"),
+            "seed_of": spec.get("seed_of"), "failures": {}}
 
 
-def new_job_doc(sid: str, tid: int, **fields: Any) -> dict[str, Any]:
+def new_job_doc(sid: str, tid: int, **fields: Unpack[JobSpec]) -> dict[str, Any]:
     """A job document for a trial TPE did not suggest (a retrain, a test job)."""
     return {"state": int(JobState.NEW), "tid": tid, "spec": None, "result": {"status": "new"},
             "misc": {"tid": tid, "cmd": ["sru_hpo", str(fields.get("kind"))], "idxs": {},
@@ -262,7 +265,7 @@ class JobQueue(JobCollection):
 
     job_fields = staticmethod(job_fields)
 
-    def new_job_doc(self, sid: str, tid: int, **fields: Any) -> dict[str, Any]:
+    def new_job_doc(self, sid: str, tid: int, **fields: Unpack[JobSpec]) -> dict[str, Any]:
         """A job document for a trial TPE did not suggest (a retrain, a benchmark job)."""
         return new_job_doc(sid, tid, **fields)
 
@@ -279,7 +282,7 @@ class JobQueue(JobCollection):
             self.curves.create(docs)
             self._col.insert_many(docs)
 
-    def enqueue(self, sid: str, **fields: Any) -> int:
+    def enqueue(self, sid: str, **fields: Unpack[JobSpec]) -> int:
         """Insert one job outside TPE; returns its tid."""
         (tid,) = self.next_tids(sid, 1)
         self.insert([self.new_job_doc(sid, tid, **fields)])

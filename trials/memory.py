@@ -52,6 +52,11 @@ from trials.states import JobKind, JobState, Outcome, StudyState
 from trials.studies import new_study_doc
 from trials.summary_doc import Summary
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from trials.jobs import JobSpec
+
 __all__ = ["MemoryStore", "ManualClock", "apply_update"]
 
 
@@ -252,7 +257,7 @@ class MemoryJobs:
         self._counters[key] = end
         return list(range(end - n, end))
 
-    def new_job_doc(self, sid: str, tid: int, **fields: Any) -> dict[str, Any]:
+    def new_job_doc(self, sid: str, tid: int, **fields: Unpack[JobSpec]) -> dict[str, Any]:
         return new_job_doc(sid, tid, **fields)
 
     def insert(self, docs: list[dict[str, Any]]) -> None:
@@ -265,7 +270,7 @@ class MemoryJobs:
         for d in docs:
             self._put(copy.deepcopy(d))
 
-    def enqueue(self, sid: str, **fields: Any) -> int:
+    def enqueue(self, sid: str, **fields: Unpack[JobSpec]) -> int:
         (tid,) = self.next_tids(sid, 1)
         self.insert([self.new_job_doc(sid, tid, **fields)])
         return tid

@@ -145,7 +145,7 @@ class Study:
     error: str | None = None
     retrain_tid: int | None = None
     # what the driver last published (trials/summary_doc.py); empty until its first publish
-    summary: Summary = field(default_factory=lambda: Summary())
+    summary: Summary = field(default_factory=Summary)
     settled: bool = False  # ended, and none of its jobs runs any more
     driver: str | None = None  # the holder of its driver lease (held until driver_until)
 

@@ -88,7 +88,7 @@ class Ending:
     """
 
     how: str
-    result: RunReport = field(default_factory=lambda: RunReport())
+    result: RunReport = field(default_factory=RunReport)
     failure: str | None = None
     reason: str = ""
     where: str | None = None
