@@ -19,8 +19,9 @@ install: $(STAMP)
 # One pytest process per core and one more, a file each at a time (loadfile: a module fixture
 # such as the dashboard's study runs once), in the collection's order (tests/conftest.py puts
 # the files with slow tests first; xdist would order them by their number of tests). Tests wait
-# on the processes they start: on 2 cores, 3 processes measured 374 s against 409 s with 2 and
-# 481 s with 4 (README: Measured). TEST_JOBS=0 runs it in one process.
+# on the processes they start: on 2 cores, back to back on one tree, 3 processes took 406 s and
+# 2 took 446 s; 4 were slower than 3 (481 s against 374 s on an earlier tree). README: Measured.
+# TEST_JOBS=0 runs it in one process.
 TEST_JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
