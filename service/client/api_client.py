@@ -32,16 +32,33 @@ class ApiError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
 
 
+# A kept-alive connection is closed by the server after it has been idle a while (uvicorn: 5 s).
+# The client gives one up sooner, so that it does not send on a socket the server is closing; a
+# read (GET) that still meets a closed connection is sent once more on a new one. Other methods
+# are not resent: the server may have acted on the first.
+KEEPALIVE_S = 2.0
+RESENT_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
 class ApiClient:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
         self.url = (url or os.environ.get("SRU_HPO_API_URL") or "http://127.0.0.1:8000").rstrip("/")
         token = token if token is not None else os.environ.get("SRU_HPO_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                 limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
+
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kw)
+        except RESENT_ERRORS:
+            if method != "GET":
+                raise
+            return self.http.request(method, path, **kw)  # the dead connection is gone now
 
     def _do(self, method: str, path: str, **kw: Any) -> Any:
         try:
-            r = self.http.request(method, path, **kw)
+            r = self._send(method, path, **kw)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.url}: {exc}") from exc
         if 300 <= r.status_code < 400:  # no route redirects: the path was not a study's

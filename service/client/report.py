@@ -187,6 +187,7 @@ def write_report(client, sid: str, out: Path  # noqa: ANN001 - ApiClient
     retrain = client.retrain(sid)
     trials = client.trials(sid)
     curves = client.curves(sid)
+    importance = client.importance(sid)  # every read before the plots, which take seconds
     (out / "study.json").write_text(json.dumps({"study": study.model_dump(mode="json"),
                                                 "retrain": retrain.model_dump(mode="json")},
                                                indent=1))
@@ -199,7 +200,7 @@ def write_report(client, sid: str, out: Path  # noqa: ANN001 - ApiClient
     files = ["study.json", "trials.csv", "curves.csv", "curves.png", "best_so_far.png",
              "params.png"]
     skipped: dict[str, str] = {}
-    if why := _importance(client.importance(sid), out / "importance.png"):
+    if why := _importance(importance, out / "importance.png"):
         skipped["importance.png"] = why
     else:
         files.append("importance.png")
