@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench table lint clean gpu-check wheelhouse paper paper-dry-run
+.PHONY: install test test-durations demo bench table lint clean gpu-check wheelhouse paper paper-dry-run
 
 # pip byte-compiles at install on purpose: with PYTHONDONTWRITEBYTECODE set (as on our CI
 # machines) an uncompiled torch is compiled again by every process that imports it.
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # One pytest process per core and one more, a file each at a time (loadfile: a module fixture
-# such as the dashboard's study runs once), in the collection's order (tests/conftest.py puts
-# the files with slow tests first; xdist would order them by their number of tests). Tests wait
-# on the processes they start: on 2 cores, back to back on one tree, 3 processes took 406 s and
-# 2 took 446 s; 4 were slower than 3 (481 s against 374 s on an earlier tree). README: Measured.
-# TEST_JOBS=0 runs it in one process.
+# such as the dashboard's study runs once), the longest files first (tests/conftest.py orders
+# them by tests/durations.json, which `make test-durations` rewrites from a passing run; xdist
+# would order them by their number of tests). Tests wait on the processes they start: on 2 cores,
+# back to back on one tree, 3 processes took 406 s and 2 took 446 s; 4 were slower than 3 (481 s
+# against 374 s on an earlier tree). README: Measured. TEST_JOBS=0 runs it in one process.
 TEST_JOBS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
+PYTEST_XDIST = -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+test-durations: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) --store-durations $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/sru-hpo demo

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.client import ApiClient
+    from service.client.api_client import ApiClient
     from service.studies.schemas import ComparisonPublic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _comparison(client: ApiClient, protocol: dict[str, Any], state: Path) -> ComparisonPublic:
     """The comparison this home ran before (resume), or a new one."""
-    from service.client import ApiError
+    from service.client.api_client import ApiError
 
     if state.exists():
         cid = json.loads(state.read_text())["comparison"]
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate_only:
         return 0
 
-    from service.client import ApiClient
+    from service.client.api_client import ApiClient
     from service.client.comparison_report import to_markdown, write_comparison_report
     from service.launcher.cluster import Cluster, GiveUp, stop_signals
     from service.launcher.embedded_db import free_port

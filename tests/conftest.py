@@ -6,6 +6,7 @@ started on a free port for the session. Each test gets its own database name.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,12 +33,59 @@ ROOT = Path(__file__).resolve().parents[1]
 HB = "3"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with a slow test run first, the rest after them in their usual order. ``make test``
+#: Each test file's seconds in the last ``make test-durations`` run (make test reads it to order
+#: the files: the longest first).
+DURATIONS = Path(__file__).with_name("durations.json")
+#: The seconds assumed for a file with a slow test that ``durations.json`` does not list yet.
+UNLISTED_SLOW_S = 60.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true",
+                     help=f"write each test file's seconds to {DURATIONS.name} (make test-durations)")
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first, the rest after them by their recorded seconds. ``make test``
     hands each pytest process one file at a time (xdist loadfile): a long file handed out last
-    kept the other processes idle until it ended, while short files now fill in at the end."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)  # stable: the order within each part
+    kept the other processes idle until it ended, while short files fill in at the end (the
+    longest-processing-time-first rule). A file not in ``durations.json`` counts
+    ``UNLISTED_SLOW_S`` if it holds a slow test and nothing otherwise."""
+    seconds: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    slow = {_file_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
+
+    def weight(item: pytest.Item) -> float:
+        name = _file_of(item.nodeid)
+        return seconds.get(name, UNLISTED_SLOW_S if name in slow else 0.0)
+
+    items.sort(key=weight, reverse=True)  # stable: the order within a file is kept
+
+
+class _Durations:
+    """``--store-durations``: sums each file's setup, call and teardown seconds as the reports
+    come in (from every xdist process) and writes them when the whole run has passed."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = _file_of(report.nodeid)
+        self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if exitstatus == 0 and not hasattr(session.config, "workerinput"):
+            ordered = dict(sorted(((k, round(v, 1)) for k, v in self.seconds.items()),
+                                  key=lambda kv: -kv[1]))
+            DURATIONS.write_text(json.dumps(ordered, indent=1) + "\n")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--store-durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_Durations(), "sru-hpo-durations")
 
 
 @pytest.fixture(scope="session")

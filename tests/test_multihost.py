@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.client.api_client import http_client
 from tests.conftest import HB, ROOT, wait_for
 
 pytestmark = pytest.mark.slow
@@ -113,7 +114,7 @@ def test_workers_on_two_hosts_survive_a_partition(hosts, tmp_path):
     hosts.procs.append(hosts.run("head", [py, "-m", "sru_hpo", "serve"], api_env,
                                  tmp_path / "api.log"))
     url = f"http://{hosts.ip['head']}:8000"
-    c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    c = http_client(url, {"Authorization": f"Bearer {TOKEN}"}, 30)
 
     def healthy():
         try:

@@ -23,7 +23,7 @@ from service.studies.schemas import (
     TrialPublic,
 )
 
-__all__ = ["ApiClient", "ApiError"]
+__all__ = ["ApiClient", "ApiError", "http_client"]
 
 
 class ApiError(RuntimeError):
@@ -40,25 +40,38 @@ KEEPALIVE_S = 2.0
 RESENT_ERRORS = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
+class ResendingTransport(httpx.HTTPTransport):
+    """httpx's transport, with idle connections dropped after ``KEEPALIVE_S`` and a GET that
+    meets a connection the server closed sent once more (the dead connection has left the pool)."""
+
+    def __init__(self) -> None:
+        super().__init__(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except RESENT_ERRORS:
+            if request.method != "GET":
+                raise
+            return super().handle_request(request)
+
+
+def http_client(url: str, headers: dict[str, str], timeout: float) -> httpx.Client:
+    """An HTTP client for the API (the CLI's, the benchmarks' and the tests')."""
+    return httpx.Client(base_url=url, headers=headers, timeout=timeout,
+                        transport=ResendingTransport())
+
+
 class ApiClient:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0):
         self.url = (url or os.environ.get("SRU_HPO_API_URL") or "http://127.0.0.1:8000").rstrip("/")
         token = token if token is not None else os.environ.get("SRU_HPO_API_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                 limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S))
-
-    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
-        try:
-            return self.http.request(method, path, **kw)
-        except RESENT_ERRORS:
-            if method != "GET":
-                raise
-            return self.http.request(method, path, **kw)  # the dead connection is gone now
+        self.http = http_client(self.url, headers, timeout)
 
     def _do(self, method: str, path: str, **kw: Any) -> Any:
         try:
-            r = self._send(method, path, **kw)
+            r = self.http.request(method, path, **kw)
         except httpx.TransportError as exc:
             raise ApiError(0, f"cannot reach the API at {self.url}: {exc}") from exc
         if 300 <= r.status_code < 400:  # no route redirects: the path was not a study's

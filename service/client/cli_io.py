@@ -42,7 +42,7 @@ TokenOpt = Annotated[str | None, typer.Option("--token", envvar="SRU_HPO_API_TOK
 
 
 def client_for(api: str | None, token: str | None):  # noqa: ANN202
-    from service.client import ApiClient
+    from service.client.api_client import ApiClient
 
     return ApiClient(api, token)
 
@@ -50,7 +50,7 @@ def client_for(api: str | None, token: str | None):  # noqa: ANN202
 def call(fn, *args: Any, what: str = "study") -> Any:  # noqa: ANN001
     """``fn(*args)``; an API error is printed (a 422 one line per field) and exits 2 for bad
     input, 1 otherwise."""
-    from service.client import ApiError
+    from service.client.api_client import ApiError
 
     try:
         return fn(*args)

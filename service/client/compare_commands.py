@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from service.client.cli_io import ApiOpt, TokenOpt, call, client_for, console, load_body, usage_error, writing
-from service.client.comparison_report import accuracy_cell, write_comparison_report
-from service.studies.schemas import ComparisonPublic
+
+if TYPE_CHECKING:
+    from service.studies.schemas import ComparisonPublic
 
 compare_app = typer.Typer(no_args_is_help=True, help="Variants (sru, gru, lstm, sru-iid, "
                           "sru-recur, sru-multi) tuned at one budget, then evaluated over seeds.")
 
 
 def _cid(client, cid: str) -> str:  # noqa: ANN001
-    from service.client import ApiError
+    from service.client.api_client import ApiError
 
     try:
         return client.resolve_comparison(cid)
@@ -41,6 +42,8 @@ def submit(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
 
 
 def _table(c: ComparisonPublic) -> Table:
+    from service.client.comparison_report import accuracy_cell
+
     table = Table(box=None, pad_edge=False, title=f"{c.id} {c.name} · {c.dataset} · {c.state}")
     for col in ("variant", "state", "trials", "epochs", "best val", "test ± sd", "params",
                 "ep→95%"):
@@ -85,6 +88,8 @@ def report(comparison_id: str,
            api: ApiOpt = None, token: TokenOpt = None) -> None:
     """comparison.md (laid out like the paper's table), comparison.csv, comparison.json and
     anytime.png."""
+    from service.client.comparison_report import write_comparison_report
+
     client = client_for(api, token)
     c = call(client.comparison, _cid(client, comparison_id))
     files = writing("--out", out, lambda: write_comparison_report(c, out))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from service.client import ApiClient, ApiError
+from service.client.api_client import ApiClient, ApiError
 from service.launcher.embedded_db import EmbeddedMongo, port_is_free, start_embedded
 from service.launcher.processes import spawn
 from sru_hpo.settings import Settings

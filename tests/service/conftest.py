@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pymongo import MongoClient
 
+from service.client.api_client import http_client
 from service.launcher.embedded_db import free_port
 from tests.conftest import HB, ROOT, proc_env, wait_for
 from trials.store import Store
@@ -35,7 +36,7 @@ class Api:
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return http_client(self.url, headers, 60)  # the CLI's: resends a GET the server reset
 
 
 def wait_healthy(port: int, proc: subprocess.Popen, why_exited, timeout: float = 120) -> None:  # noqa: ANN001
