@@ -21,10 +21,10 @@ worker that stalled and lost its job writes nothing when it wakes up.
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ from trials.records import Point, RunReport
 from trials.registry import WorkingOn
 from trials.scheduling import rung_scores
 from trials.states import JobKind, Outcome
+from workers.scratch import Scratch
 from workers.trainer import Ending, TestRequest, TrainRequest, Watchdog
 
 if TYPE_CHECKING:
@@ -185,9 +186,10 @@ class TrialRun:
             log.warning("job %s was taken over before it started; dropping it", job.id)
             return
         self._beat()
-        with tempfile.TemporaryDirectory(prefix="sru-hpo-ckpt-") as tmp:
-            # the retrain's best weights go to a file (train's checkpoint_path), then to GridFS
-            ckpt = Path(tmp) / "best.pt" if job.kind == JobKind.RETRAIN else None
+        # a retrain's best weights go to a file (train's checkpoint_path), then to GridFS; a
+        # trial keeps none and makes no folder
+        with Scratch() if job.kind == JobKind.RETRAIN else nullcontext() as folder:
+            ckpt = folder / "best.pt" if folder is not None else None
             request: TrainRequest = {
                 "params": job.params, "epochs": job.epochs, "resume": resume,
                 "checkpoint": str(ckpt) if ckpt is not None else None,

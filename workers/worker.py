@@ -35,6 +35,7 @@ from trials.registry import make_owner
 from trials.requeue import StaleJobSweeper
 from trials.retrying import RetryingStore
 from trials.store import Store
+from workers.scratch import sweep_scratch
 from workers.trainer import Trainer
 from workers.trial import TrialRun
 
@@ -104,6 +105,7 @@ class Worker:
     def run(self) -> int:
         """Work until stopped (or out of jobs with burst, or max_jobs done). Returns jobs done."""
         self.db.workers.register(self.owner, self.label)
+        sweep_scratch()  # what killed workers left in the temporary directory
         log.info("worker %s ready on %s", self.owner, self.label)
         wait = MIN_POLL
         try:

@@ -74,6 +74,37 @@ def test_killed_worker_job_is_requeued_and_finished_by_another(store, db, spawn,
     assert store.files.all_files() == []
 
 
+def test_a_killed_retrain_leaves_no_scratch_folder_once_a_worker_starts(store, spawn, mongo_url,
+                                                                        db_name, tmp_path,
+                                                                        monkeypatch):
+    """A retrain writes its best weights to a scratch folder; a SIGKILL leaves the folder, and the
+    next worker to start removes it, but not the folder of a worker that still runs. A trial
+    makes no folder. (These folders piled up in /tmp under the suite's killed workers.)"""
+    import tempfile
+
+    from workers.scratch import PREFIX, Scratch
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = proc_env(mongo_url, db_name, TMPDIR=str(tmp))
+    trial = enqueue(store, params=TINY, epochs=2)
+    a = spawn(["worker", "--device", "cpu"], env, "a")
+    wait_for(lambda: doc(store.db, trial)["state"] == JobState.DONE, 180, "the trial")
+    assert list(tmp.glob(f"{PREFIX}*")) == []
+    tid = enqueue(store, kind="retrain", params=TINY, epochs=500)
+    wait_for(lambda: len(epochs(store, tid)) >= 2, 180, "two epochs of the retrain")
+    (left,) = tmp.glob(f"{PREFIX}*")  # the retrain's, and none of the trial's
+    a.send_signal(signal.SIGKILL)
+    a.wait(10)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with Scratch() as live:  # a folder whose worker (this test) lives
+        b = spawn(["worker", "--burst", "--device", "cpu", "--study", "none"], env, "b")
+        assert b.wait(120) == 0, read_log(b)
+        assert list(tmp.glob(f"{PREFIX}*")) == [live] and not left.exists()
+        assert "removed 1 scratch folder(s)" in read_log(b)
+    assert list(tmp.glob(f"{PREFIX}*")) == []  # (torch keeps its own cache folder here)
+
+
 def test_a_stalled_worker_that_lost_its_job_writes_nothing(store, db, spawn, mongo_url, db_name):
     """SIGSTOP a worker mid-trial; another worker takes the requeued job over and resumes it;
     SIGCONT the first: its curve points, snapshots and result are all refused."""
