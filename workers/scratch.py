@@ -31,14 +31,15 @@ class Scratch:
     def __enter__(self) -> Path:
         self._tmp = tempfile.TemporaryDirectory(prefix=PREFIX)
         folder = Path(self._tmp.name)
-        self._lock = (folder / LOCK).open("w")
+        self._lock = (folder / f"{LOCK}-new").open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
+        (folder / f"{LOCK}-new").rename(folder / LOCK)  # a sweep never sees it unlocked
         return folder
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        self._tmp.cleanup()  # while locked: a sweep never removes it under us
         self._lock.close()
-        self._tmp.cleanup()
 
 
 def sweep_scratch() -> list[Path]:
