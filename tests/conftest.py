@@ -67,7 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 class _Durations:
     """``--store-durations``: sums each file's setup, call and teardown seconds as the reports
-    come in (from every xdist process) and writes them when the whole run has passed."""
+    come in (from every xdist process) and, when the run has passed, writes them over the
+    recorded ones: a run of some files keeps the others' seconds; a file that is gone is
+    dropped."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -78,8 +80,10 @@ class _Durations:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if exitstatus == 0 and not hasattr(session.config, "workerinput"):
-            ordered = dict(sorted(((k, round(v, 1)) for k, v in self.seconds.items()),
-                                  key=lambda kv: -kv[1]))
+            old = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+            merged = {**old, **{k: round(v, 1) for k, v in self.seconds.items()}}
+            kept = {k: v for k, v in merged.items() if (ROOT / k).exists()}
+            ordered = dict(sorted(kept.items(), key=lambda kv: -kv[1]))
             DURATIONS.write_text(json.dumps(ordered, indent=1) + "\n")
 
 
